@@ -1,0 +1,1 @@
+"""The `testbed` command: one entry point dispatching to the packages."""
