@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   # a small sweep, a fit and a checked forecast on the built-in offline data
+#   make test   # the test suite
+# Both create ./.venv on first use. Override the torch requirement for a GPU
+# machine, e.g. `make demo TORCH_SPEC=torch` (the default is the CPU build).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= runs/demo
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup clean-venv
+
+$(BIN)/testbed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/testbed
+
+setup: $(BIN)/testbed
+
+demo: setup
+	$(BIN)/testbed demo --out $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
