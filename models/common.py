@@ -1,0 +1,79 @@
+"""Pieces both models share: the norm layer, muP width multipliers, AdamW groups.
+
+Every parameter has a role, and the role alone decides weight decay and the
+per-group LR multiplier:
+
+  embedding  token / position tables (and the output head when tied)
+  readout    the untied output head
+  hidden     matrices whose fan-in grows with width (attention, MLP, LSTM gates)
+  vector     norm gains and biases
+
+Under muP (Yang et al. 2022, "Tensor Programs V", Table 3, Adam column) only
+hidden matrices get an LR multiplier, 1/m with m = width / base_width; input
+embeddings, biases, norm gains and the readout keep LR multiplier 1 (the
+readout's 1/fan_in is applied as an output multiplier instead; see gpt.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+
+ROLES = ("embedding", "readout", "hidden", "vector")
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "layernorm":
+        return nn.LayerNorm(cfg.width, bias=cfg.bias)
+    return nn.RMSNorm(cfg.width)
+
+
+def width_mult(cfg: ModelConfig) -> float:
+    """muP width multiplier m = width / base_width (1 under SP)."""
+    return cfg.width / cfg.mup_base_width if cfg.parametrization == "mup" else 1.0
+
+
+def lr_mult(cfg: ModelConfig, role: str) -> float:
+    return 1.0 / width_mult(cfg) if role == "hidden" else 1.0
+
+
+def decays(role: str, exclude_from_decay: bool) -> bool:
+    """Decay matrices; with exclusion, norms, biases and embeddings (incl. a tied head) are not decayed."""
+    if not exclude_from_decay:
+        return True
+    return role in ("hidden", "readout")
+
+
+def param_groups(cfg: ModelConfig, named_roles: Iterable[tuple[str, nn.Parameter, str]],
+                 weight_decay: float, exclude_from_decay: bool) -> list[dict]:
+    """AdamW groups keyed by (weight decay, LR multiplier); empty groups are dropped."""
+    groups: dict[tuple[float, float], dict] = {}
+    seen: set[int] = set()
+    for name, p, role in named_roles:
+        if role not in ROLES:
+            raise ValueError(f"parameter {name} has unknown role {role!r}")
+        if id(p) in seen:       # a tied head shares the embedding tensor: one entry only
+            continue
+        seen.add(id(p))
+        wd = weight_decay if decays(role, exclude_from_decay) else 0.0
+        mult = lr_mult(cfg, role)
+        g = groups.setdefault((wd, mult), {"params": [], "names": [], "weight_decay": wd, "lr_mult": mult})
+        g["params"].append(p)
+        g["names"].append(name)
+    return list(groups.values())
+
+
+def check_roles_cover(model: nn.Module, named_roles: list[tuple[str, nn.Parameter, str]]) -> None:
+    """Every trainable parameter must have exactly one role (guards against a new layer slipping through)."""
+    have = {id(p) for _, p, _ in named_roles}
+    missing = [n for n, p in model.named_parameters() if id(p) not in have]
+    if missing:
+        raise RuntimeError(f"parameters without a role: {missing}")
+
+
+@torch.no_grad()
+def init_normal(t: torch.Tensor, std: float) -> None:
+    nn.init.normal_(t, mean=0.0, std=std)

@@ -1,0 +1,177 @@
+"""A pre-norm decoder-only transformer (GPT-2 layout) configured by ModelConfig.
+
+Variants: LayerNorm or RMSNorm, learned or rotary positions, GELU or SwiGLU
+MLP, tied or untied embeddings, optional biases, SP or muP parametrization.
+
+Shapes in names: B batch, T time, C width (d_model), H heads, D head size,
+V vocabulary, Vp padded vocabulary.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import common
+from models.config import ModelConfig
+
+
+def rope_tables(context: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables (T, D/2) for rotary embeddings (Su et al. 2021, eq. 34)."""
+    inv_freq_Dh = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles_TxDh = torch.outer(torch.arange(context, dtype=torch.float64), inv_freq_Dh)
+    return angles_TxDh.cos().float(), angles_TxDh.sin().float()
+
+
+def apply_rope(x_BxHxTxD: torch.Tensor, cos_TxDh: torch.Tensor, sin_TxDh: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+D/2}) by position-dependent angles ("rotate half" layout)."""
+    x1, x2 = x_BxHxTxD.chunk(2, dim=-1)
+    cos, sin = cos_TxDh.to(x1.dtype), sin_TxDh.to(x1.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.width // cfg.n_heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+        self.rope = cfg.pos == "rope"
+        if cfg.parametrization == "mup":
+            # muP uses 1/d_head attention (TP5, Sec. 4 / Table 3): q.k grows like d_head once
+            # q and k become correlated during training. sqrt(base_D)/D equals 1/sqrt(D) at base width.
+            base_head_dim = cfg.mup_base_width // cfg.n_heads if cfg.heads > 0 else self.head_dim
+            self.scale = math.sqrt(base_head_dim) / self.head_dim
+        else:
+            self.scale = 1.0 / math.sqrt(self.head_dim)
+
+    def forward(self, x_BxTxC: torch.Tensor, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
+        B, T, C = x_BxTxC.shape
+        qkv_BxTx3xHxD = self.qkv(x_BxTxC).view(B, T, 3, self.n_heads, self.head_dim)
+        q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = qkv_BxTx3xHxD.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.rope:
+            q_BxHxTxD = apply_rope(q_BxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
+            k_BxHxTxD = apply_rope(k_BxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
+        y_BxHxTxD = F.scaled_dot_product_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD,
+                                                   is_causal=True, scale=self.scale)
+        return self.proj(y_BxHxTxD.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        hidden = cfg.mlp_hidden
+        self.up = nn.Linear(cfg.width, hidden, bias=cfg.bias)
+        if self.swiglu:
+            self.gate = nn.Linear(cfg.width, hidden, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.width, bias=cfg.bias)
+
+    def forward(self, x_BxTxC: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:   # Shazeer 2020, "GLU Variants Improve Transformer", eq. 5 (SwiGLU)
+            h_BxTxF = F.silu(self.gate(x_BxTxC)) * self.up(x_BxTxC)
+        else:
+            h_BxTxF = F.gelu(self.up(x_BxTxC))
+        return self.proj(h_BxTxF)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = common.make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.norm2 = common.make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x_BxTxC: torch.Tensor, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
+        x_BxTxC = x_BxTxC + self.attn(self.norm1(x_BxTxC), cos_TxDh, sin_TxDh)
+        return x_BxTxC + self.mlp(self.norm2(x_BxTxC))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        if cfg.kind != "gpt":
+            raise ValueError(f"GPT needs model.kind=gpt, got {cfg.kind!r}")
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (> 0) before building a model")
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.padded_vocab, cfg.width)
+        self.wpe = nn.Embedding(cfg.context, cfg.width) if cfg.pos == "learned" else None
+        if cfg.pos == "rope":
+            cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
+            # not persistent: derived from the config, so checkpoints and numel stay clean
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.rope_cos = self.rope_sin = None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm_f = common.make_norm(cfg)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.width, cfg.padded_vocab, bias=False)
+        # muP readout multiplier 1/m (TP5 Table 3's output 1/fan_in, in multiplier form as in the
+        # `mup` package's MuReadout): keeps logits O(1) as width grows while the readout LR stays 1.
+        self.output_mult = 1.0 / common.width_mult(cfg)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, init_std) everywhere, residual projections scaled by 1/sqrt(2 * depth)
+        (Radford et al. 2019, Sec. 2.3). muP: hidden matrices get std / sqrt(m), i.e. variance
+        proportional to 1/fan_in and equal to SP at the base width (TP5 Table 3)."""
+        cfg = self.config
+        std = cfg.init_std
+        hidden_std = std / math.sqrt(common.width_mult(cfg))
+        common.init_normal(self.wte.weight, std)
+        if self.wpe is not None:
+            common.init_normal(self.wpe.weight, std)
+        for block in self.blocks:
+            for lin in (block.attn.qkv, block.mlp.up) + ((block.mlp.gate,) if block.mlp.swiglu else ()):
+                common.init_normal(lin.weight, hidden_std)
+            for lin in (block.attn.proj, block.mlp.proj):
+                common.init_normal(lin.weight, hidden_std / math.sqrt(2 * cfg.depth))
+        if self.head is not None:
+            common.init_normal(self.head.weight, std)
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.zero_()
+            if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+                m.reset_parameters()   # gain 1, shift 0
+
+    def forward(self, idx_BxT: torch.Tensor, state=None) -> tuple[torch.Tensor, None]:
+        B, T = idx_BxT.shape
+        if T > self.config.context:
+            raise ValueError(f"sequence length {T} exceeds model.context={self.config.context}")
+        x_BxTxC = self.wte(idx_BxT)
+        if self.wpe is not None:
+            x_BxTxC = x_BxTxC + self.wpe(torch.arange(T, device=idx_BxT.device))
+        for block in self.blocks:
+            x_BxTxC = block(x_BxTxC, self.rope_cos, self.rope_sin)
+        x_BxTxC = self.norm_f(x_BxTxC)
+        weight_VpxC = self.wte.weight if self.head is None else self.head.weight
+        logits_BxTxVp = F.linear(x_BxTxC, weight_VpxC)
+        if self.output_mult != 1.0:
+            logits_BxTxVp = logits_BxTxVp * self.output_mult
+        return logits_BxTxVp[..., : self.config.vocab_size], None
+
+    def named_roles(self) -> list[tuple[str, nn.Parameter, str]]:
+        out = []
+        for name, p in self.named_parameters():
+            if name.startswith(("wte.", "wpe.")):
+                role = "embedding"
+            elif name.startswith("head."):
+                role = "readout"
+            elif p.ndim >= 2:
+                role = "hidden"
+            else:
+                role = "vector"
+            out.append((name, p, role))
+        return out
+
+    def param_groups(self, weight_decay: float, exclude_from_decay: bool) -> list[dict]:
+        roles = self.named_roles()
+        common.check_roles_cover(self, roles)
+        return common.param_groups(self.config, roles, weight_decay, exclude_from_decay)
