@@ -1,0 +1,127 @@
+"""The run directory on disk (torch-free): atomic JSON, append-only JSONL, readers.
+
+Layout (see DESIGN.md): config.json (resolved config, written before step 0),
+metrics.jsonl (one row a line, append-only), summary.json (atomic, at the end
+and on failure), ckpt/ (checkpoints).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CKPT_DIR = "ckpt"
+
+
+def _fsync_dir(path: Path) -> None:
+    # make the rename itself durable; not every platform lets a directory be opened
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`.
+
+    A reader sees either the old file or the new one, never a half-written one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+class JsonlWriter:
+    """Append-only JSONL file; each row is flushed as soon as it is written.
+
+    A crash can tear at most the last line, which `read_metrics` skips.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = open(self.path, "a")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All complete rows of a metrics.jsonl; a torn (unparsable) last line is skipped.
+
+    A bad line anywhere else means the file was damaged, not torn: that raises,
+    naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # torn by a crash mid-write
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+        rows.append(row)
+    return rows
+
+
+def write_metrics(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Replace a metrics file atomically (used when resuming drops rows past a checkpoint)."""
+    text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
+def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """(config, metrics rows, summary or None) of one run directory."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG} is missing")
+    summary_path = run_dir / SUMMARY
+    summary = read_json(summary_path) if summary_path.exists() else None
+    return read_json(cfg_path), read_metrics(run_dir / METRICS), summary
