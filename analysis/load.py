@@ -187,7 +187,8 @@ def run_hyperparameters(config: dict, summary: dict | None) -> dict:
             "parametrization": m.get("parametrization", "sp"),
             "lr_peak": float(o["lr"]), "weight_decay": float(o["weight_decay"]),
             "schedule": s["kind"], "warmup_steps": s["warmup_steps"], "decay_frac": float(s["decay_frac"]),
-            "final_frac": float(s["final_frac"]),
+            "final_frac": float(s["final_frac"]), "decay_shape": s.get("decay_shape", "linear"),
+            "timescale": s.get("timescale", 0),
             "batch_tokens": t["batch_tokens"], "tokens_budget": t["tokens"],
             "total_steps": max(1, math.ceil(t["tokens"] / t["batch_tokens"])),
             "seed": r["seed"], "sweep": r.get("sweep", ""), "data_seed": config.get("data", {}).get("seed", 0),
@@ -225,6 +226,24 @@ def lr_schedule_for_run(config: dict) -> np.ndarray:
 
     cfg = RunConfig.from_dict(config)
     return np.asarray(lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule), dtype=np.float64)
+
+
+def lr_schedules(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """run -> its per-step lr curve, rebuilt from the table's schedule columns (no file access)."""
+    from train.config import ScheduleConfig
+    from train.schedules import lr_curve
+
+    need = ("lr_peak", "schedule", "warmup_steps", "final_frac", "decay_frac", "decay_shape", "timescale", "total_steps")
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise ValueError(f"per-step learning rates need the run columns {missing}, which the table lacks "
+                         "(only tables loaded from run directories carry a schedule)")
+    curves = {}
+    for row in table.drop_duplicates("run").itertuples(index=False):
+        sched = ScheduleConfig(kind=row.schedule, warmup_steps=int(row.warmup_steps), final_frac=float(row.final_frac),
+                               decay_frac=float(row.decay_frac), decay_shape=row.decay_shape, timescale=int(row.timescale))
+        curves[row.run] = np.asarray(lr_curve(int(row.total_steps), float(row.lr_peak), sched), dtype=np.float64)
+    return curves
 
 
 def run_configs(table: pd.DataFrame) -> dict[str, dict]:

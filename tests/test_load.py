@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import TIDY_COLUMNS, load, load_runs, load_table, lr_schedule_for_run
+from analysis.load import TIDY_COLUMNS, load, load_runs, load_table, lr_schedule_for_run, lr_schedules
 from tests.fake_runs import chinchilla_loss, write_run, write_sweep
 
 CHINCHILLA_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"
@@ -102,6 +102,8 @@ def test_lr_schedule_for_run_matches_the_config(tmp_path):
     assert lr[0] == pytest.approx(cfg["optim"]["lr"], rel=1e-2)
     assert lr[-1] == pytest.approx(cfg["optim"]["lr"] * cfg["schedule"]["final_frac"], rel=1e-2)
     assert np.all(np.diff(lr) <= 1e-15)
+    # the same curve rebuilt from the table's schedule columns alone
+    assert np.array_equal(lr_schedules(load_runs(d))["cos"], lr)
 
 
 def test_table_mapping_derives_D_from_C(tmp_path):
