@@ -173,6 +173,10 @@ class RunConfig:
             raise ConfigError(f"run.tracker must be jsonl or wandb, got {r.tracker!r}")
         if d.vocab_size <= 0:
             raise ConfigError(f"data.vocab_size must be positive, got {d.vocab_size}")
+        try:
+            d.validate()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.model.vocab_size and self.model.vocab_size < d.vocab_size and d.source == "synthetic":
             raise ConfigError(f"model.vocab_size={self.model.vocab_size} is below data.vocab_size={d.vocab_size}")
 
