@@ -27,6 +27,7 @@ from models.config import ModelConfig
 from models.counting import param_counts
 
 MAX_WIDTH = 8192
+SLACK = 2.0       # a ladder's rungs may overshoot the requested range by at most this factor
 
 
 @dataclass(frozen=True)
@@ -113,15 +114,12 @@ def size_ladder(min_params: float, max_params: float, n: int, kind: str = "gpt",
     targets = [math.exp(math.log(min_params) + i * (math.log(max_params / min_params)) / max(n - 1, 1))
                for i in range(n)]
     logn = [math.log(c[0]) for c in cands]
-    # restrict to a window around the range so the DP stays small
-    def nearest(x: float) -> int:
-        return min(range(len(cands)), key=lambda j: abs(logn[j] - math.log(x)))
-    lo = max(0, nearest(min_params) - n)
-    hi = min(len(cands), nearest(max_params) + n + 1)
-    idx = list(range(lo, hi))
+    # only sizes within a factor SLACK of the requested range may be used
+    idx = [j for j in range(len(cands)) if min_params / SLACK <= cands[j][0] <= max_params * SLACK]
     if len(idx) < n:
-        raise ValueError(f"only {len(idx)} distinct {kind} shapes lie near [{min_params:.3g}, {max_params:.3g}] "
-                         f"non-embedding params; ask for fewer sizes, a wider range or a smaller head_dim/multiple")
+        raise ValueError(f"only {len(idx)} distinct {kind} shapes lie within [{min_params:.3g}, {max_params:.3g}] "
+                         f"non-embedding params (x/÷ {SLACK}); ask for fewer sizes, a wider range or a smaller "
+                         f"head_dim/multiple")
     inf = float("inf")
     # cost[i][k]: best total squared log error placing targets 0..i with target i on idx[k]
     cost = [[inf] * len(idx) for _ in range(n)]
