@@ -1,0 +1,500 @@
+"""Packed training: K runs of one model shape trained in one process as one batched computation.
+
+`train_packed(cfgs, out_dirs)` trains K run configs that share the model
+shape, data, batch layout and validation set (see `sweeps.packing`) as one
+`models.packed.PackedGPT`. Everything that makes a run itself stays per model:
+
+- init: each model is built exactly as `train.loop.train` builds it (seeded
+  from its own run.seed), then stacked;
+- optimizer: AdamW whose hyperparameters (lr and its schedule, betas, eps,
+  weight decay, muP LR multipliers) are per model. Adam's moments and
+  decoupled decay are elementwise, so one update over stacked tensors with
+  per-model coefficients is the same arithmetic as K separate AdamWs
+  (Loshchilov & Hutter 2019, Alg. 2; bias correction by the shared step);
+- gradient clipping by each model's own global norm over its slices;
+- data: every model sees the batches its own run would see: batches are a
+  pure function of (data config, batch index), and the data config is shared;
+- divergence and budgets: a diverged model, or one that reached its own token
+  budget, stops being updated (its gradients and updates are masked) while
+  the others continue;
+- run directories: each model writes its own config.json, metrics.jsonl,
+  summary.json and ckpt/ exactly as a single run does. Checkpoints are in
+  the single-run format (model and torch AdamW state dicts), so a packed run
+  resumes from them, and a single run can resume from a packed one's.
+
+Resume: a relaunch resumes every unfinished model from the latest step
+checkpointed by all of them (the pack saves all its models at the union of
+their checkpoint steps, then prunes each by its own policy).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import build_model
+from models.counting import flops_per_token, param_counts
+from models.packed import PackedGPT
+from sweeps.packing import check_packable
+from train import checkpoint as ckpt
+from train import ddp
+from train.api import prepare_run_dir
+from train.config import ConfigError, RunConfig, load_config
+from train.data import build_data
+from train.loop import autocast, eval_steps, resolve_device, seed_everything
+from train.optim import build_optimizer, plan_batches, set_lr
+from train.provenance import provenance
+from train.rundir import CKPT_DIR, METRICS, SUMMARY, atomic_write_json, read_metrics, write_metrics
+from train.schedules import lr_curve
+from train.trackers import open_trackers
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------------------
+# loss, eval, clipping, optimizer over stacked parameters
+
+def packed_lm_loss(model: PackedGPT, batch_BxT1: torch.Tensor, amp: contextlib.AbstractContextManager) -> torch.Tensor:
+    """Per-model mean next-token cross-entropy (K,) of one (B, T+1) batch shared by all models."""
+    x_BxT, y_BxT = batch_BxT1[:, :-1], batch_BxT1[:, 1:]
+    with amp:
+        logits_KxBxTxV, _ = model(x_BxT)
+    K = logits_KxBxTxV.shape[0]
+    y_KxN = y_BxT.reshape(1, -1).expand(K, -1)
+    nll = F.cross_entropy(logits_KxBxTxV.float().flatten(0, 2), y_KxN.flatten(), reduction="none")
+    return nll.view(K, -1).mean(dim=1)
+
+
+@torch.no_grad()
+def evaluate_packed(model: PackedGPT, val_NxT1: torch.Tensor, rows: int,
+                    amp_factory: Callable[[], Any]) -> list[float]:
+    """Mean val loss of every model over the fixed held-out windows (as `train.loop.evaluate`)."""
+    was_training = model.training
+    model.eval()
+    total_K = torch.zeros(model.k, dtype=torch.float64, device=val_NxT1.device)
+    for i in range(0, len(val_NxT1), rows):
+        chunk = val_NxT1[i:i + rows]
+        total_K += packed_lm_loss(model, chunk, amp_factory()).double() * chunk[:, 1:].numel()
+    model.train(was_training)
+    return (total_K / val_NxT1[:, 1:].numel()).tolist()
+
+
+def _per_model(t_K: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """View a (K,) tensor so it broadcasts over a stacked (K, ...) tensor."""
+    return t_K.view(-1, *([1] * (like.ndim - 1)))
+
+
+@torch.no_grad()
+def clip_per_model(params: Sequence[torch.Tensor], max_norm_K: torch.Tensor) -> torch.Tensor:
+    """Clip each model's global gradient norm over its slices of `params`; max_norm 0 leaves a model unclipped.
+
+    Same arithmetic as `torch.nn.utils.clip_grad_norm_` per model: the norm of the
+    per-tensor norms, coefficient max_norm / (norm + 1e-6) capped at 1. Returns the
+    pre-clip norms (K,).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norms_PxK = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+    total_K = torch.linalg.vector_norm(norms_PxK, dim=0)
+    coef_K = torch.clamp(max_norm_K / (total_K + 1e-6), max=1.0)
+    coef_K = torch.where(max_norm_K > 0, coef_K, torch.ones_like(coef_K))
+    for g in grads:
+        g.mul_(_per_model(coef_K, g))
+    return total_K
+
+
+@dataclass(frozen=True)
+class ModelHparams:
+    """One model's AdamW settings for each stacked parameter (by name)."""
+    weight_decay: dict[str, float]
+    lr_mult: dict[str, float]
+    beta1: float
+    beta2: float
+    eps: float
+
+
+class PackedAdamW:
+    """AdamW over stacked (K, ...) parameters with per-model coefficients.
+
+    torch.optim.AdamW takes one lr per parameter group; here every model has its
+    own lr (schedule), weight decay, betas and eps along the leading dimension, so
+    the update is written out (the same steps as torch's single-tensor AdamW).
+    Models whose `active` flag is off are left exactly as they are.
+    """
+
+    def __init__(self, named_params: dict[str, torch.nn.Parameter], hparams: Sequence[ModelHparams]):
+        self.params = named_params
+        dev = next(iter(named_params.values())).device
+        f32 = dict(dtype=torch.float32, device=dev)
+        self.wd = {n: torch.tensor([h.weight_decay[n] for h in hparams], **f32) for n in named_params}
+        self.mult = {n: torch.tensor([h.lr_mult[n] for h in hparams], **f32) for n in named_params}
+        self.beta1 = np.array([h.beta1 for h in hparams])
+        self.beta2 = np.array([h.beta2 for h in hparams])
+        self.eps = torch.tensor([h.eps for h in hparams], **f32)
+        self.state = {n: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                      for n, p in named_params.items()}
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, step: int, lr_K: np.ndarray, active_K: np.ndarray) -> None:
+        """Apply update number `step` (1-based; bias correction) with per-model peak-scaled lrs."""
+        dev = self.eps.device
+        f32 = dict(dtype=torch.float32, device=dev)
+        active = torch.tensor(active_K, dtype=torch.bool, device=dev)
+        lr = torch.tensor(np.where(active_K, lr_K, 0.0), **f32)
+        one_minus_b1 = torch.tensor(np.where(active_K, 1.0 - self.beta1, 0.0), **f32)
+        b2 = torch.tensor(np.where(active_K, self.beta2, 1.0), **f32)
+        step_size = lr / torch.tensor(1.0 - self.beta1 ** step, **f32)
+        bc2_sqrt = torch.tensor(np.sqrt(1.0 - self.beta2 ** step), **f32)
+        for n, p in self.params.items():
+            if p.grad is None:
+                continue
+            view = lambda t: _per_model(t, p)  # noqa: E731
+            g = torch.where(view(active), p.grad, torch.zeros((), device=dev))
+            m, v = self.state[n]["exp_avg"], self.state[n]["exp_avg_sq"]
+            lr_p = lr * self.mult[n]
+            p.mul_(1 - view(lr_p * self.wd[n]))
+            m.lerp_(g, view(one_minus_b1))
+            v.mul_(view(b2)).add_(g * g * view(1 - b2))
+            denom = (v.sqrt() / view(bc2_sqrt)).add_(view(self.eps))
+            p.sub_(m / denom * view(step_size * self.mult[n]))
+
+
+# ---------------------------------------------------------------------------
+# single-run checkpoints <-> the pack
+
+def _hparams(single: torch.nn.Module, opt: torch.optim.AdamW, cfg: RunConfig) -> ModelHparams:
+    names = {id(p): n for n, p in single.named_parameters()}
+    wd, mult = {}, {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            wd[names[id(p)]], mult[names[id(p)]] = g["weight_decay"], g["lr_mult"]
+    return ModelHparams(wd, mult, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps)
+
+
+def _export_optimizer(single: torch.nn.Module, opt: torch.optim.AdamW, packed_opt: PackedAdamW,
+                      i: int, step: int, lr: float) -> dict[str, Any]:
+    """Model i's slice of the packed AdamW state as a torch AdamW state dict over `single`."""
+    opt.state.clear()
+    for n, p in single.named_parameters():
+        st = packed_opt.state[n]
+        opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": st["exp_avg"][i].clone(),
+                        "exp_avg_sq": st["exp_avg_sq"][i].clone()}
+    set_lr(opt, lr)
+    return opt.state_dict()
+
+
+def _import_optimizer(single: torch.nn.Module, opt: torch.optim.AdamW, packed_opt: PackedAdamW,
+                      i: int, step: int) -> None:
+    """Copy a loaded torch AdamW state (over `single`) into slice i of the packed state."""
+    for n, p in single.named_parameters():
+        st = opt.state[p]
+        if int(st["step"]) != step:
+            raise ValueError(f"optimizer state of {n} is at step {int(st['step'])}, checkpoint at step {step}")
+        packed_opt.state[n]["exp_avg"][i].copy_(st["exp_avg"])
+        packed_opt.state[n]["exp_avg_sq"][i].copy_(st["exp_avg_sq"])
+
+
+def _common_checkpoint_step(ckpt_dirs: Sequence[Path]) -> int:
+    """The latest step every directory holds a checkpoint for (0: none in common)."""
+    common: set[int] | None = None
+    for d in ckpt_dirs:
+        steps = {s for s, _ in ckpt.list_checkpoints(d)}
+        common = steps if common is None else common & steps
+    return max(common) if common else 0
+
+
+# ---------------------------------------------------------------------------
+# the packed loop
+
+@dataclass
+class _Run:
+    """Per-model bookkeeping of the packed loop."""
+    cfg: RunConfig
+    out: Path
+    total: int
+    lrs: np.ndarray
+    evals: set[int]
+    log_every: int
+    policy: ckpt.CheckpointPolicy
+    fpt: float
+    counts: dict[str, int]
+    first_loss: float | None = None
+    elapsed: float = 0.0
+    tracker_state: dict[str, Any] | None = None
+    trackers: Any = None
+    last_train: float | None = None
+    last_val: float | None = None
+    step_tokens: int = 0
+    step_time: float = 0.0
+    summary: dict[str, Any] | None = None
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def train_packed(cfgs: Sequence[RunConfig], out_dirs: Sequence[str | Path],
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Train K compatible run configs as one packed computation; return their summaries (in order).
+
+    Each out_dir follows `train.api.train_run`'s rules: created when new, resumed when
+    it holds the same config, returned as is when that run already finished, refused
+    (ConfigError naming the key) when it holds a different config.
+    """
+    if len(cfgs) != len(out_dirs):
+        raise ConfigError(f"train_packed got {len(cfgs)} configs but {len(out_dirs)} run directories")
+    cfgs = [c.resolved() for c in cfgs]
+    check_packable(cfgs)
+    if cfgs[0].model.kind != "gpt":
+        raise ConfigError(f"packed training supports model.kind=gpt only, got {cfgs[0].model.kind!r}")
+    outs = [Path(d) for d in out_dirs]
+    if len({p.resolve() for p in outs}) != len(outs):
+        raise ConfigError("train_packed needs a distinct run directory per config")
+    for c in cfgs:
+        plan_batches(c)
+    info = ddp.DistInfo()
+    done = [prepare_run_dir(c, o, info) for c, o in zip(cfgs, outs)]
+    todo = [i for i, d in enumerate(done) if d is None]
+    summaries: list[dict[str, Any] | None] = list(done)
+    if todo:
+        for i, s in zip(todo, _train_pack([cfgs[i] for i in todo], [outs[i] for i in todo], progress)):
+            summaries[i] = s
+    return summaries  # type: ignore[return-value]
+
+
+def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | None) -> list[dict[str, Any]]:
+    t_start = time.perf_counter()
+    c0 = cfgs[0]
+    K = len(cfgs)
+    info = ddp.DistInfo()
+    device = resolve_device(c0.train.device, info)
+    if c0.train.threads:
+        torch.set_num_threads(c0.train.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp_factory = lambda: autocast(device, c0.train.dtype)  # noqa: E731
+
+    # ---- data (shared), models (each seeded as its single run), optimizers --
+    plan = plan_batches(c0)
+    data = build_data(c0.data, c0.model.context)
+    if data.vocab_size > c0.model.vocab_size:
+        raise ConfigError(f"model.vocab_size={c0.model.vocab_size} is below the data's vocabulary ({data.vocab_size})")
+    val_NxT1 = data.val_batch(c0.eval.tokens)
+    floor = data.loss_floor(val_NxT1)
+    val_NxT1 = val_NxT1.to(device)
+    singles, opts = [], []
+    for c in cfgs:
+        seed_everything(c.run.seed)
+        m = build_model(c.model).to(device)
+        singles.append(m)
+        opts.append(build_optimizer(m, c.optim, device))
+    runs = []
+    for c, o in zip(cfgs, outs):
+        total = c.steps
+        runs.append(_Run(
+            cfg=c, out=o, total=total, lrs=lr_curve(total, c.optim.lr, c.schedule),
+            evals=set(eval_steps(total, c.eval.points)), log_every=c.run.log_every or max(1, total // 200),
+            policy=ckpt.CheckpointPolicy.from_config(c.run.ckpt_every, c.run.ckpt_keep, c.run.ckpt_steps, total),
+            fpt=flops_per_token(c.model, c.run.flop_convention), counts=param_counts(c.model)))
+
+    # ---- restore the latest step all models checkpointed -----------------
+    step = _common_checkpoint_step([r.out / CKPT_DIR for r in runs])
+    states = []
+    for i, r in enumerate(runs):
+        metrics_path = r.out / METRICS
+        if step:
+            state = ckpt.load_checkpoint(ckpt.ckpt_path(r.out / CKPT_DIR, step), map_location=device)
+            if state["data_index"] != step:
+                raise ValueError(f"checkpoint of {r.out}: data position {state['data_index']} does not match step {step}")
+            singles[i].load_state_dict(state["model"])
+            opts[i].load_state_dict(state["optimizer"])
+            r.first_loss, r.elapsed, r.tracker_state = state["first_loss"], state["elapsed_s"], state.get("tracker")
+            states.append(state)
+            write_metrics(metrics_path, [row for row in read_metrics(metrics_path) if row["step"] <= step])
+        elif metrics_path.exists():
+            write_metrics(metrics_path, [])   # no common checkpoint: this model starts over
+        # checkpoints past the resume point belong to an attempt that is being redone
+        for s, p in ckpt.list_checkpoints(r.out / CKPT_DIR):
+            if s > step:
+                p.unlink(missing_ok=True)
+        prior = read_metrics(metrics_path)
+        r.last_train = next((row["loss"] for row in reversed(prior) if row["kind"] == "train"), None)
+        r.last_val = next((row["val_loss"] for row in reversed(prior) if row["kind"] == "eval"), None)
+    if states:
+        ckpt.set_rng_state(states[0]["rng"])
+
+    model = PackedGPT.from_models(singles)
+    params = dict(model.named_parameters())
+    optimizer = PackedAdamW(params, [_hparams(s, o, c) for s, o, c in zip(singles, opts, cfgs)])
+    if step:
+        for i in range(K):
+            _import_optimizer(singles[i], opts[i], optimizer, i, step)
+    fwd_model = torch.compile(model) if c0.train.compile else model
+    max_norm_K = torch.tensor([c.train.grad_clip for c in cfgs], dtype=torch.float32, device=device)
+    active = np.array([step < r.total for r in runs])
+    eval_rows = c0.eval.batch_size or plan.micro_rows
+    for r in runs:
+        r.trackers = open_trackers(r.out / METRICS, r.cfg.run, r.cfg.run_id(), r.cfg.to_dict(), r.tracker_state)
+
+    def now(r: _Run) -> float:
+        return r.elapsed + time.perf_counter() - t_start
+
+    def row(r: _Run, kind: str, s: int, **values: Any) -> dict[str, Any]:
+        tokens = s * r.cfg.train.batch_tokens
+        return {"kind": kind, "step": s, "tokens": tokens, "flops": tokens * r.fpt,
+                "lr": float(r.lrs[s - 1]) if s else 0.0, "time_s": round(now(r), 4), **values}
+
+    def finish(i: int, status: str, s: int, **extra: Any) -> None:
+        """Write model i's summary.json (the fields of a single run's summary, plus the pack size)."""
+        r = runs[i]
+        r.summary = {
+            "status": status, "run_id": r.cfg.run_id(),
+            "params_total": r.counts["total"], "params_non_embedding": r.counts["non_embedding"],
+            "params_embedding": r.counts["embedding"], "flops_per_token": r.fpt,
+            "flop_convention": r.cfg.run.flop_convention,
+            "final_train_loss": r.last_train, "final_val_loss": r.last_val, "loss_floor": floor,
+            "tokens": s * r.cfg.train.batch_tokens, "steps": s, "total_steps": r.total,
+            "wall_time_s": round(now(r), 3), "tokens_per_s": round(r.step_tokens / max(r.step_time, 1e-9), 1),
+            "device": str(device), "world_size": 1, "data": data.describe(), **provenance(),
+            "packed_with": K, **extra}
+        atomic_write_json(r.out / SUMMARY, r.summary)
+        active[i] = False
+
+    def save(i: int, s: int) -> None:
+        r = runs[i]
+        singles[i].load_state_dict(model.model_state_dict(i))
+        ckpt.save_checkpoint(ckpt.ckpt_path(r.out / CKPT_DIR, s), {
+            "model": singles[i].state_dict(),
+            "optimizer": _export_optimizer(singles[i], opts[i], optimizer, i, s, float(r.lrs[s - 1])),
+            "step": s, "data_index": s, "first_loss": r.first_loss, "elapsed_s": now(r),
+            "rng": ckpt.rng_state(), "tracker": r.trackers.state(), "config": r.cfg.to_dict()})
+        opts[i].state.clear()
+
+    # ---- the loop: every step updates the models still active ------------
+    worst_K = torch.zeros(K, device=device)   # running max of each model's step loss since the last check
+    cpu = device.type == "cpu"
+    model.train()
+    try:
+        while active.any():
+            t0 = time.perf_counter()
+            step += 1
+            lr_K = np.array([r.lrs[step - 1] if a else 0.0 for r, a in zip(runs, active)])
+            active_t = torch.tensor(active, device=device)
+            batch_BxT1 = data.train_batch(step - 1, plan.global_rows).to(device, non_blocking=True)
+            loss_sum_K = torch.zeros(K, device=device)
+            for mb in range(plan.accum_steps):
+                micro = batch_BxT1[mb * plan.micro_rows:(mb + 1) * plan.micro_rows]
+                loss_K = packed_lm_loss(fwd_model, micro, amp_factory()) / plan.accum_steps
+                # a stopped model contributes nothing (not even a NaN) to the backward pass
+                torch.where(active_t, loss_K, torch.zeros((), device=device)).sum().backward()
+                loss_sum_K += loss_K.detach()
+            clip_per_model(list(params.values()), max_norm_K)
+            optimizer.step(step, lr_K, active)
+            optimizer.zero_grad()
+            worst_K = torch.maximum(worst_K, loss_sum_K)
+            was_active = active.copy()
+            for i in np.flatnonzero(was_active):
+                runs[i].step_time += time.perf_counter() - t0
+                runs[i].step_tokens += runs[i].cfg.train.batch_tokens
+
+            # host sync only when some model logs, evaluates or finishes (every step on CPU,
+            # where the single-run loop also checks every step)
+            due = [i for i in np.flatnonzero(was_active)
+                   if cpu or step == 1 or step % runs[i].log_every == 0 or step in runs[i].evals or step == runs[i].total]
+            if due:
+                w_K, cur_K = worst_K.tolist(), loss_sum_K.tolist()
+                for i in due:
+                    r = runs[i]
+                    w, cur = w_K[i], cur_K[i]
+                    if r.first_loss is None:
+                        r.first_loss = cur
+                    ok = math.isfinite(w) and w <= r.cfg.run.diverge_factor * r.first_loss
+                    if step == 1 or step % r.log_every == 0 or step == r.total or not ok:
+                        r.last_train = _finite_or_none(cur)
+                        r.trackers.log(row(r, "train", step, loss=r.last_train))
+                    if not ok:
+                        finish(i, "diverged", step, error=(
+                            f"train loss {w:.4g} at step {step} (first loss {r.first_loss:.4g}, "
+                            f"run.diverge_factor={r.cfg.run.diverge_factor})"))
+                worst_K = torch.where(torch.tensor([i in due for i in range(K)], device=device),
+                                      torch.zeros((), device=device), worst_K)
+            evaluating = [i for i in np.flatnonzero(active) if step in runs[i].evals]
+            if evaluating:
+                vals = evaluate_packed(fwd_model, val_NxT1, eval_rows, amp_factory)
+                for i in evaluating:
+                    r = runs[i]
+                    r.last_val = vals[i]
+                    er = row(r, "eval", step, val_loss=_finite_or_none(vals[i]))
+                    r.trackers.log(er)
+                    if progress:
+                        progress({**er, "loss": r.last_train, "total_steps": r.total, "run_id": r.cfg.run_id()})
+            saving = [i for i in np.flatnonzero(active)
+                      if any(runs[j].policy.due(step) for j in np.flatnonzero(active))]
+            for i in saving:   # all models at one step, so a relaunch finds a common resume point
+                save(i, step)
+            for i in saving:
+                runs[i].policy.prune(runs[i].out / CKPT_DIR)
+            for i in np.flatnonzero(active):
+                if step == runs[i].total:
+                    finish(i, "completed", step)
+        return [r.summary for r in runs]
+    except BaseException as e:
+        for i in np.flatnonzero(active):
+            finish(i, "failed", step, error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        for r in runs:
+            if r.trackers:
+                r.trackers.close()
+
+
+# ---------------------------------------------------------------------------
+# command line
+
+EXIT = {"completed": 0, "failed": 1, "diverged": 3}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.packed",
+        description="Train several runs of one model shape as one packed computation; each writes its own run directory.",
+        epilog="example: python -m train.packed --run a.json runs/a --run b.json runs/b")
+    p.add_argument("--run", nargs=2, action="append", metavar=("CONFIG", "RUN_DIR"), required=True,
+                   help="a run config file (YAML/JSON) and its run directory; repeat per run")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides applied to every run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when every run completed, 3 when some diverged (none failed), 1 on failure, 2 on a config error."""
+    ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfgs = [load_config(path, ns.overrides) for path, _ in ns.run]
+        summaries = train_packed(cfgs, [out for _, out in ns.run])
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        print(f"packed run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT["failed"]
+    statuses = [s.get("status", "failed") for s in summaries]
+    for (_, out), s in zip(ns.run, summaries):
+        print(f"{s.get('status')}: {s.get('run_id')} steps {s.get('steps')} val_loss {s.get('final_val_loss')} -> {out}")
+    return max(EXIT.get(s, 1) for s in statuses) if "failed" not in statuses else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
