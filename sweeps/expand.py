@@ -68,17 +68,21 @@ def _shape_overrides(sizes: Any, base: RunConfig) -> list[dict]:
     from models import shapes  # torch-free; imported late so grid specs do not need it
     m = base.model
     if "widths" in sizes:
-        out = [shapes.shape_for(width=w, kind=m.kind, head_dim=m.head_dim) for w in sizes["widths"]]
-    else:
-        lad = dict(sizes["ladder"])
-        lad.setdefault("kind", m.kind)
-        for k, v in (("vocab_size", m.vocab_size or base.data.vocab_size), ("context", m.context),
-                     ("head_dim", m.head_dim)):
-            lad.setdefault(k, v)
         try:
-            out = shapes.size_ladder(lad.pop("min_params"), lad.pop("max_params"), int(lad.pop("n")), **lad)
+            out = [shapes.shape_for(width=w, kind=m.kind, head_dim=m.head_dim) for w in sizes["widths"]]
+        except ValueError as e:
+            raise SweepError(f"sizes.widths: {e}") from None
+    else:
+        lad = dict(sizes["ladder"])  # extra keys (aspect, lstm_depth, ...) go to the shape rule
+        lad.setdefault("kind", m.kind)
+        lad.setdefault("head_dim", m.head_dim)
+        try:
+            out = shapes.size_ladder(float(lad.pop("min_params")), float(lad.pop("max_params")), int(lad.pop("n")),
+                                     template=m, **lad)
         except (TypeError, ValueError) as e:
             raise SweepError(f"sizes.ladder: {e}") from None
+    if m.kind == "lstm":
+        return [{"model.width": s.width, "model.depth": s.depth} for s in out]
     return [{"model.width": s.width, "model.depth": s.depth, "model.heads": s.heads} for s in out]
 
 

@@ -1,0 +1,181 @@
+"""`testbed sweep plan|run|status ...` (also `python -m sweeps ...`).
+
+    testbed sweep plan SPEC [--json] [--throughput measure|none|FLOP/s] [--prior besiroglu|tpp20]
+    testbed sweep run SPEC --out DIR [--executor local|slurm] [--jobs K] [--retries R] [--dry-run]
+    testbed sweep status DIR [--json]
+
+SPEC is a YAML file or the name of a preset in sweeps/presets/. Exit codes: 0 every run
+completed, 1 some run failed or diverged, 2 a bad spec or sweep directory (nothing ran),
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sweeps.spec import SweepError, load_spec
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed sweep", description="plan, run and inspect sweeps")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pl = sub.add_parser("plan", help="list the runs, their cost and design diagnostics")
+    pl.add_argument("spec")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.add_argument("--throughput", default="measure",
+                    help="time estimate: measure (time a few steps here), none, or a FLOP/s number")
+    pl.add_argument("--prior", default="besiroglu", choices=("besiroglu", "tpp20"),
+                    help="compute-optimal prior for the isoFLOP bracketing check")
+    pl.add_argument("--jobs", type=int, default=0, help="parallel runs for the wall-time total (default: spec)")
+    ru = sub.add_parser("run", help="train every run not yet finished")
+    ru.add_argument("spec")
+    ru.add_argument("--out", required=True, help="sweep directory")
+    ru.add_argument("--executor", default="local", choices=("local", "slurm"))
+    ru.add_argument("--jobs", type=int, default=0, help="local: runs at once (default: the spec's executor.jobs)")
+    ru.add_argument("--retries", type=int, default=-1, help="extra attempts for failed runs (default: spec)")
+    ru.add_argument("--dry-run", action="store_true", help="write the configs, print one command per run, exit")
+    ru.add_argument("--cluster", default=None, help="slurm: submitit cluster (slurm | local | debug)")
+    ru.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    ru.add_argument("--quiet", action="store_true")
+    st = sub.add_parser("status", help="per-run status of a sweep directory")
+    st.add_argument("dir")
+    st.add_argument("--json", action="store_true")
+    return p
+
+
+def _expand(spec):
+    from sweeps.expand import expand
+    warnings: list[str] = []
+    runs = expand(spec, warnings)
+    return runs, warnings
+
+
+def _fmt_s(sec: float) -> str:
+    return f"{sec:.0f}s" if sec < 120 else (f"{sec / 60:.1f}m" if sec < 7200 else f"{sec / 3600:.1f}h")
+
+
+def _console():
+    from rich.console import Console
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    return console
+
+
+def cmd_plan(ns) -> int:
+    from sweeps.plan import diagnostics, fixed_rate, measure_rates, plan_rows, totals
+    spec = load_spec(ns.spec)
+    runs, warnings = _expand(spec)
+    if ns.throughput == "none":
+        rates = None
+    elif ns.throughput == "measure":
+        rates = measure_rates(runs)
+    else:
+        try:
+            rates = fixed_rate(float(ns.throughput))
+        except ValueError:
+            raise SweepError(f"--throughput must be measure, none or a FLOP/s number, got {ns.throughput!r}") from None
+    rows = plan_rows(runs, rates)
+    tot = totals(rows, ns.jobs or spec.executor.jobs)
+    diags = diagnostics(runs, spec.family, ns.prior)
+    if ns.json:
+        print(json.dumps({"name": spec.name, "family": spec.family, "runs": rows, "totals": tot,
+                          "diagnostics": diags, "dropped": warnings,
+                          "throughput": rates.how if rates else None}, indent=2, default=str))
+        return 0
+    from rich.table import Table
+    console = _console()
+    t = Table(title=f"sweep {spec.name} ({spec.family}): {len(rows)} runs")
+    for col in ("run id", "shape", "N", "D", "D/N", "C (FLOPs)", "steps", "lr", "est. time"):
+        t.add_column(col, justify="left" if col in ("run id", "shape") else "right")
+    for r in rows:
+        t.add_row(r["run_id"] + (" ↳" if r["parent"] else ""), r["shape"], f"{r['N']:,}", f"{r['D']:,}",
+                  f"{r['tokens_per_param']:.3g}", f"{r['C']:.3g}", str(r["steps"]), f"{r['lr']:.3g}",
+                  _fmt_s(r["est_seconds"]) if "est_seconds" in r else "-")
+    console.print(t)
+    line = f"total compute {tot['C']:.3g} FLOPs"
+    if "est_seconds_serial" in tot:
+        line += (f"; estimated time {_fmt_s(tot['est_seconds_serial'])} serial, "
+                 f"~{_fmt_s(tot['est_seconds_parallel'])} with {tot['jobs']} jobs ({rates.how})")
+    console.print(line)
+    for w in warnings:
+        console.print(f"[yellow]dropped:[/] {w}")
+    for d in diags:
+        console.print(f"[bold yellow]warning:[/] {d}")
+    if not diags:
+        console.print("design checks: ok")
+    return 0
+
+
+def cmd_run(ns) -> int:
+    from sweeps.local import lock_sweep_dir, run_local
+    from sweeps.progress import make_progress
+    from sweeps.sweepdir import prepare
+    spec = load_spec(ns.spec)
+    runs, warnings = _expand(spec)
+    for w in warnings:
+        print(f"dropped: {w}", file=sys.stderr)
+    jobs = ns.jobs or spec.executor.jobs
+    retries = spec.executor.retries if ns.retries < 0 else ns.retries
+    if jobs < 1 or retries < 0:
+        raise SweepError("--jobs must be >= 1 and --retries >= 0")
+    lock = lock_sweep_dir(ns.out)
+    try:
+        sd = prepare(ns.out, spec, runs)
+        if ns.dry_run:
+            for r in runs:
+                print(sd.shell_command(r))
+            return 0
+        if ns.executor == "slurm":
+            from sweeps import slurm
+            submitted = slurm.submit(sd, runs, spec.executor.slurm, cluster=ns.cluster)
+            print(f"submitted {len(submitted)} runs ({len(runs) - len(submitted)} already finished)")
+            if ns.no_wait:
+                return 0
+            states = slurm.wait(submitted)
+            bad = [k for k, v in states.items() if v != "completed"]
+            print(f"{len(states) - len(bad)} completed, {len(bad)} not: {bad[:5]}")
+            return 1 if bad else 0
+        display = make_progress(runs, quiet=ns.quiet)
+        try:
+            out = run_local(sd, runs, jobs=jobs, retries=retries, display=display)
+        finally:
+            display.close()
+    finally:
+        lock.release()
+    counts: dict[str, int] = {}
+    for s in out.state.values():
+        counts[s] = counts.get(s, 0) + 1
+    print("sweep " + ("interrupted" if out.interrupted else "finished") + ": "
+          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {ns.out}")
+    if out.interrupted:
+        return 130
+    return 0 if counts.get("completed", 0) == len(runs) else 1
+
+
+def cmd_status(ns) -> int:
+    from sweeps.status import sweep_status
+    st = sweep_status(ns.dir)
+    if ns.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    from rich.table import Table
+    t = Table(title=f"sweep {st['name']}: " + ", ".join(f"{v} {k}" for k, v in sorted(st["counts"].items())))
+    for col in ("run id", "status", "tokens done", "of", "val loss", "tokens/s"):
+        t.add_column(col, justify="left" if col in ("run id", "status") else "right")
+    for r in st["runs"]:
+        t.add_row(r["run_id"], r["status"], f"{r['tokens_done']:,}", f"{r['tokens']:,}",
+                  "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
+                  "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}")
+    _console().print(t)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return {"plan": cmd_plan, "run": cmd_run, "status": cmd_status}[ns.cmd](ns)
+    except SweepError as e:
+        print(f"sweep error: {e}", file=sys.stderr)
+        return 2
