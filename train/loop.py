@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -64,6 +65,18 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_threads(requested: int) -> int | None:
+    """Torch CPU threads: train.threads when set; else, with several ranks on one host, a fair share of
+    the cores (K ranks x all cores oversubscribes the CPU, and OpenMP threads that wait on each other
+    make small matmuls many times slower); else torch's default (None), which honours OMP_NUM_THREADS."""
+    if requested:
+        return requested
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        return max(1, (os.cpu_count() or 1) // local_world)
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -130,8 +143,9 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
     t_start = time.perf_counter()
     device = resolve_device(cfg.train.device, info)
     ddp.init(info, device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = cpu_threads(cfg.train.threads)
+    if threads:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
