@@ -133,7 +133,35 @@ def load_runs(
     if include_failed:
         table = _drop_nonfinite_unfinished(table)
     check_table(table, source=", ".join(str(p) for p in paths))
+    # Both counts travel with the table so a fit can switch convention without reloading.
+    table["N_total"] = table["params_total"].astype(float)
+    table["N_non_embedding"] = table["params_non_embedding"].astype(float)
+    table = add_schedule_features(table)
+    table.attrs["n_convention"] = n_convention
     return table
+
+
+def add_schedule_features(table: pd.DataFrame, decay: float = 0.999) -> pd.DataFrame:
+    """Add the `schedule` law's covariates S1 (forward area) and S2 (annealing area) to every row.
+
+    Both come from each run's per-step lr (`lr_schedules`) through
+    `analysis.laws.schedule_features` (Tissue et al. 2024, Eqs. 1-3), in
+    peak-lr-equivalent tokens (each step counts `batch_tokens`), so runs with
+    different peak lr or batch size share one axis.
+    """
+    from analysis.laws import schedule_features
+
+    curves = lr_schedules(table)
+    s1 = np.empty(len(table))
+    s2 = np.empty(len(table))
+    steps = table["step"].to_numpy()
+    for run, idx in table.groupby("run", sort=False).indices.items():
+        first = table.iloc[idx[0]]
+        s1[idx], s2[idx] = schedule_features(curves[run], steps[idx], decay,
+                                             tokens_per_step=float(first["batch_tokens"]))
+    out = table.copy()
+    out["S1"], out["S2"] = s1, s2
+    return out
 
 
 def _run_frame(run_dir: Path, n_convention: str) -> pd.DataFrame:
@@ -153,7 +181,8 @@ def _run_frame(run_dir: Path, n_convention: str) -> pd.DataFrame:
     hp = run_hyperparameters(config, summary)
     # A resumed run may log an eval step twice (once before the interruption,
     # once after); the later row is the one the finished curve continues from.
-    by_step = {int(r["step"]): r for r in evals}
+    # Step 0 (the initial loss, no tokens seen) lies on no scaling curve, so it is skipped.
+    by_step = {int(r["step"]): r for r in evals if int(r["step"]) > 0}
     steps = sorted(by_step)
     n = hp["params_total"] if n_convention == "total" else hp["params_non_embedding"]
     frame = pd.DataFrame({

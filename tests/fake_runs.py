@@ -14,7 +14,7 @@ import numpy as np
 
 from train.config import RunConfig
 
-TRUE = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
+TRUE = {"E": 1.8, "A": 20.0, "B": 50.0, "alpha": 0.32, "beta": 0.28}
 
 
 def chinchilla_loss(N, D, p=TRUE):

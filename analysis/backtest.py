@@ -1,0 +1,224 @@
+"""Backtests: fit a law on the small runs, predict the large ones, score the forecast.
+
+A scaling law is only as good as its extrapolation, so the test mirrors its use:
+fit on runs whose compute is at most a cutoff, predict the held-out larger runs,
+and compare with what they actually reached.
+
+- `backtest(table, law)`: leave-largest-out at one compute cutoff.
+- `rollout(table, law)`: the same at successive cutoffs, so the error can be
+  read against the extrapolation factor (held-out compute / cutoff).
+- `leaderboard(table, laws)`: several laws scored on the same split.
+
+Per held-out run: relative error of the final loss, ARE over its curve
+(mean |pred - actual| / actual over its eval points; the error measure of
+Tissue et al. 2024 for whole-curve laws), and whether the actual final loss lies
+inside the predicted interval (bootstrap over runs, `level`, 90% by default).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.fitting import fit as fit_law
+from analysis.laws import get_law
+
+PER_RUN_COLUMNS = ("cutoff", "run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower", "upper",
+                   "rel_err", "are_curve", "covered")
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    law: str
+    level: float
+    cutoffs: tuple[float, ...]           # compute cutoffs (FLOPs): train on runs with final C <= cutoff
+    per_run: pd.DataFrame                # one row per (cutoff, held-out run): PER_RUN_COLUMNS
+    summary: dict[str, Any]              # mean/max errors, coverage, counts
+    fits: tuple[Any, ...] = field(default=(), repr=False)  # the FitResult of each cutoff
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: summary plus per-run rows (NaN as None)."""
+        rows = self.per_run.astype(object).where(self.per_run.notna(), None).to_dict("records")
+        return {"law": self.law, "level": self.level, "cutoffs": list(self.cutoffs),
+                "summary": _jsonable(self.summary), "per_run": _jsonable(rows)}
+
+
+def run_compute(table: pd.DataFrame) -> pd.Series:
+    """Final compute of each run (its largest C), indexed by run."""
+    _require(table, ("run", "C"))
+    return table.groupby("run")["C"].max().sort_values()
+
+
+def default_cutoff(table: pd.DataFrame, holdout_frac: float = 0.25) -> float:
+    """The compute cutoff that holds out about `holdout_frac` of the runs (the largest; at least one budget)."""
+    if not 0 < holdout_frac < 1:
+        raise ValueError(f"holdout_frac must lie in (0, 1), got {holdout_frac}")
+    budgets = np.unique(run_compute(table).to_numpy())
+    if len(budgets) < 2:
+        raise ValueError("a backtest needs runs of at least two different compute budgets")
+    n_out = max(1, int(round(holdout_frac * len(budgets))))
+    return float(budgets[len(budgets) - n_out - 1])
+
+
+def backtest(table: pd.DataFrame, law: str = "chinchilla", *, cutoff: float | None = None,
+             holdout_frac: float = 0.25, level: float = 0.9, bootstrap: int = 200, seed: int = 0,
+             select: str = "final", **fit_kwargs) -> BacktestResult:
+    """Leave-largest-out: fit on runs with final compute <= cutoff, predict the rest.
+
+    `bootstrap` replicates give the prediction intervals; with 0 there are no
+    intervals and coverage is NaN. Extra keyword arguments go to `analysis.fitting.fit`.
+    """
+    get_law(law)  # unknown law -> ValueError listing the known ones, before any work
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    cut = default_cutoff(table, holdout_frac) if cutoff is None else float(cutoff)
+    per_run, result = _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs)
+    return BacktestResult(law=law, level=level, cutoffs=(cut,), per_run=per_run,
+                          summary=_summarize(per_run, [result], table, cut), fits=(result,))
+
+
+def rollout(table: pd.DataFrame, law: str = "chinchilla", *, n_cutoffs: int = 4, min_train_runs: int | None = None,
+            level: float = 0.9, bootstrap: int = 200, seed: int = 0, select: str = "final",
+            **fit_kwargs) -> BacktestResult:
+    """Backtests at successive compute cutoffs (log-spaced over the feasible budgets).
+
+    At each cutoff every larger run is held out; `extrapolation` in `per_run`
+    says how far beyond the fitted compute each forecast reaches. The smallest
+    cutoff keeps `min_train_runs` runs (default: one more than the law's parameters).
+    """
+    if min_train_runs is None:
+        min_train_runs = get_law(law).n_params + 1
+    compute = run_compute(table)
+    budgets = np.unique(compute.to_numpy())
+    n_train = np.array([(compute <= b).sum() for b in budgets])
+    feasible = budgets[(n_train >= min_train_runs) & (budgets < budgets[-1])]
+    if len(feasible) == 0:
+        raise ValueError(f"no compute cutoff leaves >= {min_train_runs} training runs and a larger held-out run "
+                         f"({len(compute)} runs, {len(budgets)} budgets)")
+    picks = np.unique(np.round(np.geomspace(1, len(feasible), min(n_cutoffs, len(feasible)))).astype(int) - 1)
+    cutoffs = tuple(float(feasible[i]) for i in picks)
+    frames, fits = [], []
+    for cut in cutoffs:
+        per_run, result = _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs)
+        frames.append(per_run)
+        fits.append(result)
+    per_run = pd.concat(frames, ignore_index=True)
+    summary = _summarize(per_run, fits, table, cutoffs[-1])
+    summary["n_cutoffs"] = len(cutoffs)
+    return BacktestResult(law=law, level=level, cutoffs=cutoffs, per_run=per_run, summary=summary,
+                          fits=tuple(fits))
+
+
+def leaderboard(table: pd.DataFrame, laws: Sequence[str] = ("chinchilla", "kaplan"), **kwargs) -> pd.DataFrame:
+    """Every law backtested on the same split, best (lowest mean final-loss error) first.
+
+    A law that cannot be fitted on this data (say, a whole-curve law on a table
+    of final losses) gets a row with its error message instead of stopping the others.
+    """
+    for name in laws:
+        get_law(name)
+    cutoff = kwargs.pop("cutoff", None)
+    if cutoff is None:
+        cutoff = default_cutoff(table, kwargs.pop("holdout_frac", 0.25))
+    rows = []
+    for name in laws:
+        t0 = time.perf_counter()
+        try:
+            res = backtest(table, name, cutoff=cutoff, **kwargs)
+            rows.append({"law": name, **res.summary, "seconds": time.perf_counter() - t0, "error": ""})
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+            rows.append({"law": name, "seconds": time.perf_counter() - t0, "error": str(e).splitlines()[0]})
+    board = pd.DataFrame(rows)
+    if "mean_abs_rel_err" in board:
+        board = board.sort_values("mean_abs_rel_err", na_position="last", kind="stable")
+    return board.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+
+def covariates_for(rows: pd.DataFrame, law_name: str) -> dict[str, np.ndarray]:
+    """The covariate arrays a law predicts from, taken from tidy-table rows."""
+    law = get_law(law_name)
+    rows = rows.copy()
+    if "M" in law.covariates and "M" not in rows.columns and {"N", "D"} <= set(rows.columns):
+        rows["M"] = rows["D"] / rows["N"]    # tokens per parameter (Gadre et al. 2024)
+    missing = [c for c in law.covariates if c not in rows.columns]
+    if missing:
+        hint = (" (S1/S2 come from each run's lr schedule: load run directories, not a table of final losses)"
+                if {"S1", "S2"} & set(missing) else "")
+        raise ValueError(f"law {law_name!r} needs column(s) {missing}, which the table lacks{hint}")
+    return {c: rows[c].to_numpy(dtype=float) for c in law.covariates}
+
+
+def _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs):
+    compute = run_compute(table)
+    train_runs = compute.index[compute <= cut]
+    held_runs = compute.index[compute > cut]
+    if len(held_runs) == 0:
+        raise ValueError(f"compute cutoff {cut:.3g} holds out no run (largest run compute {compute.max():.3g})")
+    if len(train_runs) == 0:
+        raise ValueError(f"compute cutoff {cut:.3g} leaves no training run (smallest run compute {compute.min():.3g})")
+    train = table[table["run"].isin(train_runs)]
+    result = fit_law(train, law, bootstrap=bootstrap, seed=seed, select=select, **fit_kwargs)
+
+    held = table[table["run"].isin(held_runs)].sort_values(["run", "step"])
+    finals = held.loc[held.groupby("run")["C"].idxmax()]
+    cov = covariates_for(finals, law)
+    if bootstrap > 0:
+        point, lower, upper = (np.asarray(a, float) for a in result.predict_interval(level=level, **cov))
+    else:
+        point = np.asarray(result.predict(**cov), float)
+        lower = upper = np.full_like(point, np.nan)
+    actual = finals["loss"].to_numpy(dtype=float)
+    curve_pred = np.asarray(result.predict(**covariates_for(held, law)), float)
+    are = (pd.Series(np.abs(curve_pred - held["loss"].to_numpy(float)) / held["loss"].to_numpy(float),
+                     index=held.index).groupby(held["run"]).mean())
+    per_run = pd.DataFrame({
+        "cutoff": cut, "run": finals["run"].to_numpy(), "N": finals["N"].to_numpy(float),
+        "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),
+        "extrapolation": finals["C"].to_numpy(float) / cut,
+        "actual": actual, "predicted": point, "lower": lower, "upper": upper,
+        "rel_err": (point - actual) / actual,
+        "are_curve": are.reindex(finals["run"]).to_numpy(),
+        "covered": np.where(np.isnan(lower), np.nan, ((lower <= actual) & (actual <= upper)).astype(float)),
+    })
+    return per_run.sort_values("C", ignore_index=True), result
+
+
+def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut: float) -> dict[str, Any]:
+    abs_err = per_run["rel_err"].abs()
+    covered = per_run["covered"].dropna()
+    compute = run_compute(table)
+    return {
+        "n_train_runs": int((compute <= last_cut).sum()),
+        "n_holdout_runs": int(per_run["run"].nunique()),
+        "mean_abs_rel_err": float(abs_err.mean()),
+        "max_abs_rel_err": float(abs_err.max()),
+        "mean_are_curve": float(per_run["are_curve"].mean()),
+        "coverage": float(covered.mean()) if len(covered) else float("nan"),
+        "max_extrapolation": float(per_run["extrapolation"].max()),
+        "converged": bool(all(getattr(f, "converged", True) for f in fits)),
+    }
+
+
+def _require(table: pd.DataFrame, cols: Sequence[str]) -> None:
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks column(s) {missing}; it has {list(table.columns)}")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
