@@ -53,7 +53,7 @@ def _progress_printer(quiet: bool) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    ns = _parser().parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
         path, overrides = _split(ns.args)
         cfg = load_config(path, overrides).resolved()
