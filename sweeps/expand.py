@@ -25,7 +25,7 @@ from typing import Any
 from models.config import ModelConfig
 from models.counting import flops_per_token, param_counts
 from sweeps.spec import SweepError, SweepSpec, evaluate_rule, grid_points
-from train.config import ConfigError, RunConfig, apply_overrides
+from train.config import ConfigError, RunConfig, apply_overrides, data_vocab_size
 
 
 @dataclass(frozen=True)
@@ -127,18 +127,27 @@ def _batches(tokens: float, batch_tokens: int) -> int:
 # ---------------------------------------------------------------------------
 # families
 
+def _with_vocab(cfg: RunConfig) -> RunConfig:
+    """Fill model.vocab_size from the data (as resolved() does) so parameters can be counted.
+
+    The full validation waits until tokens are set: a base may not fit its own default budget.
+    """
+    if cfg.model.vocab_size:
+        return cfg
+    return _apply(cfg, {"model.vocab_size": data_vocab_size(cfg.data)}, "data")
+
+
 def _grid(cfg: RunConfig, spec: SweepSpec, tags: dict, warnings: list[str]) -> list[tuple[RunConfig, dict]]:
-    cfg = _apply_rules(_resolve(cfg, str(tags)), spec, str(tags))
-    return [(cfg, tags)]
+    return [(_apply_rules(_with_vocab(cfg), spec, str(tags)), tags)]
 
 
 def _sized(cfg: RunConfig, spec: SweepSpec, tags: dict) -> list[tuple[RunConfig, dict]]:
-    """The base with each size applied (resolved, rules applied)."""
+    """The base with each size applied (and the per-size rules)."""
     out = []
-    base = _resolve(cfg, str(tags))
-    for shape in _shape_overrides(spec.sizes, base):
+    cfg = _with_vocab(cfg)
+    for shape in _shape_overrides(spec.sizes, cfg):
         where = f"size {shape}"
-        c = _apply_rules(_resolve(_apply(cfg, shape, where), where), spec, where)
+        c = _apply_rules(_apply(cfg, shape, where), spec, where)
         out.append((c, {**tags, **{k.split(".")[-1]: v for k, v in shape.items()}}))
     return out
 
@@ -211,8 +220,8 @@ def _wsd(cfg: RunConfig, spec: SweepSpec, tags: dict, warnings: list[str]) -> li
         longest = counts[-1]
         branches = {s: branch_step(s, c.schedule) for s in counts[:-1]}
         pinned = tuple(sorted({k for k in branches.values() if k > 0}))
-        parent = _apply(c, {"train.tokens": longest * bt, "run.ckpt_steps": pinned}, "wsd stable run")
-        parent = _resolve(parent, "wsd stable run")
+        parent = _resolve(_apply(c, {"train.tokens": longest * bt, "run.ckpt_steps": pinned}, "wsd stable run"),
+                          "wsd stable run")
         _, n, _ = _count(parent, spec.n_params)
         out.append((parent, {**t, "role": "stable", "tokens_per_param": longest * bt / n}))
         for s, k in branches.items():
@@ -243,6 +252,7 @@ def expand(spec: SweepSpec, warnings: list[str] | None = None) -> list[PlannedRu
         cfg = _apply(base, point, f"axes {point}")
         tags = {k: v for k, v in point.items()}
         for c, t in FAMILY_FNS[spec.family](cfg, spec, tags, warnings):
+            c = _resolve(c, f"run {t}" if t else "base")
             rid = c.run_id()
             if rid in seen:
                 raise SweepError(f"duplicate run {rid}: {seen[rid]} and {t} give the same config")
