@@ -1,0 +1,212 @@
+"""A Markdown report of a sweep: runs, fitted laws with intervals, backtests, a forecast, plots.
+
+`write_report(input)` loads the runs (or a published table), fits each law with
+bootstrap intervals, backtests the laws on the same leave-largest-out split,
+forecasts a run with 100x the largest compute, and writes `report.md` with its
+figures in a sibling folder, linked by relative path so the folder can be moved.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAWS = ("chinchilla", "kaplan", "compute")
+MAX_RUN_ROWS = 60
+
+
+def default_report_path(input_path: str | Path) -> Path:
+    p = Path(input_path)
+    return p / "report.md" if p.is_dir() else p.with_name(f"{p.stem}_report.md")
+
+
+def write_report(input_path: str | Path, out_path: str | Path | None = None, laws: Sequence[str] = DEFAULT_LAWS,
+                 *, bootstrap: int = 200, level: float = 0.9, columns: dict | str | None = None,
+                 forecast_factor: float = 100.0, seed: int = 0) -> Path:
+    """Write the report and its PNGs; return the report's path.
+
+    `input_path`: a sweep or run directory, or a CSV/Parquet table (`columns`
+    maps its column names). Figures go to `<report stem>_files/` next to it.
+    """
+    from analysis.laws import get_law
+    from analysis.load import load
+
+    laws = tuple(laws)
+    if not laws:
+        raise ValueError("no laws given to report on")
+    for name in laws:
+        get_law(name)
+    if bootstrap < 1:
+        raise ValueError(f"bootstrap must be >= 1 for a report with intervals, got {bootstrap}")
+    table = load(input_path, columns=columns)
+    out = Path(out_path) if out_path else default_report_path(input_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig_dir = out.with_name(f"{out.stem}_files")
+    fig_dir.mkdir(exist_ok=True)
+
+    md: list[str] = [f"# Scaling report: {Path(input_path).name}", ""]
+    md += [f"Source: `{input_path}`: {table['run'].nunique()} runs, {len(table)} eval points. "
+           f"Loss is validation cross-entropy in nats/token; intervals are {level:.0%} percentile "
+           f"intervals from {bootstrap} bootstrap resamples over runs.", ""]
+    md += _runs_section(table)
+    md += _data_figures(table, fig_dir, out.parent)
+    fits = {}
+    for name in laws:
+        section, fit = _law_section(table, name, bootstrap, level, seed, fig_dir, out.parent)
+        md += section
+        if fit is not None:
+            fits[name] = fit
+    md += _backtest_section(table, laws, bootstrap, level, seed, fig_dir, out.parent)
+    md += _forecast_section(table, fits, forecast_factor, level)
+    out.write_text("\n".join(md) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# sections
+
+def _runs_section(table: pd.DataFrame) -> list[str]:
+    finals = table[table["final"]] if table["final"].any() else table.loc[table.groupby("run")["D"].idxmax()]
+    cols = [c for c in ("run", "kind", "width", "depth", "N", "D", "C", "loss", "schedule", "lr_peak", "status")
+            if c in finals.columns]
+    finals = finals.sort_values(["C", "run"])
+    md = ["## Runs", "", f"Final point of each run (N counted as {table.attrs.get('n_convention', 'given')}; "
+          f"D tokens; C training FLOPs, convention {_conventions(table)}).", ""]
+    shown = finals.head(MAX_RUN_ROWS)
+    md += _md_table(shown[cols])
+    if len(finals) > len(shown):
+        md += ["", f"... and {len(finals) - len(shown)} more runs."]
+    return md + [""]
+
+
+def _data_figures(table: pd.DataFrame, fig_dir: Path, base: Path) -> list[str]:
+    from analysis import plots
+
+    md = ["## Curves", ""]
+    if table.groupby("run").size().max() > 1:
+        md.append(_img(plots.plot_curves(table, fig_dir / "curves.png"), base, "loss curves by model size"))
+    try:
+        md.append(_img(plots.plot_isoflop(table, fig_dir / "isoflop.png"), base, "isoFLOP profiles"))
+    except ValueError as e:
+        md.append(f"No isoFLOP profile: {e}.")
+    return md + [""]
+
+
+def _law_section(table, name, bootstrap, level, seed, fig_dir, base):
+    from analysis import plots
+    from analysis.fitting import fit
+    from analysis.laws import get_law
+
+    law = get_law(name)
+    md = [f"## Law `{name}`", "", f"{law.formula}  ", f"({law.citation}; N convention: {law.n_convention})", ""]
+    n_conv = law.n_convention if f"N_{law.n_convention}" in table.columns else None
+    try:
+        result = fit(table, name, bootstrap=bootstrap, level=level, seed=seed, n_convention=n_conv)
+    except (ValueError, RuntimeError) as e:
+        return md + [f"Not fitted: {e}", ""], None
+    se = result.standard_errors()
+    rows = [{"parameter": p, "estimate": v, f"{level:.0%} interval": _interval(result.intervals.get(p)),
+             "bootstrap SE": se.get(p, np.nan)} for p, v in result.params.items()]
+    md += _md_table(pd.DataFrame(rows))
+    resid = ", ".join(f"{k} = {_fmt(v)}" for k, v in result.residuals.items())
+    md += ["", f"Objective {_fmt(result.objective)} ({'converged' if result.converged else 'NOT converged'}) "
+           f"on {result.n_points} points; residuals: {resid}."]
+    md += [f"- warning: {w}" for w in result.warnings]
+    md.append("")
+    try:
+        md.append(_img(plots.plot_fit(table, result, fig_dir / f"fit_{name}.png", level=level), base, f"{name} fit"))
+        md.append(_img(plots.plot_residuals(table, result, fig_dir / f"residuals_{name}.png"), base,
+                       f"{name} residuals"))
+    except ValueError as e:
+        md.append(f"No fit figure: {e}.")
+    return md + [""], result
+
+
+def _backtest_section(table, laws, bootstrap, level, seed, fig_dir, base) -> list[str]:
+    from analysis import backtest as B
+    from analysis import plots
+
+    md = ["## Backtest", "", "Each law is fitted on the runs whose final compute is at most the cutoff and "
+          "predicts the final loss of the larger runs (relative error, ARE over their curves, and whether "
+          f"the actual loss falls in the {level:.0%} interval).", ""]
+    try:
+        cutoff = B.default_cutoff(table)
+    except ValueError as e:
+        return md + [f"No backtest: {e}.", ""]
+    board = B.leaderboard(table, laws, cutoff=cutoff, bootstrap=bootstrap, level=level, seed=seed)
+    md += [f"Cutoff: C <= {cutoff:.3g} FLOPs.", ""]
+    keep = [c for c in ("law", "n_train_runs", "n_holdout_runs", "mean_abs_rel_err", "max_abs_rel_err",
+                        "mean_are_curve", "coverage", "max_extrapolation", "error") if c in board.columns]
+    md += _md_table(board[keep])
+    ok = board[board["error"] == ""] if "error" in board else board
+    if len(ok):
+        best = str(ok["law"].iloc[0])
+        res = B.backtest(table, best, cutoff=cutoff, bootstrap=bootstrap, level=level, seed=seed)
+        md += ["", f"Held-out runs under the best law, `{best}`:", ""]
+        md += _md_table(res.per_run[["run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower",
+                                     "upper", "rel_err", "covered"]])
+        md += ["", _img(plots.plot_backtest(res, fig_dir / "backtest.png"), base, "predicted vs actual")]
+    return md + [""]
+
+
+def _forecast_section(table, fits: dict, factor: float, level: float) -> list[str]:
+    from analysis.cli import predict_point
+
+    c_target = float(table["C"].max()) * factor
+    md = ["## Forecast", "", f"Loss of a compute-optimal run with {factor:g}x the largest compute "
+          f"(C = {c_target:.3g} FLOPs), {level:.0%} interval:", ""]
+    rows = []
+    for name, result in fits.items():
+        try:
+            p = predict_point(result, C=c_target, level=level)
+        except (ValueError, ImportError, AttributeError) as e:
+            log.info("no forecast for %s: %s", name, e)
+            continue
+        rows.append({"law": name, "loss": p["loss"], "interval": _interval((p["lower"], p["upper"])),
+                     "N": p.get("N", np.nan), "D": p.get("D", np.nan)})
+    if not rows:
+        return md + ["No law could forecast at this compute.", ""]
+    return md + _md_table(pd.DataFrame(rows)) + [""]
+
+
+# ---------------------------------------------------------------------------
+# Markdown helpers (a few lines; pandas' to_markdown would add the tabulate dependency)
+
+def _md_table(frame: pd.DataFrame) -> list[str]:
+    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return [head, rule, *body]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "-"
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def _interval(iv) -> str:
+    if iv is None or iv[0] is None:
+        return "-"
+    return f"[{_fmt(iv[0])}, {_fmt(iv[1])}]"
+
+
+def _img(path: Path, base: Path, alt: str) -> str:
+    return f"![{alt}]({path.relative_to(base).as_posix()})"
+
+
+def _conventions(table: pd.DataFrame) -> str:
+    if "flop_convention" not in table.columns:
+        return "unknown"
+    return ", ".join(sorted(str(c) for c in table["flop_convention"].unique()))
