@@ -1,0 +1,244 @@
+"""Sweep specs, expansion and plan diagnostics (no training)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.counting import flops_per_token
+from sweeps.expand import branch_step, expand
+from sweeps.plan import diagnostics, n_opt, plan_rows, totals, fixed_rate
+from sweeps.spec import SweepError, load_spec, spec_from_dict
+from train.schedules import lr_curve
+
+BASE = {
+    "model": {"context": 32, "head_dim": 16},
+    "data": {"vocab_size": 64},
+    "train": {"batch_tokens": 256, "tokens": 4096},
+    "eval": {"tokens": 1024, "points": 4},
+}
+SIZES = [{"width": 16, "depth": 1}, {"width": 32, "depth": 1}, {"width": 48, "depth": 2}, {"width": 64, "depth": 2}]
+
+
+def spec(**kw):
+    return spec_from_dict({"name": "t", "base": BASE, **kw})
+
+
+# ---------------------------------------------------------------------------
+# grid
+
+def test_grid_is_the_cartesian_product_with_zip_groups():
+    s = spec(family="grid", axes={"optim.lr": [1e-3, 3e-3, 1e-2], "schedule.kind": ["cosine", "wsd"],
+                                  "run.seed": [0, 1]},
+             zip=[{"model.width": [16, 32], "model.depth": [1, 2]}])
+    runs = expand(s)
+    assert len(runs) == 3 * 2 * 2 * 2
+    combos = {(r.config.optim.lr, r.config.schedule.kind, r.config.run.seed, r.config.model.width,
+               r.config.model.depth) for r in runs}
+    assert len(combos) == 24
+    # zip keys vary together, never crossed
+    assert {(w, d) for *_, w, d in combos} == {(16, 1), (32, 2)}
+    assert len({r.run_id for r in runs}) == 24
+    assert all(r.config.run.sweep == "t" for r in runs)
+
+
+def test_run_ids_are_stable_and_match_the_resolved_config():
+    a, b = expand(spec(family="grid", axes={"run.seed": [0, 1]})), expand(spec(family="grid", axes={"run.seed": [0, 1]}))
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    for r in a:
+        assert r.run_id == r.config.resolved().run_id()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"family": "grid", "axes": {"model.widht": [16]}}, "model.widht"),
+    ({"family": "grid", "axes": {"optim.lr": []}}, "axes.optim.lr is empty"),
+    ({"family": "grid"}, "empty grid"),
+    ({"family": "grid", "axes": {"optim.lr": ["fast"]}}, "optim.lr"),
+    ({"family": "grid", "axes": {"run.seed": [0]}, "zip": [{"model.width": [16, 32], "model.depth": [1]}]},
+     "equal lengths"),
+    ({"family": "cubes", "axes": {"run.seed": [0]}}, "family"),
+    ({"family": "grid", "axes": {"run.seed": [0]}, "axis": {}}, "unknown sweep key 'axis'"),
+    ({"family": "ladder", "tokens_per_param": [10]}, "needs sizes"),
+    ({"family": "isoflop", "sizes": SIZES, "budgets": ["lots"]}, "budgets"),
+    ({"family": "wsd_branches", "sizes": SIZES, "tokens": [1e4]}, "schedule.kind=wsd"),
+    ({"family": "ladder", "sizes": [{"widht": 16}], "tokens_per_param": [10]}, "model.widht"),
+    ({"family": "grid", "axes": {"run.seed": [0]}, "rules": {"optim.lr": "__import__('os')"}}, "rules.optim.lr"),
+    ({"family": "grid", "axes": {"run.seed": [0]}, "rules": {"optim.lr": "-N"}}, "positive"),
+])
+def test_bad_specs_name_the_problem(bad, message):
+    with pytest.raises(SweepError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        expand(spec(**bad))
+
+
+def test_duplicate_runs_are_an_error():
+    s = spec(family="grid", axes={"optim.lr": [1e-3, 0.001]})
+    with pytest.raises(SweepError, match="duplicate run"):
+        expand(s)
+
+
+def test_base_config_file_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {context: 32, head_dim: 16}\ndata: {vocab_size: 64}\n"
+                                         "train: {batch_tokens: 256, tokens: 4096}\n")
+    (tmp_path / "s.yaml").write_text("name: f\nbase_config: base.yaml\noverrides: {optim.lr: 0.02}\n"
+                                     "family: grid\naxes: {run.seed: [0, 1]}\n")
+    runs = expand(load_spec(tmp_path / "s.yaml"))
+    assert [r.config.optim.lr for r in runs] == [0.02, 0.02]
+    (tmp_path / "bad.yaml").write_text("name: f\nbase_config: nope.yaml\nfamily: grid\naxes: {run.seed: [0]}\n")
+    with pytest.raises(SweepError, match="nope.yaml"):
+        load_spec(tmp_path / "bad.yaml")
+
+
+# ---------------------------------------------------------------------------
+# isoflop
+
+@pytest.mark.parametrize("convention", ["6N", "kaplan", "exact"])
+def test_isoflop_runs_hit_their_budget_within_one_percent(convention):
+    budgets = [2e9, 6e9]
+    s = spec(family="isoflop", sizes=SIZES, budgets=budgets,
+             base={**BASE, "run": {"flop_convention": convention}}, tokens_per_param_range=[0.1, 1e5])
+    warnings: list[str] = []
+    runs = expand(s, warnings)
+    assert {r.tags["budget"] for r in runs} == set(budgets)
+    for r in runs:
+        fpt = flops_per_token(r.config.model, convention)  # recomputed independently of the plan
+        c = fpt * r.config.train.tokens
+        assert abs(c / r.tags["budget"] - 1) <= 0.01, (r.run_id, c)
+        assert r.config.train.tokens % r.config.train.batch_tokens == 0
+    kept = {(r.tags["budget"], r.config.model.width) for r in runs}
+    assert len(kept) + len(warnings) == len(budgets) * len(SIZES)
+
+
+def test_isoflop_budget_too_small_for_the_smallest_model_is_an_error():
+    s = spec(family="isoflop", sizes=SIZES, budgets=[1e3])
+    with pytest.raises(SweepError, match=r"budgets: 1e\+03 FLOPs leaves no runs"):
+        expand(s)
+
+
+def test_isoflop_drops_combos_outside_the_tokens_per_param_range_with_a_warning():
+    s = spec(family="isoflop", sizes=SIZES, budgets=[6e9], tokens_per_param_range=[1, 50])
+    warnings: list[str] = []
+    runs = expand(s, warnings)
+    assert all(1 <= r.tokens / r.n_params <= 50 for r in runs)
+    assert warnings and all("tokens/param" in w or "budget" in w for w in warnings)
+
+
+# ---------------------------------------------------------------------------
+# ladder
+
+def test_ladder_ratios_are_tokens_per_parameter():
+    s = spec(family="ladder", sizes=SIZES, tokens_per_param=[5, 10, 20, 40], n_params="non_embedding")
+    runs = expand(s)
+    assert len(runs) == len(SIZES) * 4
+    for r in runs:
+        assert r.n_params == r.params["non_embedding"]
+        m = r.tags["tokens_per_param"]
+        # whole batches: within half a batch of M * N
+        assert abs(r.tokens - m * r.n_params) <= r.config.train.batch_tokens / 2
+    for m in (5, 10, 20, 40):
+        ratios = [r.tokens / r.n_params for r in runs if r.tags["tokens_per_param"] == m]
+        assert np.allclose(ratios, m, rtol=0.05)
+
+
+def test_size_ladder_and_widths_use_the_shape_rule():
+    s = spec(family="ladder", sizes={"ladder": {"min_params": 3e3, "max_params": 1e5, "n": 4}},
+             tokens_per_param=[10], n_params="non_embedding")
+    ns = [r.n_params for r in expand(s)]
+    assert len(ns) == 4 and ns == sorted(ns) and len(set(ns)) == 4
+    s = spec(family="ladder", sizes={"widths": [16, 32, 64]}, tokens_per_param=[10])
+    assert [r.config.model.width for r in expand(s)] == [16, 32, 64]
+
+
+def test_rules_set_per_size_values():
+    s = spec(family="ladder", sizes=SIZES, tokens_per_param=[10], n_params="non_embedding",
+             rules={"optim.lr": "0.01 * (N / 1e4) ** -0.5"})
+    for r in expand(s):
+        assert math.isclose(r.config.optim.lr, 0.01 * (r.n_params / 1e4) ** -0.5)
+
+
+# ---------------------------------------------------------------------------
+# wsd branches
+
+def test_wsd_branches_equal_from_scratch_runs_and_start_in_the_parents_stable_phase():
+    base = {**BASE, "schedule": {"kind": "wsd", "warmup_steps": 4, "decay_frac": 0.25, "decay_shape": "sqrt"}}
+    tokens = [4096, 8192, 16384]
+    runs = expand(spec(family="wsd_branches", base=base, sizes=SIZES[:2], tokens=tokens))
+    assert len(runs) == 2 * len(tokens)
+    by_id = {r.run_id: r for r in runs}
+    branches = [r for r in runs if r.parent]
+    assert len(branches) == 2 * (len(tokens) - 1)
+    assert all(not r.parent for r in runs[: len(runs) - len(branches)])  # parents first
+    for b in branches:
+        p = by_id[b.parent]
+        assert p.config.train.tokens == max(tokens)
+        assert b.branch_step in p.config.run.ckpt_steps
+        # the branch's config is the from-scratch WSD run of its own length
+        scratch = spec_from_dict({"name": "t", "base": {**base, "train": {**BASE["train"], "tokens": b.tokens}},
+                                  "family": "grid", "zip": [{k: [v] for k, v in
+                                                            {"model.width": b.config.model.width,
+                                                             "model.depth": b.config.model.depth}.items()}]})
+        assert expand(scratch)[0].run_id == b.run_id
+        # identical lr up to the branch step, and the branch decays right after it
+        k = b.branch_step
+        lr_b = lr_curve(b.config.steps, b.config.optim.lr, b.config.schedule)
+        lr_p = lr_curve(p.config.steps, p.config.optim.lr, p.config.schedule)
+        assert np.array_equal(lr_b[:k], lr_p[:k])
+        assert lr_b[k] < lr_b[k - 1] and lr_p[k] == lr_p[k - 1]
+        assert branch_step(b.config.steps, b.config.schedule) == k
+
+
+# ---------------------------------------------------------------------------
+# plan diagnostics
+
+def _runs(family, **kw):
+    return expand(spec(family=family, **kw))
+
+
+def test_besiroglu_prior_is_about_20_tokens_per_parameter():
+    for c in (1e18, 1e21, 1e24):
+        n = n_opt(c)
+        assert 10 < c / (6 * n) / n < 40  # D/N at the optimum (Besiroglu et al. 2024: ~20)
+    assert math.isclose(n_opt(1.2e21, "tpp20"), math.sqrt(1.2e21 / 120))
+
+
+def test_isoflop_not_bracketing_the_prior_optimum_is_flagged():
+    # a small budget (prior optimum below the smallest size) and a huge one (above the largest)
+    runs = _runs("isoflop", sizes=SIZES, budgets=[1e9, 1e14], tokens_per_param_range=[0.1, 1e7])
+    diags = [d for d in diagnostics(runs, "isoflop") if "do not bracket" in d]
+    assert len(diags) == 2
+    assert "1e+09" in diags[0] and "above it" in diags[0]
+    assert "1e+14" in diags[1] and "below it" in diags[1]
+
+
+def test_collinear_design_and_too_few_sizes_are_flagged():
+    # one tokens/param ratio: D grows with N in lockstep
+    runs = _runs("ladder", sizes=SIZES, tokens_per_param=[20])
+    diags = diagnostics(runs, "ladder")
+    assert any("collinear" in d for d in diags)
+    runs = _runs("ladder", sizes=SIZES[:2], tokens_per_param=[5, 10, 20])
+    diags = diagnostics(runs, "ladder")
+    assert any("only 2 model size(s)" in d for d in diags)
+
+
+def test_a_good_design_is_quiet():
+    # 4 sizes x 3 ratios: N and D vary independently
+    runs = _runs("ladder", sizes=SIZES, tokens_per_param=[5, 20, 80], n_params="non_embedding")
+    assert diagnostics(runs, "ladder") == []
+    # a budget whose sizes bracket the prior optimum
+    c = 1e11
+    opt = n_opt(c)
+    runs = _runs("isoflop", sizes=SIZES, budgets=[c], tokens_per_param_range=[0.1, 1e7])
+    ns = [r.n_params for r in runs]
+    assert min(ns) < opt < max(ns)
+    assert not [d for d in diagnostics(runs, "isoflop") if "bracket" in d]
+
+
+def test_plan_rows_and_totals():
+    runs = _runs("ladder", sizes=SIZES, tokens_per_param=[5, 10])
+    rows = plan_rows(runs, fixed_rate(1e9))
+    assert [r["run_id"] for r in rows] == [r.run_id for r in runs]
+    for row, r in zip(rows, runs):
+        assert row["est_seconds"] == pytest.approx(r.flops / 1e9)
+        assert row["C"] == pytest.approx(flops_per_token(r.config.model, r.config.run.flop_convention) * r.tokens)
+    t = totals(rows, jobs=2)
+    assert t["runs"] == len(runs) and t["est_seconds_parallel"] == pytest.approx(t["est_seconds_serial"] / 2)
