@@ -131,9 +131,16 @@ def percentile_band(samples_SxN: np.ndarray, level: float) -> tuple[np.ndarray, 
     """Central percentile band of samples along axis 0; NaN samples (e.g. unreachable targets) count as +inf."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    s = np.where(np.isnan(samples_SxN), np.inf, samples_SxN)
+    s = np.where(np.isnan(samples_SxN), np.inf, np.asarray(samples_SxN, dtype=np.float64))
     q = 100.0 * (1.0 - level) / 2.0
-    lo, hi = np.percentile(s, [q, 100.0 - q], axis=0)
+    finite = np.all(np.isfinite(s), axis=0)
+    # linear interpolation between order statistics where all samples are finite; where some
+    # are infinite, the order statistic itself (interpolating toward inf means nothing)
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.percentile(np.where(finite, s, 0.0), [q, 100.0 - q], axis=0)
+    if not np.all(finite):
+        lo_i, hi_i = np.percentile(s, [q, 100.0 - q], axis=0, method="inverted_cdf")
+        lo, hi = np.where(finite, lo, lo_i), np.where(finite, hi, hi_i)
     return lo, hi
 
 
