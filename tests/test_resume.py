@@ -1,0 +1,83 @@
+"""Exact resume: a run killed mid-training and restarted equals an uninterrupted run."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from train.api import train_run
+from train.checkpoint import list_checkpoints
+from train.config import load_config
+from train.rundir import read_metrics, read_run
+
+TINY = ["model.width=32", "model.depth=1", "model.context=32", "data.vocab_size=64", "train.batch_tokens=512",
+        "eval.tokens=512", "train.threads=1", "schedule.warmup_steps=5", "run.log_every=1"]
+
+
+def curve(run_dir):
+    """Every metrics row without its wall-clock time."""
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_curve(tmp_path):
+    overrides = TINY + ["train.tokens=153600", "run.ckpt_every=10", "eval.points=12"]  # 300 steps
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "train", "--out", str(killed), "--quiet", *overrides]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list_checkpoints(killed / "ckpt"):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+        time.sleep(0.02)  # let it run past the checkpoint, so rows after it must be dropped
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    rows_at_kill = read_metrics(killed / "metrics.jsonl")
+    assert 0 < rows_at_kill[-1]["step"] < 300
+
+    restarted = subprocess.run(cmd, capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr
+
+    train_run(load_config(None, overrides), tmp_path / "straight")
+    assert curve(killed) == curve(tmp_path / "straight")
+    _, _, s_killed = read_run(killed)
+    _, _, s_straight = read_run(tmp_path / "straight")
+    assert s_killed["final_val_loss"] == s_straight["final_val_loss"]
+    assert s_killed["steps"] == 300
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_drops_rows_past_the_checkpoint_and_resumes(tmp_path):
+    overrides = TINY + ["train.tokens=10240", "run.ckpt_every=6", "eval.points=20"]  # 20 steps
+    cfg = load_config(None, overrides)
+
+    def stop_at_15(row):
+        if row["step"] == 15:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_run(cfg, tmp_path / "a", progress=stop_at_15)
+    assert read_run(tmp_path / "a")[2]["status"] == "failed"
+    assert max(r["step"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")) == 15
+    summary = train_run(cfg, tmp_path / "a")  # resumes from step 12, dropping the rows of steps 13-15
+    assert summary["status"] == "completed"
+    train_run(cfg, tmp_path / "b")
+    assert curve(tmp_path / "a") == curve(tmp_path / "b")
+
+
+def test_checkpoint_retention_keeps_pinned_final_and_latest(tmp_path):
+    cfg = load_config(None, TINY + ["train.tokens=6144", "run.ckpt_every=3", "run.ckpt_keep=2",
+                                    "run.ckpt_steps=[4]", "eval.points=2"])  # 12 steps
+    train_run(cfg, tmp_path / "run")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "ckpt")] == [4, 6, 9, 12]
