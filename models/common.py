@@ -8,10 +8,18 @@ per-group LR multiplier:
   hidden     matrices whose fan-in grows with width (attention, MLP, LSTM gates)
   vector     norm gains and biases
 
-Under muP (Yang et al. 2022, "Tensor Programs V", Table 3, Adam column) only
-hidden matrices get an LR multiplier, 1/m with m = width / base_width; input
-embeddings, biases, norm gains and the readout keep LR multiplier 1 (the
-readout's 1/fan_in is applied as an output multiplier instead; see gpt.py).
+Under muP we use the formulation of Yang et al. 2022 ("Tensor Programs V",
+Table 8, the form the `mup` package implements; equivalent to Table 3), with
+m = width / base_width:
+
+  input embeddings, biases, norm gains   init unchanged, Adam LR multiplier 1
+  hidden matrices                        init variance / m (so proportional to 1/fan_in), Adam LR multiplier 1/m
+  readout (tied or untied)               init unchanged, Adam LR multiplier 1, output multiplier 1/m (gpt.py)
+
+Because the input and output weights follow the same init/LR rule in this
+form, a tied embedding is allowed under muP (Table 3's caption points to
+Table 8 as the form compatible with input/output weight sharing). At m = 1
+every rule is the SP one.
 """
 from __future__ import annotations
 

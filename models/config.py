@@ -77,10 +77,6 @@ class ModelConfig:
                 raise ValueError(f"model.mup_base_width={self.mup_base_width} is larger than model.width={self.width}")
             if self.kind != "gpt":
                 raise ValueError("model.parametrization=mup is GPT-only (model.kind=lstm has no muP rules here)")
-            if self.tie_embeddings:
-                # a tied matrix would need the input rule (LR 1, no multiplier) and the readout
-                # rule (1/width multiplier) at once; muP uses untied embeddings (TP5, Sec. 7)
-                raise ValueError("model.parametrization=mup needs model.tie_embeddings=false")
             if self.heads > 0 and self.mup_base_width % self.heads:
                 raise ValueError(f"model.heads={self.heads} must divide model.mup_base_width={self.mup_base_width}")
 

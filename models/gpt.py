@@ -41,7 +41,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
         self.rope = cfg.pos == "rope"
         if cfg.parametrization == "mup":
-            # muP uses 1/d_head attention (TP5, Sec. 4 / Table 3): q.k grows like d_head once
+            # muP uses 1/d_head attention (TP5, Sec. 4 and Table 8): q.k grows like d_head once
             # q and k become correlated during training. sqrt(base_D)/D equals 1/sqrt(D) at base width.
             base_head_dim = cfg.mup_base_width // cfg.n_heads if cfg.heads > 0 else self.head_dim
             self.scale = math.sqrt(base_head_dim) / self.head_dim
@@ -112,8 +112,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_f = common.make_norm(cfg)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.width, cfg.padded_vocab, bias=False)
-        # muP readout multiplier 1/m (TP5 Table 3's output 1/fan_in, in multiplier form as in the
-        # `mup` package's MuReadout): keeps logits O(1) as width grows while the readout LR stays 1.
+        # muP readout multiplier 1/m (TP5 Table 8: output weights have multiplier 1/fan_in, init
+        # variance and Adam LR constant): keeps logits O(1) as width grows while the readout LR stays 1.
         self.output_mult = 1.0 / common.width_mult(cfg)
         self.reset_parameters()
 
@@ -121,7 +121,7 @@ class GPT(nn.Module):
     def reset_parameters(self) -> None:
         """GPT-2 init: N(0, init_std) everywhere, residual projections scaled by 1/sqrt(2 * depth)
         (Radford et al. 2019, Sec. 2.3). muP: hidden matrices get std / sqrt(m), i.e. variance
-        proportional to 1/fan_in and equal to SP at the base width (TP5 Table 3)."""
+        proportional to 1/fan_in and equal to SP at the base width (TP5 Table 8)."""
         cfg = self.config
         std = cfg.init_std
         hidden_std = std / math.sqrt(common.width_mult(cfg))

@@ -153,7 +153,6 @@ def test_param_groups_cover_every_parameter_once():
     (dict(heads=3), "model.heads"),
     (dict(parametrization="mup"), "model.mup_base_width"),
     (dict(parametrization="mup", mup_base_width=64, tie_embeddings=False), "model.mup_base_width"),
-    (dict(parametrization="mup", mup_base_width=16), "model.tie_embeddings"),
     (dict(pos="rope", heads=32, head_dim=1), "model.pos"),
     (dict(norm="batchnorm"), "model.norm"),
     (dict(vocab_size=0), "model.vocab_size"),
