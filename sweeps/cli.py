@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from sweeps.spec import SweepError, load_spec
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("--executor", default="local", choices=("local", "slurm"))
     ru.add_argument("--jobs", type=int, default=0, help="local: runs at once (default: the spec's executor.jobs)")
     ru.add_argument("--retries", type=int, default=-1, help="extra attempts for failed runs (default: spec)")
+    ru.add_argument("--pack", type=int, default=1,
+                    help="local: train up to K compatible runs (same shape, data, batch) in one process as one packed model")
     ru.add_argument("--dry-run", action="store_true", help="write the configs, print one command per run, exit")
     ru.add_argument("--cluster", default=None, help="slurm: submitit cluster (slurm | local | debug)")
     ru.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
@@ -120,10 +123,17 @@ def cmd_run(ns) -> int:
     retries = spec.executor.retries if ns.retries < 0 else ns.retries
     if jobs < 1 or retries < 0:
         raise SweepError("--jobs must be >= 1 and --retries >= 0")
+    if ns.pack < 1 or (ns.pack > 1 and ns.executor != "local"):
+        raise SweepError("--pack must be >= 1 and applies to the local executor only")
     lock = lock_sweep_dir(ns.out)
     try:
         sd = prepare(ns.out, spec, runs)
         if ns.dry_run:
+            if ns.pack > 1:
+                from sweeps.packing import pack_command, plan_packs
+                for members in plan_packs(runs, ns.pack):
+                    print(shlex.join(["python"] + pack_command(sd, members)[1:]))
+                return 0
             for r in runs:
                 print(sd.shell_command(r))
             return 0
@@ -139,7 +149,7 @@ def cmd_run(ns) -> int:
             return 1 if bad else 0
         display = make_progress(runs, quiet=ns.quiet)
         try:
-            out = run_local(sd, runs, jobs=jobs, retries=retries, display=display)
+            out = run_local(sd, runs, jobs=jobs, retries=retries, display=display, pack=ns.pack)
         finally:
             display.close()
     finally:

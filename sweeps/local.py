@@ -108,8 +108,13 @@ def _env(slot: int, jobs: int, n_gpus: int) -> dict:
 
 
 def run_local(sd: SweepDir, runs: list[PlannedRun], jobs: int = 1, retries: int = 0, display=None,
-              poll_s: float = 0.2) -> Outcome:
-    """Train every run not yet final; return each run's state. Needs `lock_sweep_dir` held."""
+              poll_s: float = 0.2, pack: int = 1) -> Outcome:
+    """Train every run not yet final; return each run's state. Needs `lock_sweep_dir` held.
+
+    pack > 1: compatible runs train K at a time in one process (`train.packed`, see
+    sweeps/packing.py); a worker slot then holds a pack, and its members' states are read
+    from their own run directories, which look exactly as without packing.
+    """
     if jobs < 1 or retries < 0:
         raise SweepError("--jobs must be >= 1 and --retries >= 0")
     out = Outcome()
@@ -121,6 +126,11 @@ def run_local(sd: SweepDir, runs: list[PlannedRun], jobs: int = 1, retries: int 
         if s not in FINAL_STATES:
             queue.append(r)
         out.attempts[r.run_id] = 0
+    packs: dict[str, list[PlannedRun]] = {}
+    if pack > 1:
+        from sweeps.packing import plan_packs
+        packs = {p[0].run_id: p for p in plan_packs(queue, pack)}
+        queue = [p[0] for p in packs.values()]
     n_gpus = cuda_device_count()
     workers: dict[int, Worker] = {}
     stop = {"sig": 0}
@@ -131,15 +141,15 @@ def run_local(sd: SweepDir, runs: list[PlannedRun], jobs: int = 1, retries: int 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while (queue or workers) and not stop["sig"]:
-            _reap(sd, workers, out, queue, retries, display)
-            _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display)
+            _reap(sd, workers, out, queue, retries, display, packs)
+            _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display, packs)
             if display:
                 display.update(out, workers)
             time.sleep(poll_s)
         if stop["sig"]:
             out.interrupted = True
             _terminate(workers)
-            _reap(sd, workers, out, [], 0, display)
+            _reap(sd, workers, out, [], 0, display, packs)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -160,7 +170,7 @@ def _parent_ready(sd: SweepDir, r: PlannedRun, out: Outcome, queue, workers) -> 
     return "wait" if parent_live else "broken"
 
 
-def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display) -> None:
+def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display, packs=None) -> None:
     for r in list(queue):
         if len(workers) >= jobs:
             return
@@ -177,20 +187,34 @@ def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display) -> None:
         slot = min(set(range(jobs)) - set(workers))
         log = open(sd.log_file(r.run_id), "a")
         pid = os.getpid()
-        proc = subprocess.Popen(sd.command(r), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        members = (packs or {}).get(r.run_id, [r])
+        if len(members) > 1:
+            from sweeps.packing import pack_command
+            cmd = pack_command(sd, members)
+        else:
+            cmd = sd.command(r)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=_env(slot, jobs, n_gpus), preexec_fn=lambda: _die_with_parent(pid))
         sd.pid_file(r.run_id).write_text(str(proc.pid))
-        out.attempts[r.run_id] += 1
-        out.state[r.run_id] = "running"
+        for m in members:
+            out.attempts[m.run_id] += 1
+            out.state[m.run_id] = "running"
         workers[slot] = Worker(r, proc, slot, time.monotonic(), log)
         if display:
             display.event(r, f"started (attempt {out.attempts[r.run_id]}, pid {proc.pid})")
 
 
-def _reap(sd, workers, out, queue, retries, display) -> None:
+def _reap(sd, workers, out, queue, retries, display, packs=None) -> None:
     for slot, w in list(workers.items()):
         rc = w.proc.poll()
         if rc is None:
+            continue
+        members = (packs or {}).get(w.run.run_id, [w.run])
+        if len(members) > 1:
+            del workers[slot]
+            w.log.close()
+            sd.pid_file(w.run.run_id).unlink(missing_ok=True)
+            _reap_pack(sd, w, members, rc, out, queue, retries, display)
             continue
         del workers[slot]
         w.log.close()
@@ -214,6 +238,22 @@ def _reap(sd, workers, out, queue, retries, display) -> None:
             continue
         if display:
             display.event(w.run, out.state[rid])
+
+
+def _reap_pack(sd, w, members, rc, out, queue, retries, display) -> None:
+    """A packed worker ended: each member's state comes from its own run directory; the
+    pack is relaunched (its finished members are skipped) while retries remain."""
+    for m in members:
+        out.wall[m.run_id] = out.wall.get(m.run_id, 0.0) + time.monotonic() - w.started
+        state = run_state(sd.run_dir(m.run_id))
+        out.state[m.run_id] = state if state in ("completed", "diverged") else "failed"
+        if display:
+            display.event(m, out.state[m.run_id])
+    failed = [m for m in members if out.state[m.run_id] == "failed"]
+    if failed and rc != RC_CONFIG and out.attempts[w.run.run_id] <= retries:
+        queue.insert(0, w.run)
+        for m in failed:
+            out.state[m.run_id] = "pending"
 
 
 def _terminate(workers: dict, grace_s: float = 15.0) -> None:

@@ -230,3 +230,43 @@ def test_group_compatible_packs_only_compatible_runs():
     assert len(packs) == 2 * math.ceil(6 / 4) + 1
     with pytest.raises(ValueError, match="pack size"):
         group_compatible(cfgs, 0)
+
+
+# ---- sweep integration ----------------------------------------------------
+
+SWEEP = """
+name: packed_grid
+base:
+  model: {kind: gpt, width: 32, depth: 2, context: 32}
+  data: {source: synthetic, vocab_size: 64}
+  train: {tokens: 8192, batch_tokens: 512, device: cpu, threads: 1}
+  eval: {points: 4, tokens: 1024}
+family: grid
+axes:
+  optim.lr: [1.0e-3, 3.0e-3]
+zip:
+  - {run.seed: [0, 1], train.grad_clip: [0.05, 1.0]}
+"""
+
+
+def test_sweep_run_with_pack_writes_the_same_run_directories(tmp_path, capsys):
+    from sweeps.cli import main as sweep_main
+    spec = tmp_path / "packed_grid.yaml"
+    spec.write_text(SWEEP)
+    out = tmp_path / "sweep"
+    assert sweep_main(["run", str(spec), "--out", str(out), "--pack", "3", "--dry-run"]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("python")]
+    # 4 runs of one shape: a pack of 3 and an ordinary run
+    assert sorted(c.count("--run ") for c in commands) == [0, 3]
+    assert any("-m train.packed" in c for c in commands)
+
+    assert sweep_main(["run", str(spec), "--out", str(out), "--pack", "3", "--jobs", "2", "--quiet"]) == 0
+    run_dirs = sorted(p.parent for p in out.glob("*/summary.json"))
+    assert len(run_dirs) == 4
+    packed = [d for d in run_dirs if read_run(d)[2].get("packed_with") == 3]
+    assert len(packed) == 3
+    for d in packed[:2]:   # each equals its ordinary single run
+        config, _, summary = read_run(d)
+        assert summary["status"] == "completed"
+        train_run(RunConfig.from_dict(config), tmp_path / "ref" / d.name)
+        assert_same_curve(tmp_path / "ref" / d.name, d)
