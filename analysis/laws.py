@@ -23,6 +23,9 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy.signal import lfilter
 
+# The isoFLOP helpers (Hoffmann et al. Approaches 1 and 2) belong to the law catalogue too.
+from analysis.isoflop import IsoflopResult, isoflop_approach1, isoflop_approach2  # noqa: F401
+
 ArrayLike = np.ndarray | float
 Covariates = Mapping[str, np.ndarray]
 # (theta_SxP, covariates, need_grad) -> (logL_Sxn, dlogL_dtheta_SxnxP | None)
