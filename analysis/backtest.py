@@ -118,23 +118,30 @@ def leaderboard(table: pd.DataFrame, laws: Sequence[str] = ("chinchilla", "kapla
     A law that cannot be fitted on this data (say, a whole-curve law on a table
     of final losses) gets a row with its error message instead of stopping the others.
     """
+    return leaderboard_results(table, laws, **kwargs)[0]
+
+
+def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], **kwargs) -> tuple[pd.DataFrame, dict[str, BacktestResult]]:
+    """`leaderboard` plus each law's BacktestResult (for plots and per-run tables)."""
     for name in laws:
         get_law(name)
     cutoff = kwargs.pop("cutoff", None)
     if cutoff is None:
         cutoff = default_cutoff(table, kwargs.pop("holdout_frac", 0.25))
-    rows = []
+    kwargs.pop("holdout_frac", None)
+    rows, results = [], {}
     for name in laws:
         t0 = time.perf_counter()
         try:
             res = backtest(table, name, cutoff=cutoff, **kwargs)
+            results[name] = res
             rows.append({"law": name, **res.summary, "seconds": time.perf_counter() - t0, "error": ""})
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
             rows.append({"law": name, "seconds": time.perf_counter() - t0, "error": str(e).splitlines()[0]})
     board = pd.DataFrame(rows)
     if "mean_abs_rel_err" in board:
         board = board.sort_values("mean_abs_rel_err", na_position="last", kind="stable")
-    return board.reset_index(drop=True)
+    return board.reset_index(drop=True), results
 
 
 # ---------------------------------------------------------------------------

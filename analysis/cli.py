@@ -64,6 +64,7 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", choices=("final", "all"), default="final",
                    help="final: each run's last eval; all: every eval point")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B (default: the engine's)")
     return p
 
 
@@ -78,7 +79,7 @@ def _fit(args: argparse.Namespace) -> int:
     get_law(args.law)  # unknown law: fail before loading anything
     table = _load(args, args.law)
     result = fit(table, args.law, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed,
-                 select=args.select, n_convention=args.n_convention, level=args.level)
+                 select=args.select, n_convention=args.n_convention, level=args.level, n_starts=args.starts)
     out = result.to_json(args.out)
     print_fit(result)
     print(f"wrote {out}")
@@ -200,6 +201,7 @@ def backtest_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=0.9, help="interval level for coverage")
     p.add_argument("--select", choices=("final", "all"), default="final")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B per fit")
     p.add_argument("--plot", default=None, help="write predicted-vs-actual PNG here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
@@ -217,7 +219,7 @@ def _backtest(args: argparse.Namespace) -> int:
     for name in laws:
         get_law(name)
     table = _load(args, laws[0])
-    common = dict(level=args.level, bootstrap=args.bootstrap, seed=args.seed, select=args.select)
+    common = dict(level=args.level, bootstrap=args.bootstrap, seed=args.seed, select=args.select, n_starts=args.starts)
     if args.laws:
         board = B.leaderboard(table, laws, cutoff=args.cutoff, holdout_frac=args.holdout_frac, **common)
         if args.json:
@@ -263,6 +265,7 @@ def report_parser() -> argparse.ArgumentParser:
     p.add_argument("--laws", default="chinchilla,kaplan,compute", help="comma-separated laws to fit and backtest")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals")
     p.add_argument("--columns", default=None, help="column mapping for tables")
+    p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B per fit")
     return p
 
 
@@ -274,7 +277,8 @@ def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
     laws = tuple(s.strip() for s in args.laws.split(",") if s.strip())
-    path = write_report(args.input, args.out, laws=laws, bootstrap=args.bootstrap, columns=args.columns)
+    path = write_report(args.input, args.out, laws=laws, bootstrap=args.bootstrap, columns=args.columns,
+                        n_starts=args.starts)
     print(f"wrote {path}")
     return 0
 

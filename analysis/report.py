@@ -27,11 +27,12 @@ def default_report_path(input_path: str | Path) -> Path:
 
 def write_report(input_path: str | Path, out_path: str | Path | None = None, laws: Sequence[str] = DEFAULT_LAWS,
                  *, bootstrap: int = 200, level: float = 0.9, columns: dict | str | None = None,
-                 forecast_factor: float = 100.0, seed: int = 0) -> Path:
+                 forecast_factor: float = 100.0, seed: int = 0, n_starts: int | None = None) -> Path:
     """Write the report and its PNGs; return the report's path.
 
     `input_path`: a sweep or run directory, or a CSV/Parquet table (`columns`
     maps its column names). Figures go to `<report stem>_files/` next to it.
+    `n_starts` is passed to every fit (grid starts polished by L-BFGS-B).
     """
     from analysis.laws import get_law
     from analysis.load import load
@@ -57,11 +58,11 @@ def write_report(input_path: str | Path, out_path: str | Path | None = None, law
     md += _data_figures(table, fig_dir, out.parent)
     fits = {}
     for name in laws:
-        section, fit = _law_section(table, name, bootstrap, level, seed, fig_dir, out.parent)
+        section, fit = _law_section(table, name, bootstrap, level, seed, n_starts, fig_dir, out.parent)
         md += section
         if fit is not None:
             fits[name] = fit
-    md += _backtest_section(table, laws, bootstrap, level, seed, fig_dir, out.parent)
+    md += _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, out.parent)
     md += _forecast_section(table, fits, forecast_factor, level)
     out.write_text("\n".join(md) + "\n")
     return out
@@ -97,7 +98,7 @@ def _data_figures(table: pd.DataFrame, fig_dir: Path, base: Path) -> list[str]:
     return md + [""]
 
 
-def _law_section(table, name, bootstrap, level, seed, fig_dir, base):
+def _law_section(table, name, bootstrap, level, seed, n_starts, fig_dir, base):
     from analysis import plots
     from analysis.fitting import fit
     from analysis.laws import get_law
@@ -106,7 +107,7 @@ def _law_section(table, name, bootstrap, level, seed, fig_dir, base):
     md = [f"## Law `{name}`", "", f"{law.formula}  ", f"({law.citation}; N convention: {law.n_convention})", ""]
     n_conv = law.n_convention if f"N_{law.n_convention}" in table.columns else None
     try:
-        result = fit(table, name, bootstrap=bootstrap, level=level, seed=seed, n_convention=n_conv)
+        result = fit(table, name, bootstrap=bootstrap, level=level, seed=seed, n_convention=n_conv, n_starts=n_starts)
     except (ValueError, RuntimeError) as e:
         return md + [f"Not fitted: {e}", ""], None
     se = result.standard_errors()
@@ -127,7 +128,7 @@ def _law_section(table, name, bootstrap, level, seed, fig_dir, base):
     return md + [""], result
 
 
-def _backtest_section(table, laws, bootstrap, level, seed, fig_dir, base) -> list[str]:
+def _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, base) -> list[str]:
     from analysis import backtest as B
     from analysis import plots
 
@@ -138,7 +139,8 @@ def _backtest_section(table, laws, bootstrap, level, seed, fig_dir, base) -> lis
         cutoff = B.default_cutoff(table)
     except ValueError as e:
         return md + [f"No backtest: {e}.", ""]
-    board = B.leaderboard(table, laws, cutoff=cutoff, bootstrap=bootstrap, level=level, seed=seed)
+    board, results = B.leaderboard_results(table, laws, cutoff=cutoff, bootstrap=bootstrap, level=level, seed=seed,
+                                           n_starts=n_starts)
     md += [f"Cutoff: C <= {cutoff:.3g} FLOPs.", ""]
     keep = [c for c in ("law", "n_train_runs", "n_holdout_runs", "mean_abs_rel_err", "max_abs_rel_err",
                         "mean_are_curve", "coverage", "max_extrapolation", "error") if c in board.columns]
@@ -146,7 +148,7 @@ def _backtest_section(table, laws, bootstrap, level, seed, fig_dir, base) -> lis
     ok = board[board["error"] == ""] if "error" in board else board
     if len(ok):
         best = str(ok["law"].iloc[0])
-        res = B.backtest(table, best, cutoff=cutoff, bootstrap=bootstrap, level=level, seed=seed)
+        res = results[best]
         md += ["", f"Held-out runs under the best law, `{best}`:", ""]
         md += _md_table(res.per_run[["run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower",
                                      "upper", "rel_err", "covered"]])

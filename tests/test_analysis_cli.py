@@ -1,0 +1,109 @@
+"""The analysis command lines: fit -> predict round trip, backtest, errors, and no torch import."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.cli import main as analysis_main
+from analysis.fitresult import FitResult
+from testbed.cli import main as run_testbed
+from tests.fake_runs import chinchilla_loss, write_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return write_sweep(tmp_path_factory.mktemp("cli") / "sweep", sizes=(1e5, 3e5, 1e6, 3e6),
+                       token_mults=(5, 20, 80), noise=0.003)
+
+
+@pytest.fixture(scope="module")
+def fitted(sweep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--law", "chinchilla", "--out", str(out), "--bootstrap", "32",
+                        "--starts", "2"]) == 0
+    return out
+
+
+def test_fit_writes_json_and_prints_the_parameter_table(fitted, capsys, sweep, tmp_path):
+    result = FitResult.from_json(fitted)
+    assert result.law == "chinchilla" and result.samples.shape == (32, 5)
+    assert set(result.intervals) == {"E", "A", "B", "alpha", "beta"}
+    assert result.inputs["n_runs"] == 12
+    # the printed table (run again to capture it) names every parameter
+    assert run_testbed(["fit", str(sweep), "--out", str(tmp_path / "f.json"), "--starts", "1"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("E", "A", "B", "alpha", "beta", "objective"):
+        assert name in printed
+
+
+def test_predict_json_round_trip(fitted, capsys):
+    assert run_testbed(["predict", str(fitted), "--N", "1e7", "--D", "2e8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"loss", "lower", "upper"}
+    assert out["lower"] <= out["loss"] <= out["upper"]
+    assert out["loss"] == pytest.approx(float(chinchilla_loss(1e7, 2e8)), rel=0.03)
+    # at the same N and D the command prints exactly what the fit predicts
+    assert out["loss"] == pytest.approx(float(FitResult.from_json(fitted).predict(N=1e7, D=2e8)[0]))
+
+
+def test_predict_needs_N_and_D_or_C(fitted, capsys):
+    assert run_testbed(["predict", str(fitted), "--N", "1e7", "--json"]) == 2
+    assert "give --N and --D" in capsys.readouterr().err
+    assert run_testbed(["predict", str(fitted), "--N", "-1", "--D", "1e9"]) == 2
+    assert "--N must be a positive number" in capsys.readouterr().err
+    assert run_testbed(["predict", str(fitted.parent / "missing.json"), "--N", "1", "--D", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_fit_on_a_mapped_csv_and_backtest_json(tmp_path, capsys):
+    n = [1e6, 1e6, 3e6, 3e6, 1e7, 1e7, 3e7, 3e7]
+    d = [2e7, 8e7, 6e7, 2.4e8, 2e8, 8e8, 6e8, 2.4e9]
+    csv = tmp_path / "pub.csv"
+    pd.DataFrame({"Model Size": n, "Training FLOP": [6 * a * b for a, b in zip(n, d)],
+                  "loss": chinchilla_loss(n, d)}).to_csv(csv, index=False)
+    cols = 'N="Model Size",C="Training FLOP",loss=loss'
+    assert run_testbed(["fit", str(csv), "--columns", cols, "--out", str(tmp_path / "f.json"), "--starts", "2"]) == 0
+    assert FitResult.from_json(tmp_path / "f.json").params["alpha"] == pytest.approx(0.32, abs=0.03)
+    capsys.readouterr()
+    assert analysis_main(["backtest", str(csv), "--columns", cols, "--bootstrap", "0", "--starts", "1",
+                         "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["law"] == "chinchilla" and res["summary"]["n_holdout_runs"] == 2
+    assert res["summary"]["max_abs_rel_err"] < 0.01  # noiseless data from the law itself
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "{sweep}", "--law", "nope"], "unknown law 'nope'"),
+    (["fit", "{csv}", "--columns", "N=params,C=flops,loss=loss"], "['params', 'flops'] not found"),
+    (["fit", "{missing}"], "does not exist"),
+    (["backtest", "{sweep}", "--laws", "chinchilla,nope"], "unknown law 'nope'"),
+    (["report", "{sweep}", "--laws", "nope"], "unknown law 'nope'"),
+])
+def test_errors_exit_2_with_one_line(argv, message, sweep, tmp_path, capsys):
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"Model Size": [1e6], "loss": [3.0]}).to_csv(csv, index=False)
+    args = [a.format(sweep=sweep, csv=csv, missing=tmp_path / "missing") for a in argv]
+    assert run_testbed(args + ["--out", str(tmp_path / "never.json")] if argv[0] == "fit" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "never.json").exists()
+
+
+def test_python_dash_m_analysis_runs_and_imports_no_torch(fitted):
+    # one fresh interpreter: import every analysis module, check torch stayed out, then run
+    # `python -m analysis predict ...` through runpy (what -m does) in the same process
+    code = ("import analysis.load, analysis.fitting, analysis.backtest, analysis.plots, analysis.report, "
+            "analysis.cli, runpy, sys\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            f"sys.argv = ['analysis', 'predict', {str(fitted)!r}, '--N', '1e6', '--D', '1e8', '--json']\n"
+            "runpy.run_module('analysis', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) == {"loss", "lower", "upper"}

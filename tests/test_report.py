@@ -1,0 +1,41 @@
+"""The Markdown report: sections, tables and the figures it links exist."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from analysis.report import write_report
+from tests.fake_runs import write_sweep
+
+
+def test_report_writes_markdown_and_the_pngs_it_links(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6), token_mults=(5, 20, 80), noise=0.003)
+    out = write_report(sweep, laws=("chinchilla", "compute"), bootstrap=24, n_starts=1)
+    assert out == sweep / "report.md"
+    text = out.read_text()
+    for heading in ("## Runs", "## Curves", "## Law `chinchilla`", "## Law `compute`", "## Backtest", "## Forecast"):
+        assert heading in text, heading
+    # every run is listed, parameters come with intervals, the leaderboard names both laws
+    for i in range(4):
+        for j in range(3):
+            assert f"| gpt-n{i}-m{j} |" in text
+    assert re.search(r"\| alpha \| [\d.]+ \| \[[\d.]+, [\d.]+\] \|", text)
+    board = text.split("## Backtest")[1]
+    assert "| chinchilla |" in board and "| compute |" in board
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"report_files/curves.png", "report_files/fit_chinchilla.png", "report_files/backtest.png"} <= set(links)
+    for link in links:
+        png = out.parent / link
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+
+
+def test_report_refuses_bad_input_before_writing(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 1e6), token_mults=(5,))
+    with pytest.raises(ValueError, match="unknown law"):
+        write_report(sweep, laws=("chinchilla", "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no runs found under"):
+        write_report(tmp_path / "empty")
+    assert not (tmp_path / "empty" / "report.md").exists()
+    assert not (sweep / "report.md").exists()
