@@ -151,38 +151,31 @@ def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict
     """Loss (and interval) at N and D, or at compute C under the compute-optimal allocation.
 
     Returns {"loss", "lower", "upper"} plus N and D when they were derived from
-    C. Without bootstrap samples, lower and upper are None.
+    C (D = C / (6N)). Without bootstrap samples, lower and upper are None.
     """
-    law = result.law_obj
-    cov = set(law.covariates)
-    derived: dict[str, float] = {}
-    if N is not None and D is not None:
-        if C is not None:
-            raise ValueError("give --N and --D, or --C alone (the compute-optimal allocation), not all three")
-        values = {"N": N, "D": D, "C": 6.0 * N * D, "M": D / N}
-    elif C is not None and N is None and D is None:
-        if cov == {"C"}:
-            values = {"C": C}
-        else:
-            from analysis import predict as P
+    from analysis import predict as P
 
-            n_opt = float(np.asarray(P.n_opt(result, C)).ravel()[0])
-            d_opt = C / (6.0 * n_opt)  # D = C / (6N), the allocation n_opt assumes
-            values = {"N": n_opt, "D": d_opt, "C": C, "M": d_opt / n_opt}
-            derived = {"N": n_opt, "D": d_opt}
+    derived: dict[str, float] = {}
+    if N is not None and D is not None and C is None:
+        pred = P.loss_at(result, level=level, N=N, D=D)
+    elif C is not None and N is None and D is None:
+        if tuple(result.law_obj.covariates) == ("C",):
+            pred = P.loss_at_compute(result, C, level=level)
+        else:
+            alloc = P.compute_optimal(result, C, level=level)
+            pred = alloc.loss
+            derived = {"N": _scalar(alloc.N_opt.point), "D": _scalar(alloc.D_opt.point)}
     else:
         raise ValueError("give --N and --D (loss at a model size and token count) or --C alone "
                          "(loss at the compute-optimal allocation)")
-    missing = [c for c in law.covariates if c not in values]
-    if missing:
-        raise ValueError(f"law {law.name!r} predicts from {list(law.covariates)}; {missing} cannot be derived from "
-                         "N, D, C (use analysis.predict for whole-curve laws)")
-    kw = {c: values[c] for c in law.covariates}
-    if result.samples is not None and len(result.samples):
-        point, lo, hi = (float(np.asarray(a).ravel()[0]) for a in result.predict_interval(level=level, **kw))
-    else:
-        point, lo, hi = float(np.asarray(result.predict(**kw)).ravel()[0]), None, None
-    return {"loss": point, "lower": lo, "upper": hi, **derived}
+    lo, hi = _scalar(pred.lower), _scalar(pred.upper)
+    has_band = np.isfinite(lo) and np.isfinite(hi)
+    return {"loss": _scalar(pred.point), "lower": lo if has_band else None, "upper": hi if has_band else None,
+            **derived}
+
+
+def _scalar(a) -> float:
+    return float(np.asarray(a, dtype=float).ravel()[0])
 
 
 # ---------------------------------------------------------------------------

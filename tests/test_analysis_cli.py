@@ -53,6 +53,19 @@ def test_predict_json_round_trip(fitted, capsys):
     assert out["loss"] == pytest.approx(float(FitResult.from_json(fitted).predict(N=1e7, D=2e8)[0]))
 
 
+def test_predict_at_compute_derives_the_allocation(fitted, capsys):
+    assert run_testbed(["predict", str(fitted), "--C", "1e18", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"loss", "lower", "upper", "N", "D"}
+    assert out["lower"] <= out["loss"] <= out["upper"]
+    assert out["N"] * out["D"] * 6 == pytest.approx(1e18)
+    # the allocation is optimal: moving N either way at the same compute raises the predicted loss
+    fit = FitResult.from_json(fitted)
+    for f in (0.7, 1.4):
+        n = out["N"] * f
+        assert float(fit.predict(N=n, D=1e18 / (6 * n))[0]) > out["loss"]
+
+
 def test_predict_needs_N_and_D_or_C(fitted, capsys):
     assert run_testbed(["predict", str(fitted), "--N", "1e7", "--json"]) == 2
     assert "give --N and --D" in capsys.readouterr().err

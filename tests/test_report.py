@@ -23,6 +23,8 @@ def test_report_writes_markdown_and_the_pngs_it_links(tmp_path):
     assert re.search(r"\| alpha \| [\d.]+ \| \[[\d.]+, [\d.]+\] \|", text)
     board = text.split("## Backtest")[1]
     assert "| chinchilla |" in board and "| compute |" in board
+    forecast = text.split("## Forecast")[1]
+    assert re.search(r"\| chinchilla \| [\d.]+ \| \[[\d.]+, [\d.]+\] \|", forecast)
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert {"report_files/curves.png", "report_files/fit_chinchilla.png", "report_files/backtest.png"} <= set(links)
     for link in links:
