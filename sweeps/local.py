@@ -52,6 +52,8 @@ def cuda_device_count() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if not Path("/proc/driver/nvidia").exists() and not Path("/dev/nvidia0").exists():
+        return 0  # no NVIDIA driver: skip importing torch (seconds) in the driver
     try:
         import torch
         return torch.cuda.device_count()
@@ -119,6 +121,8 @@ def run_local(sd: SweepDir, runs: list[PlannedRun], jobs: int = 1, retries: int 
         raise SweepError("--jobs must be >= 1 and --retries >= 0")
     out = Outcome()
     by_id = {r.run_id: r for r in runs}
+    for stale in (sd.root / "logs").glob("*.pid"):  # left by a driver that was killed (we hold the lock)
+        stale.unlink()
     queue: list[PlannedRun] = []
     for r in runs:
         s = run_state(sd.run_dir(r.run_id))

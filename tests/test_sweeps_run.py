@@ -1,0 +1,218 @@
+"""Running sweeps: dry run, refusal of a foreign directory, SIGKILL of the driver and of a
+worker with relaunch (curves equal to an uninterrupted sweep), failures that do not stop
+the others, and the submitit round trip. Real tiny runs on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps.cli import main
+from sweeps.expand import expand
+from sweeps.spec import load_spec
+from sweeps.status import sweep_status
+from train.config import load_config
+from train.rundir import read_metrics
+
+TINY = {
+    "model": {"kind": "gpt", "width": 32, "depth": 1, "context": 32, "head_dim": 16},
+    "data": {"vocab_size": 64},
+    "train": {"batch_tokens": 512, "tokens": 32768, "device": "cpu"},
+    "eval": {"tokens": 1024, "points": 8},
+    "run": {"ckpt_every": 4},
+}
+
+
+def write_spec(path: Path, **kw) -> Path:
+    spec = {"name": "tiny", "base": TINY, "family": "grid", "axes": {"run.seed": [0, 1, 2]}, **kw}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_cmd(spec: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweeps", "run", str(spec), "--out", str(out), *extra]
+
+
+def curve(run_dir: Path) -> list[tuple]:
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return [(r["kind"], r["step"], r["tokens"], r.get("loss"), r.get("val_loss"), r["lr"]) for r in rows]
+
+
+def wait_for(pred, timeout=120.0, poll=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(poll)
+    raise AssertionError("timed out waiting")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny spec's runs trained uninterrupted, in this process, one thread (as the sweep's workers)."""
+    import torch
+
+    from train.api import train_run
+    d = tmp_path_factory.mktemp("ref")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = expand(load_spec(write_spec(d / "tiny.yaml")))
+        for r in runs:
+            assert train_run(r.config, d / r.run_id)["status"] == "completed"
+    finally:
+        torch.set_num_threads(threads)
+    return {x.run_id: curve(d / x.run_id) for x in runs}
+
+
+def test_dry_run_prints_one_runnable_command_per_run(tmp_path, capsys):
+    spec = write_spec(tmp_path / "tiny.yaml")
+    out = tmp_path / "sweep"
+    assert main(["run", str(spec), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    runs = expand(load_spec(spec))
+    assert len(lines) == len(runs)
+    for line, r in zip(lines, runs):
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "train"] and argv[4] == "--out"
+        assert Path(argv[5]) == out / r.run_id
+        # the config file the command names is exactly the planned run
+        assert load_config(argv[3]).resolved().run_id() == r.run_id
+    assert not any((out / r.run_id).exists() for r in runs)  # nothing trained
+    assert json.loads((out / "sweep.json").read_text())["runs"][0]["run_id"] == runs[0].run_id
+
+
+def test_an_output_dir_holding_another_sweep_is_refused_before_any_run(tmp_path, capsys):
+    a = write_spec(tmp_path / "a.yaml")
+    b = write_spec(tmp_path / "b.yaml", axes={"run.seed": [5, 6]})
+    out = tmp_path / "sweep"
+    assert main(["run", str(a), "--out", str(out), "--dry-run"]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["run", str(b), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds another sweep" in err and str(out) in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_bad_spec_exits_2_naming_the_key(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.yaml", axes={"model.widht": [32]})
+    assert main(["run", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "model.widht" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_path, reference):
+    spec = write_spec(tmp_path / "tiny.yaml")
+    out = tmp_path / "sweep"
+    runs = expand(load_spec(spec))
+
+    # 1. SIGKILL the driver once a run has a checkpoint but is not finished
+    driver = subprocess.Popen(sweep_cmd(spec, out, "--jobs", "2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+
+    def mid_run():
+        for r in runs:
+            rd = out / r.run_id
+            if list((rd / "ckpt").glob("step_*.pt")) and not (rd / "summary.json").exists():
+                return True
+        return False
+
+    wait_for(mid_run)
+    pids = [int(p.read_text()) for p in (out / "logs").glob("*.pid")]
+    assert pids
+    driver.kill()
+    driver.wait()
+    # workers die with the driver (PR_SET_PDEATHSIG): none keeps training in the background
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+    status = {r["run_id"]: r["status"] for r in sweep_status(out)["runs"]}
+    assert list(status.values()).count("completed") < len(runs)
+
+    # 2. relaunch; SIGKILL one worker mid-run: it is retried and resumes from its checkpoint
+    driver = subprocess.Popen(sweep_cmd(spec, out, "--jobs", "2", "--retries", "1"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+
+    def running_worker_with_progress():
+        for p in (out / "logs").glob("*.pid"):
+            rd = out / p.stem
+            try:
+                pid = int(p.read_text())
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().split()[3])
+            except (OSError, ValueError):
+                continue
+            if ppid == driver.pid and (rd / "metrics.jsonl").exists() and read_metrics(rd / "metrics.jsonl") \
+                    and not (rd / "summary.json").exists():
+                return p.stem, pid
+        return None
+
+    victim, pid = wait_for(running_worker_with_progress)
+    os.kill(pid, signal.SIGKILL)
+    text, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, text
+    assert f"{victim}: failed (killed by signal 9" in text and "retrying" in text
+
+    # 3. a third launch finds everything done and starts nothing
+    r3 = subprocess.run(sweep_cmd(spec, out, "--jobs", "2"), capture_output=True, text=True, timeout=120)
+    assert r3.returncode == 0 and "started" not in r3.stdout, r3.stdout
+
+    for r in runs:
+        summary = json.loads((out / r.run_id / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        got = curve(out / r.run_id)
+        steps = [(k, s) for k, s, *_ in got]
+        assert len(steps) == len(set(steps)), "a step was logged twice"
+        assert got == reference[r.run_id], f"{r.run_id}: curve differs from the uninterrupted sweep"
+
+
+def test_a_diverging_run_does_not_stop_the_others_and_is_not_retried(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", axes={"optim.lr": [3e-3, 1e3]},
+                      base={**TINY, "train": {**TINY["train"], "tokens": 8192}})
+    out = tmp_path / "sweep"
+    r = subprocess.run(sweep_cmd(spec, out, "--jobs", "2", "--retries", "2"), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    st = {x["run_id"]: x for x in sweep_status(out)["runs"]}
+    runs = expand(load_spec(spec))
+    good, bad = (x for x in sorted(runs, key=lambda x: x.config.optim.lr))
+    assert st[good.run_id]["status"] == "completed"
+    assert st[bad.run_id]["status"] == "diverged"
+    assert r.stdout.count(f"{bad.run_id}: started") == 1  # divergence is deterministic: no retry
+    # status --json on the CLI
+    s = subprocess.run([sys.executable, "-m", "sweeps", "status", str(out), "--json"], capture_output=True,
+                       text=True, timeout=60)
+    assert json.loads(s.stdout)["counts"] == {"completed": 1, "diverged": 1}
+
+
+def test_submitit_local_executor_round_trip(tmp_path):
+    pytest.importorskip("submitit")
+    spec = write_spec(tmp_path / "s.yaml", axes={"run.seed": [0, 1]},
+                      base={**TINY, "train": {**TINY["train"], "tokens": 4096}})
+    out = tmp_path / "sweep"
+    r = subprocess.run(sweep_cmd(spec, out, "--executor", "slurm", "--cluster", "local"), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "submitted 2 runs" in r.stdout
+    for run in expand(load_spec(spec)):
+        summary = json.loads((out / run.run_id / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["tokens"] == 4096
+    assert list((out / "slurm").iterdir())  # submitit's job folder
