@@ -48,7 +48,7 @@ from sweeps.packing import check_packable
 from train import checkpoint as ckpt
 from train import ddp
 from train.api import prepare_run_dir
-from train.config import ConfigError, RunConfig, load_config
+from train.config import ConfigError, OptimConfig, RunConfig, load_config
 from train.data import build_data
 from train.loop import autocast, eval_steps, resolve_device, seed_everything
 from train.optim import build_optimizer, plan_batches, set_lr
@@ -174,13 +174,14 @@ class PackedAdamW:
 # ---------------------------------------------------------------------------
 # single-run checkpoints <-> the pack
 
-def _hparams(single: torch.nn.Module, opt: torch.optim.AdamW, cfg: RunConfig) -> ModelHparams:
+def model_hparams(single: torch.nn.Module, opt: torch.optim.AdamW, o: OptimConfig) -> ModelHparams:
+    """Model `single`'s AdamW settings per parameter name, read from its own optimizer's groups."""
     names = {id(p): n for n, p in single.named_parameters()}
     wd, mult = {}, {}
     for g in opt.param_groups:
         for p in g["params"]:
             wd[names[id(p)]], mult[names[id(p)]] = g["weight_decay"], g["lr_mult"]
-    return ModelHparams(wd, mult, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps)
+    return ModelHparams(wd, mult, o.beta1, o.beta2, o.eps)
 
 
 def _export_optimizer(single: torch.nn.Module, opt: torch.optim.AdamW, packed_opt: PackedAdamW,
@@ -338,7 +339,7 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
 
     model = PackedGPT.from_models(singles)
     params = dict(model.named_parameters())
-    optimizer = PackedAdamW(params, [_hparams(s, o, c) for s, o, c in zip(singles, opts, cfgs)])
+    optimizer = PackedAdamW(params, [model_hparams(s, o, c.optim) for s, o, c in zip(singles, opts, cfgs)])
     if step:
         for i in range(K):
             _import_optimizer(singles[i], opts[i], optimizer, i, step)
