@@ -111,11 +111,10 @@ def _apply_rules(cfg: RunConfig, spec: SweepSpec, where: str) -> RunConfig:
         return cfg
     _, n, _ = _count(cfg, spec.n_params)
     values = {}
-    for key, formula in spec.rules.items():
-        v = evaluate_rule(formula, n, key=f"rules.{key}")
+    for key, rule in spec.rules.items():
+        v = evaluate_rule(rule, n, key=f"rules.{key}")
         if key in ("train.batch_tokens", "train.micro_batch_tokens"):
-            ctx = cfg.model.context
-            v = max(ctx, int(round(v / ctx)) * ctx)
+            v = max(1, round(v / cfg.model.context)) * cfg.model.context  # whole sequences (models.rules)
         values[key] = v
     return _apply(cfg, values, f"{where} rules")
 

@@ -13,7 +13,7 @@ per-size rules and executor defaults:
     tokens_per_param: [5, 10, 20]                               # ladder
     budgets: [1e12, 3e12]                                       # isoflop (FLOPs, by run.flop_convention)
     tokens: [2e5, 4e5, 8e5]                                     # wsd_branches (token counts of the cooldowns)
-    rules: {optim.lr: "0.003 * (N / 1e6) ** -0.3"}              # per-size formulas of N
+    rules: {optim.lr: "0.003 * (N / 1e6) ** -0.3"}              # per-size rules of N (models.rules)
     executor: {jobs: 2, retries: 1, slurm: {partition: gpu, gpus_per_job: 1, time_min: 60}}
 
 `load_spec` checks every key and value and raises `SweepError` naming the
@@ -74,7 +74,7 @@ class SweepSpec:
     budgets: tuple = ()
     tokens_per_param: tuple = ()
     tokens: tuple = ()
-    rules: dict = field(default_factory=dict)           # dotted key -> formula of N
+    rules: dict = field(default_factory=dict)           # dotted key -> rule of N (models.rules)
     n_params: str = "total"         # which parameter count N means (tokens/param, rules, plan)
     tokens_per_param_range: tuple = (1.0, 1000.0)     # isoflop: combos outside are dropped with a warning
     budget_tolerance: float = 0.01  # isoflop: |C_run / C_budget - 1| allowed after rounding to whole batches
@@ -268,9 +268,7 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
         raise SweepError("rules must map dotted config keys to formulas of N")
     for k, formula in rules.items():
         _check_dotted(base, k, apply_default_value(base, k), f"rules.{k}")
-        if not isinstance(formula, (str, int, float)):
-            raise SweepError(f"rules.{k} must be a formula string such as \"0.003 * (N / 1e6) ** -0.3\"")
-        evaluate_rule(str(formula), 1e6, key=f"rules.{k}")  # fail on a bad formula now
+        evaluate_rule(formula, 1e6, key=f"rules.{k}")  # fail on a bad formula now
     n_params = raw.get("n_params", "total")
     if n_params not in N_CONVENTIONS:
         raise SweepError(f"n_params must be one of {N_CONVENTIONS}, got {n_params!r}")
@@ -282,7 +280,7 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
         raise SweepError(f"budget_tolerance must lie in (0, 1), got {tol}")
     return SweepSpec(
         name=name, family=family, base=base_d, axes=axes, zips=tuple(zips), sizes=sizes, budgets=budgets,
-        tokens_per_param=tpp, tokens=tuple(int(t) for t in tokens), rules={k: str(v) for k, v in rules.items()},
+        tokens_per_param=tpp, tokens=tuple(int(t) for t in tokens), rules=dict(rules),
         n_params=n_params, tokens_per_param_range=rng, budget_tolerance=tol,
         executor=_load_executor(raw.get("executor")), description=str(raw.get("description", "")),
         source=json.loads(json.dumps(raw, default=str)),
@@ -325,18 +323,10 @@ def grid_points(spec: SweepSpec) -> list[dict]:
     return points
 
 
-def evaluate_rule(formula: str, n_params: float, key: str = "rule") -> float:
-    """A per-size rule evaluated at N (see models.rules); raises SweepError on a bad formula or value."""
+def evaluate_rule(rule: Any, n_params: float, key: str = "rule") -> float:
+    """A per-size rule (number, formula string of N, or {coef, exponent, ref}) at N; see models.rules."""
+    from models.rules import rule_value
     try:
-        from models.rules import eval_formula
-    except ImportError:  # models.rules not installed: fall back to the local whitelist evaluator
-        from sweeps._formula import eval_formula
-    try:
-        value = float(eval_formula(formula, N=float(n_params)))
-    except SweepError:
-        raise
-    except Exception as e:  # the formula module raises ValueError/SyntaxError variants
-        raise SweepError(f"{key}: cannot evaluate {formula!r} at N={n_params:g}: {e}") from None
-    if not value > 0:
-        raise SweepError(f"{key}: {formula!r} gives {value:g} at N={n_params:g}; it must be positive")
-    return value
+        return rule_value(rule, float(n_params), key=key)
+    except ValueError as e:
+        raise SweepError(str(e)) from None

@@ -205,13 +205,13 @@ def test_a_diverging_run_does_not_stop_the_others_and_is_not_retried(tmp_path):
 
 def test_submitit_local_executor_round_trip(tmp_path):
     pytest.importorskip("submitit")
-    spec = write_spec(tmp_path / "s.yaml", axes={"run.seed": [0, 1]},
+    spec = write_spec(tmp_path / "s.yaml", axes={"run.seed": [0]},
                       base={**TINY, "train": {**TINY["train"], "tokens": 4096}})
     out = tmp_path / "sweep"
     r = subprocess.run(sweep_cmd(spec, out, "--executor", "slurm", "--cluster", "local"), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "submitted 2 runs" in r.stdout
+    assert "submitted 1 runs" in r.stdout
     for run in expand(load_spec(spec)):
         summary = json.loads((out / run.run_id / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["tokens"] == 4096

@@ -154,6 +154,13 @@ def test_rules_set_per_size_values():
              rules={"optim.lr": "0.01 * (N / 1e4) ** -0.5"})
     for r in expand(s):
         assert math.isclose(r.config.optim.lr, 0.01 * (r.n_params / 1e4) ** -0.5)
+    # a power-law batch rule snaps to whole sequences and sets the batch before tokens are derived
+    s = spec(family="ladder", sizes=SIZES, tokens_per_param=[10], n_params="non_embedding",
+             rules={"train.batch_tokens": {"coef": 300, "exponent": 0.5, "ref": 1e4}})
+    for r in expand(s):
+        bt = r.config.train.batch_tokens
+        assert bt % 32 == 0 and abs(bt - 300 * (r.n_params / 1e4) ** 0.5) <= 16
+        assert r.tokens % bt == 0
 
 
 # ---------------------------------------------------------------------------
