@@ -1,0 +1,209 @@
+"""Real-text sources: reading, tokenizers, the shard cache, sampling and bad input."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train.config import ConfigError, load_config
+from train.data import build_data
+from train.data.config import DataConfig
+from train.data.text import DataError
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PRESETS = Path(__file__).resolve().parents[1] / "train" / "presets"
+
+WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex "
+         "bright jugglers near lakes and rivers of old stone towns").split()
+
+
+def corpus(n_docs: int = 120, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    docs = []
+    for i in range(n_docs):
+        words = rng.choice(WORDS, size=rng.integers(20, 60))
+        docs.append(f"Doc {i}: " + " ".join(words) + ". Ünïcode café ✓ — 北京.")
+    return docs
+
+
+def write_txt(path: Path, docs: list[str]) -> Path:
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+def cfg_for(source: Path | str, tmp_path: Path, **kw) -> DataConfig:
+    base = dict(source=str(source), tokenizer="bpe", vocab_size=320, val_frac=0.1, cache_dir=str(tmp_path / "cache"),
+                num_proc=1)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def test_bpe_round_trip_and_batches(tmp_path):
+    docs = corpus()
+    src = build_data(cfg_for(write_txt(tmp_path / "a.txt", docs), tmp_path), 16)
+    assert src.vocab_size <= 320 and src.loss_floor(None) is None
+    for text in docs[:5] + ["unseen words: zebra Ωmega 🙂\n\tend"]:
+        assert src.decode(src.encode(text)) == text
+    x = src.train_batch(3, 4)
+    assert tuple(x.shape) == (4, 17) and str(x.dtype) == "torch.int64"
+    assert int(x.max()) < src.vocab_size
+    v = src.val_batch(16 * 5)
+    assert tuple(v.shape) == (5, 17)
+    # consecutive val windows overlap by exactly the one target/input token
+    assert (v[1:, 0] == v[:-1, -1]).all()
+    assert src.describe()["train_docs"] + src.describe()["val_docs"] == len(docs)
+
+
+def test_byte_tokenizer_separates_documents_with_0xff(tmp_path):
+    docs = corpus(20)
+    src = build_data(cfg_for(write_txt(tmp_path / "a.txt", docs), tmp_path, tokenizer="byte", val_frac=0.2), 8)
+    assert src.vocab_size == 256
+    ids = np.asarray(src._train)
+    n_eos = int((ids == 0xFF).sum())
+    assert n_eos == src.describe()["train_docs"]
+    text = bytes(ids[ids != 0xFF].tolist()).decode("utf-8")
+    assert "café ✓" in text
+    assert src.decode(src.encode("北京 ✓")) == "北京 ✓"
+
+
+def test_cache_is_reused_and_invalidated_by_content(tmp_path):
+    path = write_txt(tmp_path / "a.txt", corpus())
+    cfg = cfg_for(path, tmp_path)
+    first = build_data(cfg, 16)
+    assert first.tokenized
+    second = build_data(cfg, 16)
+    assert not second.tokenized and second.cache_path == first.cache_path
+    # the validation split and every batch survive the rebuild (sampler is a pure function of index)
+    assert (second.val_batch(64) == first.val_batch(64)).all()
+    assert (second.train_batch(7, 3) == first.train_batch(7, 3)).all()
+    assert not (first.train_batch(7, 3) == first.train_batch(8, 3)).all()
+    write_txt(path, corpus(seed=1))                     # same file name, new content
+    third = build_data(cfg, 16)
+    assert third.tokenized and third.cache_path != first.cache_path
+
+
+def test_corrupt_or_partial_cache_is_rebuilt(tmp_path):
+    cfg = cfg_for(write_txt(tmp_path / "a.txt", corpus()), tmp_path)
+    good = build_data(cfg, 16)
+    batch = good.train_batch(0, 4)
+    shard = good.cache_path / "train.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 0xFF
+    shard.write_bytes(bytes(raw))                        # same size, different content
+    again = build_data(cfg, 16)
+    assert again.tokenized and (again.train_batch(0, 4) == batch).all()
+    (again.cache_path / "meta.json").unlink()          # a build that died before its last write
+    assert build_data(cfg, 16).tokenized
+
+
+def test_val_split_is_fixed_and_disjoint_by_document(tmp_path):
+    docs = corpus(200)
+    a = build_data(cfg_for(write_txt(tmp_path / "a.txt", docs), tmp_path, tokenizer="byte", seed=0), 8)
+    b = build_data(cfg_for(tmp_path / "a.txt", tmp_path, tokenizer="byte", seed=5, cache_dir=str(tmp_path / "c2")), 8)
+    assert b.tokenized and np.array_equal(np.asarray(a._val), np.asarray(b._val))
+    val_docs = bytes(np.asarray(a._val).tolist()).split(b"\xff")[:-1]
+    train_docs = set(bytes(np.asarray(a._train).tolist()).split(b"\xff")[:-1])
+    assert len(val_docs) == 20 and not train_docs & set(val_docs)
+    # different data seeds: same val set, different training batches
+    assert not (a.train_batch(0, 4) == b.train_batch(0, 4)).all()
+
+
+def test_zst_jsonl_and_parquet_read_the_same_documents(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+    docs = corpus(60)
+    write_txt(tmp_path / "plain.txt", docs)
+    (tmp_path / "z.txt.zst").write_bytes(zstandard.ZstdCompressor().compress((tmp_path / "plain.txt").read_bytes()))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(docs)))
+    pq.write_table(pa.table({"body": docs}), tmp_path / "d.parquet")
+    ref = build_data(cfg_for(tmp_path / "plain.txt", tmp_path, tokenizer="byte"), 8)
+    for name, field in (("z.txt.zst", "text"), ("d.jsonl", "body"), ("d.parquet", "body")):
+        src = build_data(cfg_for(tmp_path / name, tmp_path, tokenizer="byte", text_field=field), 8)
+        assert np.array_equal(np.asarray(src._train), np.asarray(ref._train)), name
+
+
+def test_globs_combine_files(tmp_path):
+    write_txt(tmp_path / "p1.txt", corpus(30, seed=1))
+    write_txt(tmp_path / "p2.txt", corpus(30, seed=2))
+    src = build_data(cfg_for(f"{tmp_path}/p*.txt", tmp_path, tokenizer="byte"), 8)
+    assert src.describe()["train_docs"] + src.describe()["val_docs"] == 60
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: str(p / "missing*.txt"), "no file matches"),
+    (lambda p: str(write_txt(p / "empty.txt", ["", "  "])), "non-empty document"),
+    (lambda p: str(write_txt(p / "x.csv", ["a", "b"])), "unsupported extension"),
+])
+def test_bad_sources_name_the_problem(tmp_path, make, match):
+    with pytest.raises(DataError, match=match):
+        build_data(cfg_for(make(tmp_path), tmp_path), 8)
+
+
+def test_undecodable_bytes_name_file_and_offset(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine text\n\nmore \xc3\x28 broken")
+    with pytest.raises(DataError, match=r"bad\.txt: not valid UTF-8 at byte offset 16"):
+        build_data(cfg_for(bad, tmp_path, tokenizer="byte"), 8)
+
+
+def test_small_bpe_vocab_and_bad_field(tmp_path):
+    path = write_txt(tmp_path / "a.txt", corpus(10))
+    with pytest.raises(ConfigError, match="data.vocab_size=200"):
+        build_data(cfg_for(path, tmp_path, vocab_size=200), 8)
+    (tmp_path / "d.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(DataError, match="data.text_field"):
+        build_data(cfg_for(tmp_path / "d.jsonl", tmp_path), 8)
+    with pytest.raises(DataError, match="eval.tokens"):
+        build_data(cfg_for(path, tmp_path, tokenizer="byte"), 8).val_batch(10**7)
+
+
+def test_hub_source_fails_fast_and_suggests_local_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="hf:someone/corpus.*not reachable.*local files"):
+        build_data(cfg_for("hf:someone/corpus:en", tmp_path), 8)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_given_tokenizer_json(tmp_path):
+    path = write_txt(tmp_path / "a.txt", corpus())
+    first = build_data(cfg_for(path, tmp_path), 16)
+    tok_file = first.cache_path / "tokenizer.json"
+    src = build_data(cfg_for(path, tmp_path, tokenizer=str(tok_file), cache_dir=str(tmp_path / "c3")), 16)
+    assert np.array_equal(np.asarray(src._train), np.asarray(first._train))
+
+
+@pytest.mark.skipif(not (SHARED / "tiny_shakespeare" / "input.txt").exists(), reason="shared data absent")
+def test_tiny_shakespeare(tmp_path):
+    src = build_data(cfg_for(SHARED / "tiny_shakespeare" / "input.txt", tmp_path, vocab_size=512, max_docs=1500,
+                             val_frac=0.05), 64)
+    text = (SHARED / "tiny_shakespeare" / "input.txt").read_text()[:2000]
+    assert src.decode(src.encode(text)) == text
+    # BPE compresses English well below one token per byte
+    assert len(src.encode(text)) < 0.5 * len(text.encode())
+    assert src.val_batch(64 * 4).shape[0] == 4
+
+
+@pytest.mark.skipif(not (SHARED / "wikipedia_en_2015" / "wiki_en_2015.valid.txt.zst").exists(),
+                    reason="shared data absent")
+def test_wikipedia_shard(tmp_path):
+    src = build_data(cfg_for(SHARED / "wikipedia_en_2015" / "wiki_en_2015.valid.txt.zst", tmp_path,
+                             vocab_size=1024, max_docs=400, val_frac=0.05), 128)
+    assert src.describe()["train_docs"] + src.describe()["val_docs"] == 400
+    assert src.train_batch(0, 2).shape == (2, 129)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in PRESETS.glob("*.yaml")))
+def test_presets_load_and_validate(preset):
+    cfg = load_config(PRESETS / preset).resolved()
+    assert cfg.data.source != "synthetic" or cfg.data.vocab_size > 0
+    assert cfg.run.name
+
+
+def test_presets_exist():
+    names = {p.name for p in PRESETS.glob("*.yaml")}
+    assert {"wikipedia_gpt.yaml", "tiny_shakespeare.yaml"} <= names
