@@ -17,7 +17,6 @@ import argparse
 import multiprocessing as mp
 import time
 
-import numpy as np
 import torch
 
 from models import build_model
@@ -93,7 +92,7 @@ def packed_step(cfg, k, batch_BxT1, device, args):
     opt = PackedAdamW(params, [model_hparams(s, build_optimizer(s, opt_cfg, device), opt_cfg) for s in singles])
     fwd = torch.compile(model) if args.compile else model
     max_norm = torch.ones(k, device=device)
-    lr, active = np.full(k, 1e-3), np.ones(k, dtype=bool)
+    lr, active = torch.full((k,), 1e-3, device=device), torch.ones(k, dtype=torch.bool, device=device)
     n = {"step": 0}
 
     def step():

@@ -127,7 +127,8 @@ class PackedAdamW:
     torch.optim.AdamW takes one lr per parameter group; here every model has its
     own lr (schedule), weight decay, betas and eps along the leading dimension, so
     the update is written out (the same steps as torch's single-tensor AdamW).
-    Models whose `active` flag is off are left exactly as they are.
+    Models whose `active` flag is off are left exactly as they are. All per-model
+    coefficients stay on the device: a step copies nothing from the host.
     """
 
     def __init__(self, named_params: dict[str, torch.nn.Parameter], hparams: Sequence[ModelHparams]):
@@ -136,8 +137,9 @@ class PackedAdamW:
         f32 = dict(dtype=torch.float32, device=dev)
         self.wd = {n: torch.tensor([h.weight_decay[n] for h in hparams], **f32) for n in named_params}
         self.mult = {n: torch.tensor([h.lr_mult[n] for h in hparams], **f32) for n in named_params}
-        self.beta1 = np.array([h.beta1 for h in hparams])
-        self.beta2 = np.array([h.beta2 for h in hparams])
+        # float64 for the bias corrections: 1 - beta2**step loses digits in float32 when beta2 ~ 1
+        self.beta1 = torch.tensor([h.beta1 for h in hparams], dtype=torch.float64, device=dev)
+        self.beta2 = torch.tensor([h.beta2 for h in hparams], dtype=torch.float64, device=dev)
         self.eps = torch.tensor([h.eps for h in hparams], **f32)
         self.state = {n: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                       for n, p in named_params.items()}
@@ -147,24 +149,23 @@ class PackedAdamW:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, step: int, lr_K: np.ndarray, active_K: np.ndarray) -> None:
-        """Apply update number `step` (1-based; bias correction) with per-model peak-scaled lrs."""
-        dev = self.eps.device
-        f32 = dict(dtype=torch.float32, device=dev)
-        active = torch.tensor(active_K, dtype=torch.bool, device=dev)
-        lr = torch.tensor(np.where(active_K, lr_K, 0.0), **f32)
-        one_minus_b1 = torch.tensor(np.where(active_K, 1.0 - self.beta1, 0.0), **f32)
-        b2 = torch.tensor(np.where(active_K, self.beta2, 1.0), **f32)
-        step_size = lr / torch.tensor(1.0 - self.beta1 ** step, **f32)
-        bc2_sqrt = torch.tensor(np.sqrt(1.0 - self.beta2 ** step), **f32)
+    def step(self, step: int, lr_K: torch.Tensor, active_K: torch.Tensor) -> None:
+        """Apply update number `step` (1-based, for bias correction) with per-model lrs (K,) and an
+        active mask (K,) bool, both on the parameters' device."""
+        zero = torch.zeros((), dtype=torch.float64, device=lr_K.device)
+        lr = torch.where(active_K, lr_K.double(), zero)
+        one_minus_b1 = torch.where(active_K, 1.0 - self.beta1, zero).float()
+        b2 = torch.where(active_K, self.beta2, zero + 1.0).float()
+        step_size = (lr / (1.0 - self.beta1 ** step)).float()
+        bc2_sqrt = torch.sqrt(1.0 - self.beta2 ** step).float()
+        lr = lr.float()
         for n, p in self.params.items():
             if p.grad is None:
                 continue
             view = lambda t: _per_model(t, p)  # noqa: E731
-            g = torch.where(view(active), p.grad, torch.zeros((), device=dev))
+            g = torch.where(view(active_K), p.grad, torch.zeros((), device=p.device))
             m, v = self.state[n]["exp_avg"], self.state[n]["exp_avg_sq"]
-            lr_p = lr * self.mult[n]
-            p.mul_(1 - view(lr_p * self.wd[n]))
+            p.mul_(1 - view(lr * self.mult[n] * self.wd[n]))
             m.lerp_(g, view(one_minus_b1))
             v.mul_(view(b2)).add_(g * g * view(1 - b2))
             denom = (v.sqrt() / view(bc2_sqrt)).add_(view(self.eps))
@@ -346,6 +347,10 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
     fwd_model = torch.compile(model) if c0.train.compile else model
     max_norm_K = torch.tensor([c.train.grad_clip for c in cfgs], dtype=torch.float32, device=device)
     active = np.array([step < r.total for r in runs])
+    # every model's lr for every step of the pack, on the device (0 past a model's own end)
+    longest = max(r.total for r in runs)
+    lrs_SxK = torch.tensor(np.stack([np.pad(r.lrs, (0, longest - r.total)) for r in runs], axis=1),
+                           dtype=torch.float32, device=device)
     eval_rows = c0.eval.batch_size or plan.micro_rows
     for r in runs:
         r.trackers = open_trackers(r.out / METRICS, r.cfg.run, r.cfg.run_id(), r.cfg.to_dict(), r.tracker_state)
@@ -386,14 +391,17 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
 
     # ---- the loop: every step updates the models still active ------------
     worst_K = torch.zeros(K, device=device)   # running max of each model's step loss since the last check
+    active_mask = active.copy()
+    active_t = torch.tensor(active_mask, device=device)
     cpu = device.type == "cpu"
     model.train()
     try:
         while active.any():
             t0 = time.perf_counter()
             step += 1
-            lr_K = np.array([r.lrs[step - 1] if a else 0.0 for r, a in zip(runs, active)])
-            active_t = torch.tensor(active, device=device)
+            if not np.array_equal(active, active_mask):   # copied to the device only when it changes
+                active_mask = active.copy()
+                active_t = torch.tensor(active_mask, device=device)
             batch_BxT1 = data.train_batch(step - 1, plan.global_rows).to(device, non_blocking=True)
             loss_sum_K = torch.zeros(K, device=device)
             for mb in range(plan.accum_steps):
@@ -403,7 +411,7 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
                 torch.where(active_t, loss_K, torch.zeros((), device=device)).sum().backward()
                 loss_sum_K += loss_K.detach()
             clip_per_model(list(params.values()), max_norm_K)
-            optimizer.step(step, lr_K, active)
+            optimizer.step(step, lrs_SxK[step - 1], active_t)
             optimizer.zero_grad()
             worst_K = torch.maximum(worst_K, loss_sum_K)
             was_active = active.copy()
