@@ -189,3 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as e:
         print(f"sweep error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the executor took over signals: nothing was started
+        print("sweep interrupted", file=sys.stderr)
+        return 130

@@ -131,4 +131,10 @@ def progress(run_dir: Path) -> dict:
             out["val_loss"] = evals[-1].get("val_loss")
         if last.get("time_s"):
             out["tokens_per_s"] = last["tokens"] / last["time_s"]
+    summary = run_dir / "summary.json"
+    if summary.exists():  # the trainer's own figure (a branch's rows start at its parent's step)
+        try:
+            out["tokens_per_s"] = read_json(summary).get("tokens_per_s", out["tokens_per_s"])
+        except (OSError, json.JSONDecodeError):
+            pass
     return out

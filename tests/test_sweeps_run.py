@@ -41,6 +41,18 @@ def sweep_cmd(spec: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "sweeps", "run", str(spec), "--out", str(out), *extra]
 
 
+def workers_of(out: Path) -> list[tuple[int, int]]:
+    """(pid, parent pid) of every worker a driver has recorded in out/logs/*.pid."""
+    found = []
+    for p in (out / "logs").glob("*.pid"):
+        try:
+            pid = int(p.read_text())
+            found.append((pid, int(Path(f"/proc/{pid}/stat").read_text().split()[3])))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def curve(run_dir: Path) -> list[tuple]:
     rows = read_metrics(run_dir / "metrics.jsonl")
     return [(r["kind"], r["step"], r["tokens"], r.get("loss"), r.get("val_loss"), r["lr"]) for r in rows]
@@ -148,7 +160,19 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
     status = {r["run_id"]: r["status"] for r in sweep_status(out)["runs"]}
     assert list(status.values()).count("completed") < len(runs)
 
-    # 2. relaunch; SIGKILL one worker mid-run: it is retried and resumes from its checkpoint
+    def workers():
+        return workers_of(out)
+
+    # 2. relaunch and Ctrl-C it: workers are terminated and waited for, the driver reports and exits 130
+    driver = subprocess.Popen(sweep_cmd(spec, out, "--jobs", "2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    pids = wait_for(lambda: [pid for pid, ppid in workers() if ppid == driver.pid])
+    driver.send_signal(signal.SIGINT)
+    text, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "sweep interrupted" in text, text
+    assert not any(alive(p) for p in pids)
+
+    # 3. relaunch; SIGKILL one worker mid-run: it is retried and resumes from its checkpoint
     driver = subprocess.Popen(sweep_cmd(spec, out, "--jobs", "2", "--retries", "1"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
 
@@ -171,7 +195,7 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
     assert driver.returncode == 0, text
     assert f"{victim}: failed (killed by signal 9" in text and "retrying" in text
 
-    # 3. a third launch finds everything done and starts nothing
+    # 4. another launch finds everything done and starts nothing
     r3 = subprocess.run(sweep_cmd(spec, out, "--jobs", "2"), capture_output=True, text=True, timeout=120)
     assert r3.returncode == 0 and "started" not in r3.stdout, r3.stdout
 
@@ -216,3 +240,31 @@ def test_submitit_local_executor_round_trip(tmp_path):
         summary = json.loads((out / run.run_id / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["tokens"] == 4096
     assert list((out / "slurm").iterdir())  # submitit's job folder
+
+
+def test_wsd_branch_waits_for_its_parent_and_equals_a_from_scratch_run(tmp_path):
+    import torch
+
+    from train.api import train_run
+    base = {**TINY, "train": {**TINY["train"], "tokens": 8192},
+            "schedule": {"kind": "wsd", "warmup_steps": 2, "decay_frac": 0.25}, "run": {}}
+    spec = tmp_path / "w.yaml"
+    spec.write_text(yaml.safe_dump({"name": "w", "base": base, "family": "wsd_branches",
+                                    "sizes": [{"width": 32, "depth": 1}], "tokens": [4096, 8192]}))
+    out = tmp_path / "sweep"
+    r = subprocess.run(sweep_cmd(spec, out, "--jobs", "2"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    parent, branch = expand(load_spec(spec))
+    assert branch.parent == parent.run_id and branch.branch_step == 6
+    stored = json.loads((out / branch.run_id / "config.json").read_text())
+    assert stored["train"]["init_from"].endswith(f"{parent.run_id}/ckpt/step_00000006.pt")
+    # the branch's curve after its branch step equals the from-scratch run of its length
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_run(branch.config, tmp_path / "scratch")
+    finally:
+        torch.set_num_threads(threads)
+    tail = [row for row in curve(out / branch.run_id) if row[1] > branch.branch_step]
+    scratch = [row for row in curve(tmp_path / "scratch") if row[1] > branch.branch_step]
+    assert tail and tail == scratch
