@@ -120,17 +120,29 @@ def _lse_law(design: Callable[[Covariates], tuple[np.ndarray, np.ndarray]]) -> L
     def fn(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
         K_nxJxP, k0_nxJ = design(cov)
         n, J, P = K_nxJxP.shape
-        u_SxnxJ = (theta_SxP @ K_nxJxP.reshape(n * J, P).T).reshape(-1, n, J) + k0_nxJ
-        # log-sum-exp by hand: scipy.special.logsumexp's array-API dispatch costs more than
-        # the arithmetic at these sizes, and the fit calls this thousands of times.
-        m_Sxn = u_SxnxJ.max(axis=-1)
-        logL_Sxn = m_Sxn + np.log(np.exp(u_SxnxJ - m_Sxn[..., None]).sum(axis=-1))
+        # K is sparse (each theta enters one or two terms): work with its nonzero (j, p) pairs
+        # as (S, n) arrays. Elementwise numpy beats a (S, P) @ (P, n) product here: P is ~5,
+        # and BLAS threading overhead dominates such thin products.
+        nz = [[p for p in range(P) if np.any(K_nxJxP[:, j, p])] for j in range(J)]
+        u = []
+        for j in range(J):
+            u_j = np.broadcast_to(k0_nxJ[:, j], (len(theta_SxP), n)).copy()
+            for p in nz[j]:
+                u_j += theta_SxP[:, p, None] * K_nxJxP[:, j, p]
+            u.append(u_j)
+        # log-sum-exp by hand (scipy.special.logsumexp's array-API dispatch costs more than the
+        # arithmetic at these sizes, and fits call this thousands of times)
+        m_Sxn = np.maximum.reduce(u) if J > 1 else u[0]
+        logL_Sxn = m_Sxn + np.log(sum(np.exp(u_j - m_Sxn) for u_j in u))
         if not need_grad:
             return logL_Sxn, None
-        w_SxnxJ = np.exp(u_SxnxJ - logL_Sxn[..., None])       # softmax over the terms
-        # d logL / d theta_p = sum_j softmax_j * K[n, j, p]: one small matmul per data point
-        J_nxSxP = np.swapaxes(w_SxnxJ, 0, 1) @ K_nxJxP
-        return logL_Sxn, np.swapaxes(J_nxSxP, 0, 1)
+        w = [np.exp(u_j - logL_Sxn) for u_j in u]                 # softmax over the terms
+        # d logL / d theta_p = sum_j softmax_j * K[n, j, p]
+        J_SxPxn = np.zeros((len(theta_SxP), P, n))
+        for j in range(J):
+            for p in nz[j]:
+                J_SxPxn[:, p, :] += w[j] * K_nxJxP[:, j, p]
+        return logL_Sxn, np.swapaxes(J_SxPxn, 1, 2)               # (S, n, P) view of contiguous (S, P, n)
     return fn
 
 

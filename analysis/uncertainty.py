@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.fitting import FitData, huber
+from analysis.fitting import FitData, _single_threaded_blas, huber
 from analysis.laws import Law
 
 _CHUNK_ELEMENTS = 6_000_000   # replicates x rows x params per block (bounds memory on long tables)
@@ -55,8 +55,10 @@ def bootstrap_runs(law: Law, data: FitData, theta_hat: np.ndarray, *, delta: flo
     W_Bxn = counts_BxR[:, data.run_codes] * data.weights
     theta0 = np.broadcast_to(theta_hat, (n_boot, law.n_params))
     chunk = max(1, _CHUNK_ELEMENTS // (data.n * law.n_params))
-    parts = [batched_huber_lm(law, theta0[i:i + chunk], data, W_Bxn[i:i + chunk], delta, free, max_iter=max_iter)
-             for i in range(0, n_boot, chunk)]
+    # The batched products are thin (P x n by n x P per replicate): BLAS threads only add overhead.
+    with _single_threaded_blas():
+        parts = [batched_huber_lm(law, theta0[i:i + chunk], data, W_Bxn[i:i + chunk], delta, free, max_iter=max_iter)
+                 for i in range(0, n_boot, chunk)]
     return BootstrapResult(
         theta_BxP=np.concatenate([p[0] for p in parts]),
         objective_B=np.concatenate([p[1] for p in parts]),
@@ -77,13 +79,14 @@ def _evaluate(law: Law, theta_RxP, data: FitData, W_Rxn, delta):
     J^T diag(W * min(1, delta/|r|)) J (the half-quadratic majorizer of Huber), which never is.
     """
     logL, J_RxnxP = law.log_predict_grad(theta_RxP, data.covariates, True)
+    JT_RxPxn = np.ascontiguousarray(np.swapaxes(J_RxnxP, 1, 2))   # free for laws that build J this way
     r = logL - data.log_loss
     obj = (W_Rxn * huber(r, delta)).sum(axis=1)
-    grad = ((W_Rxn * np.clip(r, -delta, delta))[:, None, :] @ J_RxnxP)[:, 0, :]
+    grad = (JT_RxPxn @ (W_Rxn * np.clip(r, -delta, delta))[..., None])[..., 0]
     inside = W_Rxn * (np.abs(r) <= delta)
-    curv = np.swapaxes(J_RxnxP * inside[..., None], 1, 2) @ J_RxnxP
+    curv = (JT_RxPxn * inside[:, None, :]) @ J_RxnxP
     reweighted = W_Rxn * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
-    scale = np.einsum("rnp,rn->rp", J_RxnxP * J_RxnxP, reweighted)
+    scale = ((JT_RxPxn * JT_RxPxn) @ reweighted[..., None])[..., 0]
     return obj, grad, curv, scale
 
 
