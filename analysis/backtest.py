@@ -12,7 +12,15 @@ and compare with what they actually reached.
 Per held-out run: relative error of the final loss, ARE over its curve
 (mean |pred - actual| / actual over its eval points; the error measure of
 Tissue et al. 2024 for whole-curve laws), and whether the actual final loss lies
-inside the predicted interval (bootstrap over runs, `level`, 90% by default).
+inside the predicted interval (`level`, 90% by default). Two intervals are scored:
+
+- the parameter interval (`lower`, `upper`): the bootstrap-over-runs band of the
+  law's mean prediction. It shrinks with more runs, so it covers the *law*, not
+  one run's seed-to-seed and measurement scatter;
+- the predictive interval (`pred_lower`, `pred_upper`): each bootstrap
+  prediction plus a log-residual drawn from the fitted points (a residual
+  bootstrap prediction interval, Davison & Hinkley 1997, Sec. 6.3.3), which is
+  what a forecast of a single new run should be judged by.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from analysis.fitting import fit as fit_law
 from analysis.laws import get_law
 
 PER_RUN_COLUMNS = ("cutoff", "run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower", "upper",
-                   "rel_err", "are_curve", "covered")
+                   "rel_err", "are_curve", "covered", "pred_lower", "pred_upper", "covered_predictive")
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,7 @@ def _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs):
     else:
         point = np.asarray(result.predict(**cov), float)
         lower = upper = np.full_like(point, np.nan)
+    pred_lower, pred_upper = _predictive_band(result, train, law, select, cov, level, seed, bootstrap)
     actual = finals["loss"].to_numpy(dtype=float)
     curve_pred = np.asarray(result.predict(**covariates_for(held, law)), float)
     are = (pd.Series(np.abs(curve_pred - held["loss"].to_numpy(float)) / held["loss"].to_numpy(float),
@@ -190,14 +199,38 @@ def _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs):
         "actual": actual, "predicted": point, "lower": lower, "upper": upper,
         "rel_err": (point - actual) / actual,
         "are_curve": are.reindex(finals["run"]).to_numpy(),
-        "covered": np.where(np.isnan(lower), np.nan, ((lower <= actual) & (actual <= upper)).astype(float)),
+        "covered": _inside(actual, lower, upper),
+        "pred_lower": pred_lower, "pred_upper": pred_upper,
+        "covered_predictive": _inside(actual, pred_lower, pred_upper),
     })
     return per_run.sort_values("C", ignore_index=True), result
+
+
+def _inside(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """1.0 where lower <= actual <= upper, 0.0 where not, NaN where there is no interval."""
+    return np.where(np.isnan(lower), np.nan, ((lower <= actual) & (actual <= upper)).astype(float))
+
+
+def _predictive_band(result, train: pd.DataFrame, law: str, select: str, cov: dict, level: float, seed: int,
+                     bootstrap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Residual-bootstrap prediction interval: log L_b + r_j with r_j drawn from the fit's log residuals."""
+    n = len(next(iter(cov.values())))
+    if bootstrap <= 0:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    rows = train[train["final"]] if select == "final" and "final" in train.columns else train
+    resid = np.log(rows["loss"].to_numpy(float)) - np.log(np.asarray(result.predict(**covariates_for(rows, law)), float))
+    log_samples_BxN = np.log(np.asarray(result.predict_samples(**cov), float))
+    rng = np.random.default_rng(seed)
+    noisy = log_samples_BxN + rng.choice(resid, size=log_samples_BxN.shape, replace=True)
+    q = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(np.exp(noisy), [q, 100.0 - q], axis=0)
+    return lo, hi
 
 
 def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut: float) -> dict[str, Any]:
     abs_err = per_run["rel_err"].abs()
     covered = per_run["covered"].dropna()
+    covered_pred = per_run["covered_predictive"].dropna()
     compute = run_compute(table)
     return {
         "n_train_runs": int((compute <= last_cut).sum()),
@@ -206,6 +239,7 @@ def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut:
         "max_abs_rel_err": float(abs_err.max()),
         "mean_are_curve": float(per_run["are_curve"].mean()),
         "coverage": float(covered.mean()) if len(covered) else float("nan"),
+        "coverage_predictive": float(covered_pred.mean()) if len(covered_pred) else float("nan"),
         "max_extrapolation": float(per_run["extrapolation"].max()),
         "converged": bool(all(getattr(f, "converged", True) for f in fits)),
     }

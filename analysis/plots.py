@@ -179,15 +179,17 @@ def plot_backtest(result, path: str | Path) -> Path:
     emap = cm.ScalarMappable(norm=colors.LogNorm(max(pr["extrapolation"].min(), 1.0),
                                                  max(pr["extrapolation"].max(), 1.0001)), cmap="magma_r")
     c = emap.to_rgba(pr["extrapolation"].to_numpy(float))
-    if pr["lower"].notna().all():
-        yerr = np.vstack([pr["predicted"] - pr["lower"], pr["upper"] - pr["predicted"]]).clip(min=0)
-        ax.errorbar(pr["actual"], pr["predicted"], yerr=yerr, fmt="none", ecolor="grey", elinewidth=1, zorder=1)
+    for lo, hi, colour, width in (("pred_lower", "pred_upper", "lightgrey", 3), ("lower", "upper", "dimgrey", 1)):
+        if lo in pr and pr[lo].notna().all():   # predictive interval (wide, light) under the parameter interval
+            yerr = np.vstack([pr["predicted"] - pr[lo], pr[hi] - pr["predicted"]]).clip(min=0)
+            ax.errorbar(pr["actual"], pr["predicted"], yerr=yerr, fmt="none", ecolor=colour, elinewidth=width, zorder=1)
     ax.scatter(pr["actual"], pr["predicted"], c=c, s=22, zorder=2, edgecolors="k", linewidths=0.4)
     lims = [min(pr["actual"].min(), pr["predicted"].min()), max(pr["actual"].max(), pr["predicted"].max())]
     ax.plot(lims, lims, "k--", lw=1)
     fig.colorbar(emap, ax=ax, label="extrapolation (held-out C / cutoff)")
     s = result.summary
     ax.set(xlabel="actual final loss", ylabel="predicted final loss",
-           title=f"{result.law} backtest: mean |rel err| {s['mean_abs_rel_err']:.2%}, coverage {s['coverage']:.0%}")
+           title=f"{result.law}: mean |rel err| {s['mean_abs_rel_err']:.2%}, coverage {s['coverage']:.0%} "
+                 f"(param) / {s.get('coverage_predictive', float('nan')):.0%} (predictive)")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)

@@ -78,6 +78,10 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
     finals = finals.sort_values(["C", "run"])
     md = ["## Runs", "", f"Final point of each run (N counted as {table.attrs.get('n_convention', 'given')}; "
           f"D tokens; C training FLOPs, convention {_conventions(table)}).", ""]
+    floors = table["loss_floor"].dropna().unique() if "loss_floor" in table.columns else []
+    if len(floors) == 1:
+        md += [f"The data's exact loss floor (Bayes-optimal loss on the validation tokens) is {floors[0]:.4g} "
+               "nats/token: a fitted irreducible loss E can be checked against it.", ""]
     shown = finals.head(MAX_RUN_ROWS)
     md += _md_table(shown[cols])
     if len(finals) > len(shown):
@@ -133,8 +137,9 @@ def _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, ba
     from analysis import plots
 
     md = ["## Backtest", "", "Each law is fitted on the runs whose final compute is at most the cutoff and "
-          "predicts the final loss of the larger runs (relative error, ARE over their curves, and whether "
-          f"the actual loss falls in the {level:.0%} interval).", ""]
+          "predicts the final loss of the larger runs: relative error, ARE over their curves, and whether "
+          f"the actual loss falls in the {level:.0%} parameter interval (bootstrap band of the law's mean) and "
+          "in the predictive interval (that band plus the scatter of the fitted points).", ""]
     try:
         cutoff = B.default_cutoff(table)
     except ValueError as e:
@@ -143,7 +148,7 @@ def _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, ba
                                            n_starts=n_starts)
     md += [f"Cutoff: C <= {cutoff:.3g} FLOPs.", ""]
     keep = [c for c in ("law", "n_train_runs", "n_holdout_runs", "mean_abs_rel_err", "max_abs_rel_err",
-                        "mean_are_curve", "coverage", "max_extrapolation", "error") if c in board.columns]
+                        "mean_are_curve", "coverage", "coverage_predictive", "max_extrapolation", "error") if c in board.columns]
     md += _md_table(board[keep])
     ok = board[board["error"] == ""] if "error" in board else board
     if len(ok):
@@ -151,7 +156,8 @@ def _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, ba
         res = results[best]
         md += ["", f"Held-out runs under the best law, `{best}`:", ""]
         md += _md_table(res.per_run[["run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower",
-                                     "upper", "rel_err", "covered"]])
+                                     "upper", "pred_lower", "pred_upper", "rel_err", "covered",
+                                     "covered_predictive"]])
         md += ["", _img(plots.plot_backtest(res, fig_dir / "backtest.png"), base, "predicted vs actual")]
     return md + [""]
 

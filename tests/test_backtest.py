@@ -47,6 +47,9 @@ def test_coverage_is_the_hand_count_of_actual_inside_the_interval(sweep_table):
     assert np.allclose(res.per_run["predicted"], point)
     assert (res.per_run["lower"] <= res.per_run["predicted"]).all()
     assert (res.per_run["predicted"] <= res.per_run["upper"]).all()
+    hand = [int(lo <= a <= hi) for a, lo, hi in zip(res.per_run["actual"], res.per_run["pred_lower"],
+                                                      res.per_run["pred_upper"])]
+    assert res.summary["coverage_predictive"] == pytest.approx(np.mean(hand))
 
 
 def test_curve_are_is_mean_relative_error_over_eval_points(sweep_table):

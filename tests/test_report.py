@@ -16,6 +16,7 @@ def test_report_writes_markdown_and_the_pngs_it_links(tmp_path):
     text = out.read_text()
     for heading in ("## Runs", "## Curves", "## Law `chinchilla`", "## Law `compute`", "## Backtest", "## Forecast"):
         assert heading in text, heading
+    assert "exact loss floor (Bayes-optimal loss on the validation tokens) is 1.5 nats/token" in text
     # every run is listed, parameters come with intervals, the leaderboard names both laws
     for i in range(4):
         for j in range(3):
