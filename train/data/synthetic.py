@@ -62,44 +62,31 @@ def _slot_counts(n_slots: int, n_successors: int, exponent: float) -> np.ndarray
 class Language:
     """The sampled parameters of one synthetic language.
 
-    backbone_V_by_Sb[v, j]: successor named by backbone slot j of token v.
-    topic_K_by_V_by_St[k, v, j]: successor named by topic slot j of token v in topic k.
+    succ_KxVxM[k, v, m]: the m-th possible successor of token v in topic k; columns
+        0..Mb-1 are the shared backbone's successors (identical for every k), the
+        rest topic k's own.
+    mass_M[m]: probability of column m, an exact multiple of 1/slots (the same for
+        every (k, v)), so P_k(y | x) = Σ_m mass_M[m] · [succ_KxVxM[k, x, m] == y].
+    slot_col_Q[j]: the column that slot j names; sampling draws a slot uniformly.
     """
     vocab_size: int
     slots: int
     doc_length: int
     log_prior_K: np.ndarray           # float64 (K,), log π_k
     cdf_K: np.ndarray                 # float64 (K,), cumulative prior for sampling topics
-    backbone_V_by_Sb: np.ndarray      # int64 (V, Sb)
-    topic_K_by_V_by_St: np.ndarray    # int64 (K, V, St)
+    succ_KxVxM: np.ndarray            # int32 (K, V, M)
+    mass_M: np.ndarray                # float64 (M,)
+    slot_col_Q: np.ndarray            # int64 (Q,)
 
     @property
     def n_topics(self) -> int:
         return len(self.log_prior_K)
 
-    @property
-    def backbone_slots(self) -> int:
-        return self.backbone_V_by_Sb.shape[1]
-
-    def slot_table(self) -> np.ndarray:
-        """Flat (K * V * Q) int64 table: entry (k, v, j) names the successor of v drawn by slot j in topic k."""
-        cached = self.__dict__.get("_slot_table")
-        if cached is None:
-            K, V = self.n_topics, self.vocab_size
-            cached = np.concatenate(
-                [np.broadcast_to(self.backbone_V_by_Sb, (K, V, self.backbone_slots)), self.topic_K_by_V_by_St],
-                axis=2).ravel()
-            object.__setattr__(self, "_slot_table", cached)  # derived cache on a frozen dataclass
-        return cached
-
     def transition(self, k: int) -> np.ndarray:
-        """Dense P_k(y | x) as a (V, V) float64 matrix (exact multiples of 1/slots)."""
-        V, Q = self.vocab_size, self.slots
-        rows_bb = np.repeat(np.arange(V), self.backbone_slots)
-        rows_t = np.repeat(np.arange(V), self.topic_K_by_V_by_St.shape[2])
-        flat = np.concatenate([rows_bb * V + self.backbone_V_by_Sb.ravel(),
-                               rows_t * V + self.topic_K_by_V_by_St[k].ravel()])
-        return np.bincount(flat, minlength=V * V).reshape(V, V) / Q
+        """Dense P_k(y | x) as a (V, V) float64 matrix (for tests and small vocabularies)."""
+        V, M = self.vocab_size, len(self.mass_M)
+        flat = np.repeat(np.arange(V) * V, M) + self.succ_KxVxM[k].ravel()
+        return np.bincount(flat, weights=np.tile(self.mass_M, V), minlength=V * V).reshape(V, V)
 
 
 def make_language(vocab_size: int, cfg: SyntheticConfig, seed: int) -> Language:
@@ -114,17 +101,18 @@ def make_language(vocab_size: int, cfg: SyntheticConfig, seed: int) -> Language:
     prior /= prior.sum()
 
     n_bb = round(cfg.backbone_weight * Q)
-    n_t = Q - n_bb
-    # slot -> successor rank, identical for every token; the ranks' identities are random per token
-    rank_bb = np.repeat(np.arange(cfg.backbone_branching), _slot_counts(n_bb, cfg.backbone_branching, cfg.successor_zipf))
-    rank_t = np.repeat(np.arange(cfg.branching), _slot_counts(n_t, cfg.branching, cfg.successor_zipf))
+    cnt_bb = _slot_counts(n_bb, cfg.backbone_branching, cfg.successor_zipf) if n_bb else np.zeros(0, np.int64)
+    cnt_t = _slot_counts(Q - n_bb, cfg.branching, cfg.successor_zipf) if Q - n_bb else np.zeros(0, np.int64)
+    counts_M = np.concatenate([cnt_bb, cnt_t])
     succ_bb = _distinct_successors(rng, (V,), cfg.backbone_branching, V)
     succ_t = _distinct_successors(rng, (K, V), cfg.branching, V)
+    succ = np.concatenate([np.broadcast_to(succ_bb[:, :len(cnt_bb)], (K, V, len(cnt_bb))), succ_t[:, :, :len(cnt_t)]],
+                          axis=2).astype(np.int32)
     return Language(
         vocab_size=V, slots=Q, doc_length=cfg.doc_length,
         log_prior_K=np.log(prior), cdf_K=np.cumsum(prior),
-        backbone_V_by_Sb=succ_bb[:, rank_bb] if n_bb else np.zeros((V, 0), np.int64),
-        topic_K_by_V_by_St=succ_t[:, :, rank_t] if n_t else np.zeros((K, V, 0), np.int64),
+        succ_KxVxM=np.ascontiguousarray(succ), mass_M=counts_M / Q,
+        slot_col_Q=np.repeat(np.arange(len(counts_M)), counts_M),
     )
 
 
@@ -149,19 +137,20 @@ def _distinct_successors(rng: np.random.Generator, lead: tuple[int, ...], b: int
 def sample_windows(lang: Language, rng: np.random.Generator, n_rows: int, length: int) -> np.ndarray:
     """n_rows windows of `length` tokens (int64), each starting at a document start."""
     V, Q, dl = lang.vocab_size, lang.slots, lang.doc_length
-    table = lang.slot_table()
+    M = lang.succ_KxVxM.shape[2]
+    table = lang.succ_KxVxM.ravel()
     n_docs = -(-length // dl)
     topic_DxR = np.searchsorted(lang.cdf_K, rng.random((n_docs, n_rows)), side="right")
     np.minimum(topic_DxR, lang.n_topics - 1, out=topic_DxR)  # guard cdf rounding at 1.0
-    # offset into the flat (K, V, Q) slot table, minus the previous token's part
-    off_LxR = rng.integers(Q, size=(length, n_rows), dtype=np.int64)
-    off_LxR += np.repeat(topic_DxR * (V * Q), dl, axis=0)[:length]
+    # flat offset into the (K, V, M) table, minus the previous token's part: topic and drawn column
+    off_LxR = lang.slot_col_Q[rng.integers(Q, size=(length, n_rows))]
+    off_LxR += np.repeat(topic_DxR * (V * M), dl, axis=0)[:length]
     out_LxR = np.empty((length, n_rows), dtype=np.int64)
     out_LxR[::dl] = rng.integers(V, size=(n_docs, n_rows))
     # the loop over positions is inherent to a Markov chain; each step is one gather over rows
     for t in range(1, length):
         if t % dl:
-            np.take(table, off_LxR[t] + out_LxR[t - 1] * Q, out=out_LxR[t])
+            out_LxR[t] = table[off_LxR[t] + out_LxR[t - 1] * M]
     return np.ascontiguousarray(out_LxR.T)
 
 
@@ -181,47 +170,39 @@ def bayes_nll(lang: Language, windows_RxL: np.ndarray) -> np.ndarray:
     if x.min() < 0 or x.max() >= lang.vocab_size:
         raise ValueError(f"validation tokens must lie in [0, {lang.vocab_size}), got range [{x.min()}, {x.max()}]")
     R, L = x.shape
-    V, K, dl = lang.vocab_size, lang.n_topics, lang.doc_length
-    pair = x[:, :-1] * V + x[:, 1:]                       # (R, L-1) flat (prev, next) index
-    nll_RxT = np.empty((R, L - 1))
-    # chunk rows so the (K, rows, T) log-likelihood block stays ~<= 64 MB
-    chunk = max(1, int(8_000_000 // (K * (L - 1))))
-    trans = [lang.transition(k).ravel() for k in range(K)] if K * V * V <= 32_000_000 else None
-    for r0 in range(0, R, chunk):
-        p = pair[r0:r0 + chunk]
-        logp_KxRxT = np.empty((K, *p.shape))
-        for k in range(K):
-            tk = trans[k] if trans is not None else lang.transition(k).ravel()
-            with np.errstate(divide="ignore"):
-                logp_KxRxT[k] = np.log(tk[p])
-        nll_RxT[r0:r0 + chunk] = _filter(logp_KxRxT, lang.log_prior_K, dl, V)
-    return nll_RxT
-
-
-def _filter(logp_KxRxT: np.ndarray, log_prior_K: np.ndarray, dl: int, V: int) -> np.ndarray:
-    K, R, T = logp_KxRxT.shape
-    out = np.empty((R, T))
-    for lo in range(0, T + 1, dl):              # document d covers window positions [lo, lo + dl)
-        # targets are positions 1..T; position lo (> 0) is a fresh document start
-        first = lo + 1                           # first in-document transition target position
-        last = min(lo + dl - 1, T)               # last target position inside this document
-        if lo > 0:
-            out[:, lo - 1] = math.log(V)
-        if first > last:
-            continue
-        seg = logp_KxRxT[:, :, first - 1:last]   # transitions into positions first..last
-        cum = np.cumsum(seg, axis=2) + log_prior_K[:, None, None]
-        log_joint = _logsumexp0(cum)             # (R, n): log p(x_first..x_t | doc start token)
-        prev = np.concatenate([np.zeros((R, 1)), log_joint[:, :-1]], axis=1)  # LSE(log π) = 0
-        out[:, first - 1:last] = prev - log_joint
-    return out
-
-
-def _logsumexp0(a: np.ndarray) -> np.ndarray:
-    m = a.max(axis=0)
-    m = np.where(np.isfinite(m), m, 0.0)
+    V, dl = lang.vocab_size, lang.doc_length
+    pair_RxT = x[:, :-1] * V + x[:, 1:]
+    # documents as [first, last] target columns (0-based into the R x (L-1) target array)
+    docs = [(lo, min(lo + dl - 1, L - 1) - 1) for lo in range(0, L - 1, dl)]
+    # Stream over topics: keep a running log-sum-exp of log π_k + c_k(t), so memory stays
+    # O(R·L) whatever the number of topics.
+    run_max = np.full((R, L - 1), -np.inf)
+    run_sum = np.zeros((R, L - 1))
+    logp_RxT = np.empty((R, L - 1))
+    for k in range(lang.n_topics):
+        with np.errstate(divide="ignore"):
+            np.log(lang.transition(k).ravel()[pair_RxT], out=logp_RxT)
+        v = np.full((R, L - 1), -np.inf)     # doc-start targets stay -inf: they do not enter the filter
+        for first, last in docs:
+            if first <= last:
+                v[:, first:last + 1] = np.cumsum(logp_RxT[:, first:last + 1], axis=1)
+        v += lang.log_prior_K[k]
+        new_max = np.maximum(run_max, v)
+        finite = np.isfinite(new_max)
+        safe = np.where(finite, new_max, 0.0)
+        run_sum = run_sum * np.exp(np.where(finite, run_max - safe, 0.0)) + np.exp(v - safe)
+        run_max = new_max
     with np.errstate(divide="ignore"):
-        return np.log(np.exp(a - m).sum(axis=0)) + m
+        log_joint = np.log(run_sum) + np.where(np.isfinite(run_max), run_max, 0.0)
+    nll = np.empty((R, L - 1))
+    for first, last in docs:
+        if first > 0:
+            nll[:, first - 1] = math.log(V)  # the document's first token: uniform
+        if first <= last:
+            seg = log_joint[:, first:last + 1]
+            prev = np.concatenate([np.zeros((R, 1)), seg[:, :-1]], axis=1)  # LSE_k(log π_k) = 0
+            nll[:, first:last + 1] = prev - seg
+    return nll
 
 
 class SyntheticSource:
