@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import ModelConfig
 from models.counting import flops_per_token, param_counts
 from sweeps.spec import SweepError, SweepSpec, evaluate_rule, grid_points
 from train.config import ConfigError, RunConfig, apply_overrides, data_vocab_size

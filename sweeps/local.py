@@ -24,7 +24,6 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +103,6 @@ def _env(slot: int, jobs: int, n_gpus: int) -> dict:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(n_gpus)]
         env["CUDA_VISIBLE_DEVICES"] = ids[slot % n_gpus]
-    # the runs import the project from wherever the driver does
-    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
     return env
 
 
@@ -164,7 +161,7 @@ def run_local(sd: SweepDir, runs: list[PlannedRun], jobs: int = 1, retries: int 
     return out
 
 
-def _parent_ready(sd: SweepDir, r: PlannedRun, out: Outcome, queue, workers) -> str:
+def _parent_ready(sd: SweepDir, r: PlannedRun, queue, workers) -> str:
     """ready | wait | broken for a branch (a plain run is always ready)."""
     if not r.parent:
         return "ready"
@@ -178,7 +175,7 @@ def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display, packs=None) -
     for r in list(queue):
         if len(workers) >= jobs:
             return
-        ready = _parent_ready(sd, r, out, queue, workers)
+        ready = _parent_ready(sd, r, queue, workers)
         if ready == "wait":
             continue
         queue.remove(r)

@@ -85,13 +85,6 @@ class SweepSpec:
     def base_config(self) -> RunConfig:
         return from_dict(RunConfig, self.base)
 
-    def to_json(self) -> dict:
-        """A canonical JSON form of everything that changes the expansion."""
-        d = {k: to_dict(getattr(self, k)) for k in (
-            "name", "family", "base", "axes", "zips", "sizes", "budgets", "tokens_per_param", "tokens",
-            "rules", "n_params", "tokens_per_param_range", "budget_tolerance")}
-        return json.loads(json.dumps(d, sort_keys=True, default=list))
-
 
 # ---------------------------------------------------------------------------
 # loading and validation
@@ -267,7 +260,7 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
     if not isinstance(rules, dict):
         raise SweepError("rules must map dotted config keys to formulas of N")
     for k, formula in rules.items():
-        _check_dotted(base, k, apply_default_value(base, k), f"rules.{k}")
+        _check_dotted(base, k, _value_at(base, k), f"rules.{k}")
         evaluate_rule(formula, 1e6, key=f"rules.{k}")  # fail on a bad formula now
     n_params = raw.get("n_params", "total")
     if n_params not in N_CONVENTIONS:
@@ -287,7 +280,7 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
     )
 
 
-def apply_default_value(base: RunConfig, key: str) -> Any:
+def _value_at(base: RunConfig, key: str) -> Any:
     """The base's current value at a dotted key (used to check that a rule's key exists)."""
     node: Any = to_dict(base)
     for p in key.split("."):

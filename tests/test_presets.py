@@ -59,3 +59,14 @@ def test_gpt_vs_lstm_matches_compute():
         assert budgets == {r.tags["budget"] for r in runs}
     for r in runs:
         assert abs(r.flops / r.tags["budget"] - 1) <= 0.01
+
+
+def test_planning_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys; from sweeps.cli import main; "
+            "assert main(['plan', 'isoflop', '--json', '--throughput', 'none']) == 0; "
+            "import sweeps.local, sweeps.status, sweeps.slurm; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

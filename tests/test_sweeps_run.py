@@ -268,3 +268,15 @@ def test_wsd_branch_waits_for_its_parent_and_equals_a_from_scratch_run(tmp_path)
     tail = [row for row in curve(out / branch.run_id) if row[1] > branch.branch_step]
     scratch = [row for row in curve(tmp_path / "scratch") if row[1] > branch.branch_step]
     assert tail and tail == scratch
+
+
+def test_workers_split_cpu_threads_and_take_gpus_round_robin(monkeypatch):
+    from sweeps.local import _env
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    envs = [_env(slot, jobs=4, n_gpus=2) for slot in range(4)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {"2"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert [_env(s, jobs=2, n_gpus=2)["CUDA_VISIBLE_DEVICES"] for s in range(2)] == ["4", "6"]
+    assert "CUDA_VISIBLE_DEVICES" not in _env(0, jobs=1, n_gpus=0) or os.environ.get("CUDA_VISIBLE_DEVICES")

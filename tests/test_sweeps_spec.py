@@ -249,3 +249,23 @@ def test_plan_rows_and_totals():
         assert row["C"] == pytest.approx(flops_per_token(r.config.model, r.config.run.flop_convention) * r.tokens)
     t = totals(rows, jobs=2)
     assert t["runs"] == len(runs) and t["est_seconds_parallel"] == pytest.approx(t["est_seconds_serial"] / 2)
+
+
+def test_plan_cli_prints_the_table_and_warnings(tmp_path, capsys):
+    import yaml
+
+    from sweeps.cli import main
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "iso", "base": BASE, "family": "isoflop", "sizes": SIZES,
+                                 "budgets": [1e9, 1e14], "tokens_per_param_range": [0.1, 1e7]}))
+    assert main(["plan", str(p), "--throughput", "1e9"]) == 0
+    text = capsys.readouterr().out
+    assert "do not bracket" in text and "total compute" in text and "assumed 1e+09 FLOP/s" in text
+
+
+def test_measured_throughput_gives_positive_times():
+    from sweeps.plan import measure_rates
+    runs = _runs("ladder", sizes=SIZES[:2], tokens_per_param=[5])
+    rates = measure_rates(runs, min_steps=2, max_steps=3, budget_s=0.1)
+    assert len(rates.fpt) == 2 and all(r > 0 for r in rates.flops_per_s)
+    assert all(rates.seconds(r) > 0 for r in runs)
