@@ -178,6 +178,13 @@ class PackedGPT(nn.Module):
         packed.load_state_dict({n: torch.stack([s[n] for s in states]) for n in states[0]})
         return packed
 
+    def select(self, keep: list[int]) -> "PackedGPT":
+        """A smaller pack holding copies of models `keep` (in that order)."""
+        ref = self.wte.weight
+        packed = PackedGPT(self.config, len(keep)).to(device=ref.device, dtype=ref.dtype)
+        packed.load_state_dict({n: t[keep] for n, t in self.state_dict().items()})
+        return packed
+
     def model_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """The i-th model's state dict, in `GPT.state_dict()` layout (copies, not views)."""
         return {n: t[i].clone() for n, t in self.state_dict().items()}

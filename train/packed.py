@@ -127,12 +127,12 @@ class PackedAdamW:
     torch.optim.AdamW takes one lr per parameter group; here every model has its
     own lr (schedule), weight decay, betas and eps along the leading dimension, so
     the update is written out (the same steps as torch's single-tensor AdamW).
-    Models whose `active` flag is off are left exactly as they are. All per-model
-    coefficients stay on the device: a step copies nothing from the host.
+    All per-model coefficients stay on the device: a step copies nothing from the host.
     """
 
     def __init__(self, named_params: dict[str, torch.nn.Parameter], hparams: Sequence[ModelHparams]):
         self.params = named_params
+        self.hparams = list(hparams)
         dev = next(iter(named_params.values())).device
         f32 = dict(dtype=torch.float32, device=dev)
         self.wd = {n: torch.tensor([h.weight_decay[n] for h in hparams], **f32) for n in named_params}
@@ -144,32 +144,34 @@ class PackedAdamW:
         self.state = {n: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                       for n, p in named_params.items()}
 
+    def select(self, named_params: dict[str, torch.nn.Parameter], keep: Sequence[int]) -> "PackedAdamW":
+        """The optimizer of a smaller pack holding models `keep` (its parameters `named_params`)."""
+        out = PackedAdamW(named_params, [self.hparams[i] for i in keep])
+        for n, st in self.state.items():
+            for key in st:
+                out.state[n][key].copy_(st[key][list(keep)])
+        return out
+
     def zero_grad(self) -> None:
         for p in self.params.values():
             p.grad = None
 
     @torch.no_grad()
-    def step(self, step: int, lr_K: torch.Tensor, active_K: torch.Tensor) -> None:
-        """Apply update number `step` (1-based, for bias correction) with per-model lrs (K,) and an
-        active mask (K,) bool, both on the parameters' device."""
-        zero = torch.zeros((), dtype=torch.float64, device=lr_K.device)
-        lr = torch.where(active_K, lr_K.double(), zero)
-        one_minus_b1 = torch.where(active_K, 1.0 - self.beta1, zero).float()
-        b2 = torch.where(active_K, self.beta2, zero + 1.0).float()
-        step_size = (lr / (1.0 - self.beta1 ** step)).float()
-        bc2_sqrt = torch.sqrt(1.0 - self.beta2 ** step).float()
-        lr = lr.float()
+    def step(self, step: int, lr_K: torch.Tensor) -> None:
+        """Apply update number `step` (1-based, for bias correction) with per-model lrs (K,) on the device."""
+        step_size_K = (lr_K.double() / (1.0 - self.beta1 ** step)).float()
+        bc2_sqrt_K = torch.sqrt(1.0 - self.beta2 ** step).float()
+        one_minus_b1_K, b2_K = (1.0 - self.beta1).float(), self.beta2.float()
         for n, p in self.params.items():
             if p.grad is None:
                 continue
             view = lambda t: _per_model(t, p)  # noqa: E731
-            g = torch.where(view(active_K), p.grad, torch.zeros((), device=p.device))
-            m, v = self.state[n]["exp_avg"], self.state[n]["exp_avg_sq"]
-            p.mul_(1 - view(lr * self.mult[n] * self.wd[n]))
-            m.lerp_(g, view(one_minus_b1))
-            v.mul_(view(b2)).add_(g * g * view(1 - b2))
-            denom = (v.sqrt() / view(bc2_sqrt)).add_(view(self.eps))
-            p.sub_(m / denom * view(step_size * self.mult[n]))
+            g, m, v = p.grad, self.state[n]["exp_avg"], self.state[n]["exp_avg_sq"]
+            p.mul_(1 - view(lr_K * self.mult[n] * self.wd[n]))
+            m.lerp_(g, view(one_minus_b1_K))
+            v.mul_(view(b2_K)).add_(g * g * view(1 - b2_K))
+            denom = (v.sqrt() / view(bc2_sqrt_K)).add_(view(self.eps))
+            p.sub_(m / denom * view(step_size_K * self.mult[n]))
 
 
 # ---------------------------------------------------------------------------
@@ -241,6 +243,60 @@ class _Run:
     step_tokens: int = 0
     step_time: float = 0.0
     summary: dict[str, Any] | None = None
+    single: torch.nn.Module | None = None          # the ordinary GPT: init, and checkpoint layout
+    opt: torch.optim.AdamW | None = None           # its torch AdamW: groups, and checkpoint layout
+
+
+class _Pack:
+    """The models still training, as one packed model with its optimizer; slot i is runs[i].
+
+    When models stop (budget reached, diverged) the pack is rebuilt without them, so
+    no compute goes to models that no longer train.
+    """
+
+    def __init__(self, runs: list[_Run], model: PackedGPT, optimizer: PackedAdamW, compile: bool):
+        self.runs, self.model, self.optimizer, self.compile = runs, model, optimizer, compile
+        self.params = list(model.parameters())
+        self.fwd = torch.compile(model) if compile else model
+        dev = model.wte.weight.device
+        self.max_norm_K = torch.tensor([r.cfg.train.grad_clip for r in runs], dtype=torch.float32, device=dev)
+        # every model's lr for every step up to the longest run, on the device (0 past a run's end)
+        longest = max(r.total for r in runs)
+        self.lrs_SxK = torch.tensor(np.stack([np.pad(r.lrs, (0, longest - r.total)) for r in runs], axis=1),
+                                    dtype=torch.float32, device=dev)
+
+    @classmethod
+    def build(cls, runs: list[_Run], compile: bool) -> "_Pack":
+        model = PackedGPT.from_models([r.single for r in runs])
+        named = dict(model.named_parameters())
+        return cls(runs, model, PackedAdamW(named, [model_hparams(r.single, r.opt, r.cfg.optim) for r in runs]), compile)
+
+    def without(self, stopped: set[int]) -> "_Pack":
+        keep = [i for i in range(len(self.runs)) if i not in stopped]
+        model = self.model.select(keep)
+        optimizer = self.optimizer.select(dict(model.named_parameters()), keep)
+        return _Pack([self.runs[i] for i in keep], model, optimizer, self.compile)
+
+    def train_step(self, step: int, batch_BxT1: torch.Tensor, micro_rows: int, accum: int,
+                   amp_factory: Callable[[], Any]) -> torch.Tensor:
+        """One optimizer update of every model (as `train.loop` takes it); returns the step losses (K,)."""
+        loss_sum_K = torch.zeros(len(self.runs), device=batch_BxT1.device)
+        for mb in range(accum):
+            micro = batch_BxT1[mb * micro_rows:(mb + 1) * micro_rows]
+            loss_K = packed_lm_loss(self.fwd, micro, amp_factory()) / accum
+            loss_K.sum().backward()   # models are independent: d(sum)/d(model k) = d(loss_k)
+            loss_sum_K += loss_K.detach()
+        clip_per_model(self.params, self.max_norm_K)
+        self.optimizer.step(step, self.lrs_SxK[step - 1])
+        self.optimizer.zero_grad()
+        return loss_sum_K
+
+    def checkpoint(self, i: int, step: int) -> dict[str, Any]:
+        """Slot i's model and optimizer in the single-run checkpoint layout."""
+        r = self.runs[i]
+        r.single.load_state_dict(self.model.model_state_dict(i))
+        return {"model": r.single.state_dict(),
+                "optimizer": _export_optimizer(r.single, r.opt, self.optimizer, i, step, float(r.lrs[step - 1]))}
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -279,9 +335,7 @@ def train_packed(cfgs: Sequence[RunConfig], out_dirs: Sequence[str | Path],
 def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | None) -> list[dict[str, Any]]:
     t_start = time.perf_counter()
     c0 = cfgs[0]
-    K = len(cfgs)
-    info = ddp.DistInfo()
-    device = resolve_device(c0.train.device, info)
+    device = resolve_device(c0.train.device, ddp.DistInfo())
     if c0.train.threads:
         torch.set_num_threads(c0.train.threads)
     if device.type == "cuda":
@@ -297,61 +351,24 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
     val_NxT1 = data.val_batch(c0.eval.tokens)
     floor = data.loss_floor(val_NxT1)
     val_NxT1 = val_NxT1.to(device)
-    singles, opts = [], []
-    for c in cfgs:
-        seed_everything(c.run.seed)
-        m = build_model(c.model).to(device)
-        singles.append(m)
-        opts.append(build_optimizer(m, c.optim, device))
+    eval_rows = c0.eval.batch_size or plan.micro_rows
     runs = []
     for c, o in zip(cfgs, outs):
+        seed_everything(c.run.seed)
+        single = build_model(c.model).to(device)
         total = c.steps
         runs.append(_Run(
             cfg=c, out=o, total=total, lrs=lr_curve(total, c.optim.lr, c.schedule),
             evals=set(eval_steps(total, c.eval.points)), log_every=c.run.log_every or max(1, total // 200),
             policy=ckpt.CheckpointPolicy.from_config(c.run.ckpt_every, c.run.ckpt_keep, c.run.ckpt_steps, total),
-            fpt=flops_per_token(c.model, c.run.flop_convention), counts=param_counts(c.model)))
+            fpt=flops_per_token(c.model, c.run.flop_convention), counts=param_counts(c.model),
+            single=single, opt=build_optimizer(single, c.optim, device)))
 
-    # ---- restore the latest step all models checkpointed -----------------
-    step = _common_checkpoint_step([r.out / CKPT_DIR for r in runs])
-    states = []
-    for i, r in enumerate(runs):
-        metrics_path = r.out / METRICS
-        if step:
-            state = ckpt.load_checkpoint(ckpt.ckpt_path(r.out / CKPT_DIR, step), map_location=device)
-            if state["data_index"] != step:
-                raise ValueError(f"checkpoint of {r.out}: data position {state['data_index']} does not match step {step}")
-            singles[i].load_state_dict(state["model"])
-            opts[i].load_state_dict(state["optimizer"])
-            r.first_loss, r.elapsed, r.tracker_state = state["first_loss"], state["elapsed_s"], state.get("tracker")
-            states.append(state)
-            write_metrics(metrics_path, [row for row in read_metrics(metrics_path) if row["step"] <= step])
-        elif metrics_path.exists():
-            write_metrics(metrics_path, [])   # no common checkpoint: this model starts over
-        # checkpoints past the resume point belong to an attempt that is being redone
-        for s, p in ckpt.list_checkpoints(r.out / CKPT_DIR):
-            if s > step:
-                p.unlink(missing_ok=True)
-        prior = read_metrics(metrics_path)
-        r.last_train = next((row["loss"] for row in reversed(prior) if row["kind"] == "train"), None)
-        r.last_val = next((row["val_loss"] for row in reversed(prior) if row["kind"] == "eval"), None)
-    if states:
-        ckpt.set_rng_state(states[0]["rng"])
-
-    model = PackedGPT.from_models(singles)
-    params = dict(model.named_parameters())
-    optimizer = PackedAdamW(params, [model_hparams(s, o, c.optim) for s, o, c in zip(singles, opts, cfgs)])
+    step = _restore(runs, device)
+    pack = _Pack.build(runs, c0.train.compile)
     if step:
-        for i in range(K):
-            _import_optimizer(singles[i], opts[i], optimizer, i, step)
-    fwd_model = torch.compile(model) if c0.train.compile else model
-    max_norm_K = torch.tensor([c.train.grad_clip for c in cfgs], dtype=torch.float32, device=device)
-    active = np.array([step < r.total for r in runs])
-    # every model's lr for every step of the pack, on the device (0 past a model's own end)
-    longest = max(r.total for r in runs)
-    lrs_SxK = torch.tensor(np.stack([np.pad(r.lrs, (0, longest - r.total)) for r in runs], axis=1),
-                           dtype=torch.float32, device=device)
-    eval_rows = c0.eval.batch_size or plan.micro_rows
+        for i, r in enumerate(runs):
+            _import_optimizer(r.single, r.opt, pack.optimizer, i, step)
     for r in runs:
         r.trackers = open_trackers(r.out / METRICS, r.cfg.run, r.cfg.run_id(), r.cfg.to_dict(), r.tracker_state)
 
@@ -363,9 +380,8 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
         return {"kind": kind, "step": s, "tokens": tokens, "flops": tokens * r.fpt,
                 "lr": float(r.lrs[s - 1]) if s else 0.0, "time_s": round(now(r), 4), **values}
 
-    def finish(i: int, status: str, s: int, **extra: Any) -> None:
-        """Write model i's summary.json (the fields of a single run's summary, plus the pack size)."""
-        r = runs[i]
+    def finish(r: _Run, status: str, s: int, **extra: Any) -> None:
+        """Write r's summary.json: the fields of a single run's summary, plus the pack size."""
         r.summary = {
             "status": status, "run_id": r.cfg.run_id(),
             "params_total": r.counts["total"], "params_non_embedding": r.counts["non_embedding"],
@@ -375,59 +391,37 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
             "tokens": s * r.cfg.train.batch_tokens, "steps": s, "total_steps": r.total,
             "wall_time_s": round(now(r), 3), "tokens_per_s": round(r.step_tokens / max(r.step_time, 1e-9), 1),
             "device": str(device), "world_size": 1, "data": data.describe(), **provenance(),
-            "packed_with": K, **extra}
+            "packed_with": len(runs), **extra}
         atomic_write_json(r.out / SUMMARY, r.summary)
-        active[i] = False
 
-    def save(i: int, s: int) -> None:
-        r = runs[i]
-        singles[i].load_state_dict(model.model_state_dict(i))
-        ckpt.save_checkpoint(ckpt.ckpt_path(r.out / CKPT_DIR, s), {
-            "model": singles[i].state_dict(),
-            "optimizer": _export_optimizer(singles[i], opts[i], optimizer, i, s, float(r.lrs[s - 1])),
-            "step": s, "data_index": s, "first_loss": r.first_loss, "elapsed_s": now(r),
-            "rng": ckpt.rng_state(), "tracker": r.trackers.state(), "config": r.cfg.to_dict()})
-        opts[i].state.clear()
-
-    # ---- the loop: every step updates the models still active ------------
-    worst_K = torch.zeros(K, device=device)   # running max of each model's step loss since the last check
-    active_mask = active.copy()
-    active_t = torch.tensor(active_mask, device=device)
+    # ---- the loop: one packed update per step; stopped models leave the pack ----
+    ended = {i for i, r in enumerate(runs) if step >= r.total}   # stopped after the final checkpoint
+    for i in ended:
+        finish(runs[i], "completed", runs[i].total)
+    live_pack: _Pack | None = None if len(ended) == len(runs) else pack.without(ended) if ended else pack
+    worst_K = torch.zeros(len(runs) - len(ended), device=device)   # each model's max step loss since its last check
     cpu = device.type == "cpu"
-    model.train()
     try:
-        while active.any():
+        while live_pack is not None:
+            pack = live_pack
             t0 = time.perf_counter()
             step += 1
-            if not np.array_equal(active, active_mask):   # copied to the device only when it changes
-                active_mask = active.copy()
-                active_t = torch.tensor(active_mask, device=device)
             batch_BxT1 = data.train_batch(step - 1, plan.global_rows).to(device, non_blocking=True)
-            loss_sum_K = torch.zeros(K, device=device)
-            for mb in range(plan.accum_steps):
-                micro = batch_BxT1[mb * plan.micro_rows:(mb + 1) * plan.micro_rows]
-                loss_K = packed_lm_loss(fwd_model, micro, amp_factory()) / plan.accum_steps
-                # a stopped model contributes nothing (not even a NaN) to the backward pass
-                torch.where(active_t, loss_K, torch.zeros((), device=device)).sum().backward()
-                loss_sum_K += loss_K.detach()
-            clip_per_model(list(params.values()), max_norm_K)
-            optimizer.step(step, lrs_SxK[step - 1], active_t)
-            optimizer.zero_grad()
+            loss_sum_K = pack.train_step(step, batch_BxT1, plan.micro_rows, plan.accum_steps, amp_factory)
             worst_K = torch.maximum(worst_K, loss_sum_K)
-            was_active = active.copy()
-            for i in np.flatnonzero(was_active):
-                runs[i].step_time += time.perf_counter() - t0
-                runs[i].step_tokens += runs[i].cfg.train.batch_tokens
+            for r in pack.runs:
+                r.step_time += time.perf_counter() - t0
+                r.step_tokens += r.cfg.train.batch_tokens
 
-            # host sync only when some model logs, evaluates or finishes (every step on CPU,
+            # a host sync only when some model logs, evaluates or ends (every step on CPU,
             # where the single-run loop also checks every step)
-            due = [i for i in np.flatnonzero(was_active)
-                   if cpu or step == 1 or step % runs[i].log_every == 0 or step in runs[i].evals or step == runs[i].total]
+            stopped: set[int] = set()
+            due = [i for i, r in enumerate(pack.runs)
+                   if cpu or step == 1 or step % r.log_every == 0 or step in r.evals or step == r.total]
             if due:
                 w_K, cur_K = worst_K.tolist(), loss_sum_K.tolist()
                 for i in due:
-                    r = runs[i]
-                    w, cur = w_K[i], cur_K[i]
+                    r, w, cur = pack.runs[i], w_K[i], cur_K[i]
                     if r.first_loss is None:
                         r.first_loss = cur
                     ok = math.isfinite(w) and w <= r.cfg.run.diverge_factor * r.first_loss
@@ -435,39 +429,84 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
                         r.last_train = _finite_or_none(cur)
                         r.trackers.log(row(r, "train", step, loss=r.last_train))
                     if not ok:
-                        finish(i, "diverged", step, error=(
+                        finish(r, "diverged", step, error=(
                             f"train loss {w:.4g} at step {step} (first loss {r.first_loss:.4g}, "
                             f"run.diverge_factor={r.cfg.run.diverge_factor})"))
-                worst_K = torch.where(torch.tensor([i in due for i in range(K)], device=device),
-                                      torch.zeros((), device=device), worst_K)
-            evaluating = [i for i in np.flatnonzero(active) if step in runs[i].evals]
+                        stopped.add(i)
+                checked = torch.zeros(len(pack.runs), dtype=torch.bool)
+                checked[due] = True
+                worst_K = torch.where(checked.to(device), torch.zeros((), device=device), worst_K)
+            live = [i for i in range(len(pack.runs)) if i not in stopped]
+            evaluating = [i for i in live if step in pack.runs[i].evals]
             if evaluating:
-                vals = evaluate_packed(fwd_model, val_NxT1, eval_rows, amp_factory)
+                vals = evaluate_packed(pack.fwd, val_NxT1, eval_rows, amp_factory)
                 for i in evaluating:
-                    r = runs[i]
+                    r = pack.runs[i]
                     r.last_val = vals[i]
                     er = row(r, "eval", step, val_loss=_finite_or_none(vals[i]))
                     r.trackers.log(er)
                     if progress:
                         progress({**er, "loss": r.last_train, "total_steps": r.total, "run_id": r.cfg.run_id()})
-            saving = [i for i in np.flatnonzero(active)
-                      if any(runs[j].policy.due(step) for j in np.flatnonzero(active))]
-            for i in saving:   # all models at one step, so a relaunch finds a common resume point
-                save(i, step)
-            for i in saving:
-                runs[i].policy.prune(runs[i].out / CKPT_DIR)
-            for i in np.flatnonzero(active):
-                if step == runs[i].total:
-                    finish(i, "completed", step)
+            if any(pack.runs[i].policy.due(step) for i in live):
+                # every live model at one step, so a relaunch finds a common resume point
+                for i in live:
+                    r = pack.runs[i]
+                    ckpt.save_checkpoint(ckpt.ckpt_path(r.out / CKPT_DIR, step), {
+                        **pack.checkpoint(i, step), "step": step, "data_index": step,
+                        "first_loss": r.first_loss, "elapsed_s": now(r), "rng": ckpt.rng_state(),
+                        "tracker": r.trackers.state(), "config": r.cfg.to_dict()})
+                for i in live:
+                    pack.runs[i].policy.prune(pack.runs[i].out / CKPT_DIR)
+            for i in live:
+                if step == pack.runs[i].total:
+                    finish(pack.runs[i], "completed", step)
+                    stopped.add(i)
+            if stopped:
+                keep = [i for i in range(len(pack.runs)) if i not in stopped]
+                worst_K = worst_K[keep]
+                live_pack = pack.without(stopped) if keep else None
         return [r.summary for r in runs]
     except BaseException as e:
-        for i in np.flatnonzero(active):
-            finish(i, "failed", step, error=f"{type(e).__name__}: {e}")
+        for r in runs:
+            if r.summary is None:
+                finish(r, "failed", step, error=f"{type(e).__name__}: {e}")
         raise
     finally:
         for r in runs:
             if r.trackers:
                 r.trackers.close()
+
+
+def _restore(runs: list[_Run], device: torch.device) -> int:
+    """Load every model from the latest step all of them checkpointed; return that step (0: none).
+
+    Metrics rows past that step are dropped (as a single run's resume does), and
+    checkpoints past it, from an attempt that is being redone, are deleted.
+    """
+    step = _common_checkpoint_step([r.out / CKPT_DIR for r in runs])
+    rng = None
+    for r in runs:
+        metrics_path = r.out / METRICS
+        if step:
+            state = ckpt.load_checkpoint(ckpt.ckpt_path(r.out / CKPT_DIR, step), map_location=device)
+            if state["data_index"] != step:
+                raise ValueError(f"checkpoint of {r.out}: data position {state['data_index']} does not match step {step}")
+            r.single.load_state_dict(state["model"])
+            r.opt.load_state_dict(state["optimizer"])
+            r.first_loss, r.elapsed, r.tracker_state = state["first_loss"], state["elapsed_s"], state.get("tracker")
+            rng = state["rng"]
+            write_metrics(metrics_path, [row for row in read_metrics(metrics_path) if row["step"] <= step])
+        elif metrics_path.exists():
+            write_metrics(metrics_path, [])   # no common checkpoint: this model starts over
+        for s, p in ckpt.list_checkpoints(r.out / CKPT_DIR):
+            if s > step:
+                p.unlink(missing_ok=True)
+        prior = read_metrics(metrics_path)
+        r.last_train = next((row["loss"] for row in reversed(prior) if row["kind"] == "train"), None)
+        r.last_val = next((row["val_loss"] for row in reversed(prior) if row["kind"] == "eval"), None)
+    if rng is not None:
+        ckpt.set_rng_state(rng)
+    return step
 
 
 # ---------------------------------------------------------------------------
