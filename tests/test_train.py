@@ -187,3 +187,26 @@ def test_testbed_train_dispatches_to_the_same_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert Path(out / "config.json").exists()
+
+
+def test_cuda_device_is_refused_without_cuda(tmp_path):
+    import torch
+    from train.config import ConfigError
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ConfigError, match="train.device"):
+        train_run(tiny(**{"train.device": "cuda"}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_run_tracks_the_cpu_run(tmp_path):
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    over = {"train.tokens": 512 * 20, "optim.lr": 1e-2, "optim.fused": True}
+    gpu = train_run(tiny(**over, **{"train.device": "cuda"}), tmp_path / "gpu")
+    cpu = train_run(tiny(**over, **{"train.device": "cpu"}), tmp_path / "cpu")
+    assert gpu["status"] == "completed" and gpu["device"].startswith("cuda")
+    # bf16 autocast on the GPU, fp32 on the CPU: the same curve within bf16 noise
+    assert gpu["final_val_loss"] == pytest.approx(cpu["final_val_loss"], abs=0.05)

@@ -97,6 +97,10 @@ def train_run(cfg: RunConfig, out_dir: str | os.PathLike, progress: Any = None) 
     plan_batches(cfg, info.world_size)  # batch split errors before any work
     if cfg.train.init_from and not Path(cfg.train.init_from).is_file():
         raise ConfigError(f"train.init_from={cfg.train.init_from!r} is not a checkpoint file")
+    if cfg.train.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={cfg.train.device!r} but CUDA is not available here")
     out = Path(out_dir)
     done = prepare_run_dir(cfg, out, info)
     if done is not None:
