@@ -49,7 +49,7 @@ def resample_runs(n_runs: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_runs(law: Law, data: FitData, theta_hat: np.ndarray, *, delta: float, free: np.ndarray,
-                   n_boot: int, seed: int = 0, max_iter: int = 200) -> BootstrapResult:
+                   n_boot: int, seed: int = 0, max_iter: int = 600) -> BootstrapResult:
     """Refit `law` on `n_boot` run-level bootstrap replicates, starting from `theta_hat`."""
     counts_BxR = resample_runs(data.n_runs, n_boot, seed)
     W_Bxn = counts_BxR[:, data.run_codes] * data.weights
@@ -91,7 +91,7 @@ def _evaluate(law: Law, theta_RxP, data: FitData, W_Rxn, delta):
 
 
 def batched_huber_lm(law: Law, theta0_RxP: np.ndarray, data: FitData, W_Rxn: np.ndarray, delta: float,
-                     free: np.ndarray, *, max_iter: int = 200, rtol: float = 1e-13):
+                     free: np.ndarray, *, max_iter: int = 200, rtol: float = 1e-11):
     """Minimize each replicate's weighted Huber objective; returns (theta, objective, converged, iterations).
 
     Replicate k minimizes sum_i W[k, i] Huber(log L̂(x_i; theta_k) - log L_i). Each
