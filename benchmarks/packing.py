@@ -92,14 +92,43 @@ def packed_step(cfg, k, batch_BxT1, device, args):
     opt = PackedAdamW(params, [model_hparams(s, build_optimizer(s, opt_cfg, device), opt_cfg) for s in singles])
     fwd = torch.compile(model) if args.compile else model
     max_norm = torch.ones(k, device=device)
-    lr, active = torch.full((k,), 1e-3, device=device), torch.ones(k, dtype=torch.bool, device=device)
+    lr = torch.full((k,), 1e-3, device=device)
     n = {"step": 0}
 
     def step():
         n["step"] += 1
         packed_lm_loss(fwd, batch_BxT1, autocast(device, "auto")).sum().backward()
         clip_per_model(list(params.values()), max_norm)
-        opt.step(n["step"], lr, active)
+        opt.step(n["step"], lr)
+        opt.zero_grad()
+    return step
+
+
+def vmap_step(cfg, k, batch_BxT1, device, args):
+    """The alternative to a hand-stacked model: `torch.func.stack_module_state` + `vmap` over the
+    ordinary GPT (same per-model AdamW and clipping), for the comparison column."""
+    singles = _models(cfg, k, device)
+    params, buffers = torch.func.stack_module_state(singles)
+    base = singles[0]
+    opt_cfg = OptimConfig()
+    opt = PackedAdamW(params, [model_hparams(s, build_optimizer(s, opt_cfg, device), opt_cfg) for s in singles])
+    max_norm, lr = torch.ones(k, device=device), torch.full((k,), 1e-3, device=device)
+    x_BxT, y_BxT = batch_BxT1[:, :-1], batch_BxT1[:, 1:]
+
+    def logits(p, b, x):
+        return torch.func.functional_call(base, (p, b), (x,))[0]
+    forward = torch.func.vmap(logits, in_dims=(0, 0, None))
+    n = {"step": 0}
+
+    def step():
+        n["step"] += 1
+        with autocast(device, "auto"):
+            logits_KxBxTxV = forward(params, buffers, x_BxT)
+        nll = torch.nn.functional.cross_entropy(
+            logits_KxBxTxV.float().flatten(0, 2), y_BxT.reshape(1, -1).expand(k, -1).flatten(), reduction="none")
+        nll.view(k, -1).mean(dim=1).sum().backward()
+        clip_per_model(list(params.values()), max_norm)
+        opt.step(n["step"], lr)
         opt.zero_grad()
     return step
 
@@ -140,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="torch.compile the models (GPU)")
     ap.add_argument("--procs", action="store_true", help="also time K processes sharing the device")
+    ap.add_argument("--vmap", action="store_true", help="also time stack_module_state + vmap over the GPT")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -149,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {name}; batch {args.batch} x {args.context} tokens per model per step; V={args.vocab}; "
           f"compile={args.compile}")
     header = f"{'shape':>5} {'params':>7} {'K':>3} {'seq tok/s':>10} {'packed tok/s':>12} {'speedup':>7}"
+    header += f" {'vmap tok/s':>10}" if args.vmap else ""
     header += f" {'procs tok/s':>11} {'vs procs':>8}" if args.procs else ""
     print(header)
     gen = torch.Generator().manual_seed(0)
@@ -158,11 +189,16 @@ def main(argv: list[str] | None = None) -> None:
         n = param_counts(cfg)["total"]
         single = sequential_step(cfg, batch, device, args)
         for k in args.ks:
-            t = best_of({"seq": single, "packed": packed_step(cfg, k, batch, device, args)}, args, device)
+            variants = {"seq": single, "packed": packed_step(cfg, k, batch, device, args)}
+            if args.vmap:
+                variants["vmap"] = vmap_step(cfg, k, batch, device, args)
+            t = best_of(variants, args, device)
             tokens = k * args.batch * args.context
             seq = tokens / (k * t["seq"])   # K runs one after another take K times one run's step
             packed = tokens / t["packed"]
             line = f"{shape:>5} {n / 1e6:>6.2f}M {k:>3} {seq:>10.0f} {packed:>12.0f} {packed / seq:>6.2f}x"
+            if args.vmap:
+                line += f" {tokens / t['vmap']:>10.0f}"
             if args.procs:
                 procs = tokens / processes_step_s(cfg, k, batch, device, args)
                 line += f" {procs:>11.0f} {packed / procs:>7.2f}x"
