@@ -46,6 +46,7 @@ class FitData:
     n_convention: str
     flop_convention: str | None
     content_hash: str
+    notes: tuple[str, ...] = ()   # caveats found while preparing (become FitResult warnings)
 
     @property
     def log_loss(self) -> np.ndarray:
@@ -94,11 +95,8 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str = "final", weigh
     law = get_law(law)
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"table must be a pandas DataFrame, got {type(table).__name__}")
-    n_conv = n_convention or table.attrs.get("n_convention") or law.n_convention
     table = table.copy()
-    n_col = f"N_{n_conv}"
-    if n_col in table.columns:        # a table carrying several counts: pick the requested one
-        table["N"] = table[n_col]
+    n_conv, notes = _resolve_n_convention(table, law, n_convention)
     if weights is not None and not isinstance(weights, str):
         w_all = np.asarray(weights, dtype=np.float64)
         if w_all.shape != (len(table),):
@@ -136,11 +134,36 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str = "final", weigh
         if rows["N"].nunique() < 2:
             raise ValueError(f"law {law.name!r} needs several model sizes; column 'N' has a single value {rows['N'].iloc[0]:g}")
     flop_conv = table.attrs.get("flop_convention")
-    if flop_conv is None and "flop_convention" in rows.columns and rows["flop_convention"].nunique() == 1:
-        flop_conv = str(rows["flop_convention"].iloc[0])
+    if flop_conv is None and "flop_convention" in rows.columns:
+        kinds = sorted(set(rows["flop_convention"].astype(str)) - {""})
+        flop_conv = kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else None)
+        if len(kinds) > 1 and "C" in law.covariates:
+            notes.append(f"the runs count FLOPs under different conventions ({', '.join(kinds)}); C is not comparable across them")
     return FitData(covariates=cov, loss=loss, weights=w, runs=runs, run_codes=run_codes,
                    n_convention=n_conv, flop_convention=flop_conv,
-                   content_hash=_content_hash(runs, cov, loss, w))
+                   content_hash=_content_hash(runs, cov, loss, w), notes=tuple(notes))
+
+
+def _resolve_n_convention(table: pd.DataFrame, law: Law, requested: str | None) -> tuple[str, list[str]]:
+    """Which parameter count N means, setting table["N"] from `N_<convention>` when the table carries it.
+
+    Precedence: the requested convention, else the law's own (Kaplan: non-embedding,
+    Chinchilla: total) when the table has that count, else whatever the table says its N is.
+    """
+    conv = requested or law.n_convention
+    col = f"N_{conv}"
+    table_conv = table.attrs.get("n_convention")
+    if col in table.columns:
+        table["N"] = table[col]
+        return conv, []
+    if requested and table_conv and table_conv != requested:
+        raise ValueError(f"n_convention={requested!r} requested, but the table's N counts {table_conv!r} "
+                         f"parameters and it has no column {col!r}")
+    if requested or not table_conv:
+        return conv, []           # published tables: N is taken to be what was asked for
+    note = ([] if table_conv == law.n_convention else
+            [f"law {law.name!r} is defined on {law.n_convention} parameters, but the table's N counts {table_conv} parameters"])
+    return table_conv, note
 
 
 def _content_hash(runs: np.ndarray, cov: Mapping[str, np.ndarray], loss: np.ndarray, w: np.ndarray) -> str:
@@ -284,7 +307,10 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
             best = (theta, res)
     theta_hat, res = best
 
-    warnings = _diagnose(law, theta_hat, free, data)
+    warnings = list(data.notes) + _diagnose(law, theta_hat, free, data)
+    if law.name == "schedule" and select == "final":
+        warnings.append("the schedule law describes whole loss curves; select='all' fits every eval point, "
+                        "select='final' only each run's last one")
     if not res.success:
         warnings.append(f"optimizer did not converge: {res.message}")
     samples = None

@@ -267,3 +267,20 @@ def test_predictions_closed_forms_and_errors():
     assert "D = tokens seen" in curve.note and curve.point[1] < curve.point[0]
     with pytest.raises(ValueError, match="no compute-optimal allocation"):
         P.n_opt(fit(pd.DataFrame({"C": np.geomspace(1e15, 1e20, 12), "loss": np.linspace(4, 3, 12)}), "compute"), 1e21)
+
+
+def test_n_convention_follows_the_law_when_the_table_has_both_counts():
+    t = chinchilla_table(seed=12)
+    t["N_total"] = t["N"]
+    t["N_non_embedding"] = t["N"] * 0.8          # a different count: the fitted A must change
+    t.attrs["n_convention"] = "total"
+    chin = fit(t, "chinchilla")
+    assert chin.convention["N"] == "total"
+    forced = fit(t, "chinchilla", n_convention="non_embedding")
+    assert forced.convention["N"] == "non_embedding"
+    # L = E + A N^-alpha: scaling N by 0.8 is absorbed by A -> A * 0.8^alpha
+    assert forced.params["A"] == pytest.approx(chin.params["A"] * 0.8 ** chin.params["alpha"], rel=1e-3)
+    only_total = t.drop(columns=["N_total", "N_non_embedding"])
+    assert any("defined on non_embedding parameters" in w for w in fit(only_total, "kaplan").warnings)
+    with pytest.raises(ValueError, match="table's N counts 'total'"):
+        fit(only_total, "chinchilla", n_convention="non_embedding")
