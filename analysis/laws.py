@@ -278,8 +278,8 @@ OVERTRAIN = Law(
     name="overtrain",
     version="1",
     # Gadre et al. 2024 Sec. 2.1: the Chinchilla form with equal exponents, rewritten with C = 6ND
-    # and the token multiplier M = D/N (N = sqrt(C/6M), D = sqrt(6CM), so their eta is half the
-    # shared exponent, a = A 6^eta, b = B 6^-eta).
+    # and the token multiplier M = D/N (N = sqrt(C/6M), D = sqrt(CM/6), so their eta is half the
+    # shared exponent, a = A 6^eta, b = B 6^eta).
     citation="Gadre et al. 2024, 'Language models scale reliably with over-training and on downstream tasks', Sec. 2.1",
     formula="L = E + (a * M^eta + b * M^-eta) * C^-eta,  M = D / N",
     param_names=("E", "a", "b", "eta"),

@@ -56,11 +56,11 @@ def test_formulas_by_hand():
 
 def test_overtrain_is_chinchilla_with_equal_exponents():
     # Gadre et al. 2024 Sec. 2.1: with alpha = beta = 2 eta, C = 6ND and M = D/N,
-    # E + A N^-2eta + B D^-2eta = E + (a M^eta + b M^-eta) C^-eta, a = A 6^eta, b = B 6^-eta
+    # E + A N^-2eta + B D^-2eta = E + (a M^eta + b M^-eta) C^-eta, a = A 6^eta, b = B 6^eta
     E, A, B, eta = 1.9, 300.0, 700.0, 0.16
     N, D = COVARIATES["N"], COVARIATES["D"]
     chin = get_law("chinchilla").predict({"E": E, "A": A, "B": B, "alpha": 2 * eta, "beta": 2 * eta}, N=N, D=D)
-    over = get_law("overtrain").predict({"E": E, "a": A * 6 ** eta, "b": B * 6 ** -eta, "eta": eta}, C=6 * N * D, M=D / N)
+    over = get_law("overtrain").predict({"E": E, "a": A * 6 ** eta, "b": B * 6 ** eta, "eta": eta}, C=6 * N * D, M=D / N)
     np.testing.assert_allclose(over, chin, rtol=1e-12)
 
 
