@@ -284,3 +284,39 @@ def test_n_convention_follows_the_law_when_the_table_has_both_counts():
     assert any("defined on non_embedding parameters" in w for w in fit(only_total, "kaplan").warnings)
     with pytest.raises(ValueError, match="table's N counts 'total'"):
         fit(only_total, "chinchilla", n_convention="non_embedding")
+
+
+def _fixed_result(law_name, params, n_samples=0, seed=0):
+    """A FitResult with given parameters (and jittered samples), to test predictions in isolation."""
+    law = get_law(law_name)
+    rng = np.random.default_rng(seed)
+    samples = None
+    if n_samples:
+        theta = law.to_theta(params) + 0.01 * rng.standard_normal((n_samples, law.n_params))
+        samples = law.to_natural(theta)
+    return FitResult(law=law.name, law_version=law.version, params=dict(params), intervals={}, interval_level=None,
+                     samples=samples, objective=0.0, converged=True, message="", residuals={}, warnings=[],
+                     settings={}, convention={}, inputs={}, n_points=0, param_names=law.param_names)
+
+
+def test_compute_optimal_for_kaplan_and_overtrain_minimizes_the_loss():
+    C = 1e21
+    kap = _fixed_result("kaplan", {"Nc": 8.8e13, "Dc": 5.4e13, "alpha_N": 0.076, "alpha_D": 0.095}, n_samples=50)
+    N = P.n_opt(kap, C).point[0]
+    at = lambda n: kap.predict(N=n, D=C / (6 * n))[0]  # noqa: E731
+    assert at(N) < at(N * 1.05) and at(N) < at(N / 1.05)
+    band = P.loss_at_compute(kap, C)
+    assert band.lower[0] <= band.point[0] <= band.upper[0]
+    assert band.point[0] == pytest.approx(at(N), rel=1e-6)
+    D = P.tokens_to_reach(kap, at(N), N).point[0]
+    assert D == pytest.approx(C / (6 * N), rel=1e-6)
+
+    over = _fixed_result("overtrain", {"E": 1.9, "a": 300.0, "b": 600.0, "eta": 0.15})
+    N = P.n_opt(over, C).point[0]
+    Ns = N * np.geomspace(0.5, 2.0, 401)
+    losses = over.predict(C=np.full(Ns.size, C), M=C / (6 * Ns ** 2))
+    assert Ns[np.argmin(losses)] == pytest.approx(N, rel=0.01)
+
+    comp = _fixed_result("compute", {"E": 1.7, "A": 40.0, "gamma": 0.1})
+    assert P.loss_at_compute(comp, C).point[0] == pytest.approx(1.7 + 40.0 * C ** -0.1)
+    assert np.isnan(P.loss_at_compute(comp, C).lower[0])       # no samples, no band
