@@ -325,6 +325,10 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
         boot_info = {"solver": boot.solver, "iterations": boot.iterations, "not_converged": boot.n_not_converged}
         if boot.n_not_converged:
             warnings.append(f"{boot.n_not_converged} of {bootstrap} bootstrap refits did not reach the convergence tolerance")
+        degenerate = _degenerate_replicates(data, boot.counts_BxR)
+        if degenerate:
+            warnings.append(f"{degenerate} of {bootstrap} bootstrap replicates drew runs of a single model size; "
+                            f"with only {data.n_runs} runs the intervals are unreliable")
 
     params = law.params_dict(theta_hat)
     params.update({k: float(v) for k, v in (fixed or {}).items()})   # exactly as given, not exp(log(v))
@@ -344,6 +348,18 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
                 "content_hash": data.content_hash},
         n_points=data.n, param_names=law.param_names,
     )
+
+
+def _degenerate_replicates(data: FitData, counts_BxR: np.ndarray) -> int:
+    """Replicates whose drawn runs all share one N (the N term is then unidentified)."""
+    if "N" not in data.covariates:
+        return 0
+    run_N = np.zeros(data.n_runs)
+    run_N[data.run_codes] = data.covariates["N"]
+    drawn = counts_BxR > 0
+    N_max = np.where(drawn, run_N, -np.inf).max(axis=1)
+    N_min = np.where(drawn, run_N, np.inf).min(axis=1)
+    return int((N_max == N_min).sum())
 
 
 def residual_stats(law: Law, theta: np.ndarray, data: FitData) -> dict[str, float]:

@@ -320,3 +320,19 @@ def test_compute_optimal_for_kaplan_and_overtrain_minimizes_the_loss():
     comp = _fixed_result("compute", {"E": 1.7, "A": 40.0, "gamma": 0.1})
     assert P.loss_at_compute(comp, C).point[0] == pytest.approx(1.7 + 40.0 * C ** -0.1)
     assert np.isnan(P.loss_at_compute(comp, C).lower[0])       # no samples, no band
+
+
+def test_weights_zero_drop_rows_and_few_runs_are_flagged():
+    t = chinchilla_table(seed=13, outliers=4)
+    w = np.ones(len(t))
+    w[-4:] = 0.0                                  # the four outliers weigh nothing
+    weighted = fit(t, weights=w)
+    dropped = fit(t.iloc[:-4])
+    for k in CHIN:
+        assert weighted.params[k] == pytest.approx(dropped.params[k], rel=1e-4), k
+    assert weighted.settings["weighted"] and fit(t.assign(w=w), weights="w").params == weighted.params
+    # three runs of three sizes: many bootstrap replicates draw a single size
+    few = pd.DataFrame({"run": ["a", "b", "c"] * 2, "step": [1, 1, 1, 2, 2, 2], "N": [1e7, 1e8, 1e9] * 2,
+                        "D": [1e9] * 3 + [2e9] * 3, "loss": [3.0, 2.6, 2.3, 2.9, 2.5, 2.2]})
+    r = fit(few, "chinchilla", select="all", fixed={"E": 1.5, "B": 1e3, "beta": 0.3}, bootstrap=50)
+    assert any("drew runs of a single model size" in w for w in r.warnings)
