@@ -98,8 +98,9 @@ def packed_step(cfg, k, batch_BxT1, device, args):
     def step():
         n["step"] += 1
         packed_lm_loss(fwd, batch_BxT1, autocast(device, "auto")).sum().backward()
-        clip_per_model(list(params.values()), max_norm)
-        opt.step(n["step"], lr)
+        grad_KxP = opt.flat_grad()
+        clip_per_model(grad_KxP, max_norm)
+        opt.step(n["step"], lr, grad_KxP)
         opt.zero_grad()
     return step
 
@@ -127,8 +128,9 @@ def vmap_step(cfg, k, batch_BxT1, device, args):
         nll = torch.nn.functional.cross_entropy(
             logits_KxBxTxV.float().flatten(0, 2), y_BxT.reshape(1, -1).expand(k, -1).flatten(), reduction="none")
         nll.view(k, -1).mean(dim=1).sum().backward()
-        clip_per_model(list(params.values()), max_norm)
-        opt.step(n["step"], lr)
+        grad_KxP = opt.flat_grad()
+        clip_per_model(grad_KxP, max_norm)
+        opt.step(n["step"], lr, grad_KxP)
         opt.zero_grad()
     return step
 

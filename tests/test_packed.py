@@ -112,22 +112,21 @@ def test_from_models_refuses_models_of_different_shapes():
 
 def test_clip_per_model_equals_torch_clipping_each_model():
     torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.zeros(3, 5, 4)), torch.nn.Parameter(torch.zeros(3, 7))]
-    for p in params:
-        p.grad = torch.randn_like(p) * torch.tensor([0.01, 1.0, 1.0]).view(-1, *[1] * (p.ndim - 1))
+    scale_K = torch.tensor([0.01, 1.0, 1.0])
+    grads = [torch.randn(3, 5, 4) * scale_K.view(3, 1, 1), torch.randn(3, 7) * scale_K.view(3, 1)]
     refs = []
     for k, max_norm in enumerate([0.5, 0.5, 0.0]):   # model 0 below the limit, model 2 unclipped
-        single = [torch.nn.Parameter(torch.zeros_like(p[k])) for p in params]
-        for s, p in zip(single, params):
-            s.grad = p.grad[k].clone()
+        single = [torch.nn.Parameter(torch.zeros_like(g[k])) for g in grads]
+        for s, g in zip(single, grads):
+            s.grad = g[k].clone()
         if max_norm:
             torch.nn.utils.clip_grad_norm_(single, max_norm)
-        refs.append([s.grad for s in single])
-    norms = clip_per_model(params, torch.tensor([0.5, 0.5, 0.0]))
+        refs.append(torch.cat([s.grad.flatten() for s in single]))
+    grad_KxP = torch.cat([g.flatten(1) for g in grads], dim=1)
+    norms = clip_per_model(grad_KxP, torch.tensor([0.5, 0.5, 0.0]))
     assert norms.shape == (3,) and norms[1] > 0.5
     for k in range(3):
-        for p, ref in zip(params, refs[k]):
-            torch.testing.assert_close(p.grad[k], ref)
+        torch.testing.assert_close(grad_KxP[k], refs[k])
 
 
 # ---- the packed trainer ---------------------------------------------------

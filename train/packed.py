@@ -88,26 +88,18 @@ def evaluate_packed(model: PackedGPT, val_NxT1: torch.Tensor, rows: int,
     return (total_K / val_NxT1[:, 1:].numel()).tolist()
 
 
-def _per_model(t_K: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """View a (K,) tensor so it broadcasts over a stacked (K, ...) tensor."""
-    return t_K.view(-1, *([1] * (like.ndim - 1)))
-
-
 @torch.no_grad()
-def clip_per_model(params: Sequence[torch.Tensor], max_norm_K: torch.Tensor) -> torch.Tensor:
-    """Clip each model's global gradient norm over its slices of `params`; max_norm 0 leaves a model unclipped.
+def clip_per_model(grad_KxP: torch.Tensor, max_norm_K: torch.Tensor) -> torch.Tensor:
+    """Clip each model's global gradient norm (row k of the flat gradient) in place; max_norm 0
+    leaves a model unclipped. Returns the pre-clip norms (K,).
 
-    Same arithmetic as `torch.nn.utils.clip_grad_norm_` per model: the norm of the
-    per-tensor norms, coefficient max_norm / (norm + 1e-6) capped at 1. Returns the
-    pre-clip norms (K,).
+    Same rule as `torch.nn.utils.clip_grad_norm_` per model: coefficient
+    max_norm / (norm + 1e-6), capped at 1.
     """
-    grads = [p.grad for p in params if p.grad is not None]
-    norms_PxK = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
-    total_K = torch.linalg.vector_norm(norms_PxK, dim=0)
+    total_K = torch.linalg.vector_norm(grad_KxP, dim=1)
     coef_K = torch.clamp(max_norm_K / (total_K + 1e-6), max=1.0)
     coef_K = torch.where(max_norm_K > 0, coef_K, torch.ones_like(coef_K))
-    for g in grads:
-        g.mul_(_per_model(coef_K, g))
+    grad_KxP.mul_(coef_K.unsqueeze(1))
     return total_K
 
 
@@ -122,56 +114,81 @@ class ModelHparams:
 
 
 class PackedAdamW:
-    """AdamW over stacked (K, ...) parameters with per-model coefficients.
+    """AdamW over stacked (K, ...) parameters with per-model coefficients, on one flat buffer.
 
     torch.optim.AdamW takes one lr per parameter group; here every model has its
     own lr (schedule), weight decay, betas and eps along the leading dimension, so
     the update is written out (the same steps as torch's single-tensor AdamW).
-    All per-model coefficients stay on the device: a step copies nothing from the host.
+
+    Every parameter is re-pointed to a slice of one (K, P) buffer (P = one model's
+    parameter count) and the moments live in (K, P) buffers too, so a step is a
+    dozen elementwise kernels over all parameters of all models, however many
+    tensors the model has: small kernels are what packing exists to avoid. The
+    per-(model, element) LR multipliers and weight decays are precomputed as (K, P)
+    rows; all coefficients stay on the device, so a step copies nothing from the host.
     """
 
     def __init__(self, named_params: dict[str, torch.nn.Parameter], hparams: Sequence[ModelHparams]):
         self.params = named_params
         self.hparams = list(hparams)
-        dev = next(iter(named_params.values())).device
+        first = next(iter(named_params.values()))
+        K, dev = first.shape[0], first.device
         f32 = dict(dtype=torch.float32, device=dev)
-        self.wd = {n: torch.tensor([h.weight_decay[n] for h in hparams], **f32) for n in named_params}
-        self.mult = {n: torch.tensor([h.lr_mult[n] for h in hparams], **f32) for n in named_params}
+        with torch.no_grad():
+            self.flat_KxP = torch.cat([p.detach().reshape(K, -1) for p in named_params.values()], dim=1)
+        self.slices: dict[str, slice] = {}
+        mult, wd, off = [], [], 0
+        for n, p in named_params.items():
+            size = p[0].numel()
+            self.slices[n] = slice(off, off + size)
+            p.data = self.flat_KxP[:, off:off + size].view(p.shape)   # the parameter now lives in the buffer
+            mult.append(torch.tensor([h.lr_mult[n] for h in hparams], **f32).unsqueeze(1).expand(K, size))
+            wd.append(torch.tensor([h.weight_decay[n] for h in hparams], **f32).unsqueeze(1).expand(K, size))
+            off += size
+        self.mult_KxP = torch.cat(mult, dim=1)
+        self.mult_wd_KxP = self.mult_KxP * torch.cat(wd, dim=1)
         # float64 for the bias corrections: 1 - beta2**step loses digits in float32 when beta2 ~ 1
         self.beta1 = torch.tensor([h.beta1 for h in hparams], dtype=torch.float64, device=dev)
         self.beta2 = torch.tensor([h.beta2 for h in hparams], dtype=torch.float64, device=dev)
-        self.eps = torch.tensor([h.eps for h in hparams], **f32)
-        self.state = {n: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-                      for n, p in named_params.items()}
+        self.eps_Kx1 = torch.tensor([h.eps for h in hparams], **f32).unsqueeze(1)
+        self.exp_avg_KxP = torch.zeros_like(self.flat_KxP)
+        self.exp_avg_sq_KxP = torch.zeros_like(self.flat_KxP)
+
+    def moments(self, name: str) -> dict[str, torch.Tensor]:
+        """Views of one parameter's Adam moments, shaped like the (K, ...) parameter."""
+        shape, sl = self.params[name].shape, self.slices[name]
+        return {"exp_avg": self.exp_avg_KxP[:, sl].view(shape), "exp_avg_sq": self.exp_avg_sq_KxP[:, sl].view(shape)}
 
     def select(self, named_params: dict[str, torch.nn.Parameter], keep: Sequence[int]) -> "PackedAdamW":
         """The optimizer of a smaller pack holding models `keep` (its parameters `named_params`)."""
         out = PackedAdamW(named_params, [self.hparams[i] for i in keep])
-        for n, st in self.state.items():
-            for key in st:
-                out.state[n][key].copy_(st[key][list(keep)])
+        out.exp_avg_KxP.copy_(self.exp_avg_KxP[list(keep)])
+        out.exp_avg_sq_KxP.copy_(self.exp_avg_sq_KxP[list(keep)])
         return out
+
+    def flat_grad(self) -> torch.Tensor:
+        """All gradients as one (K, P) tensor (zeros where a parameter got none)."""
+        K = self.flat_KxP.shape[0]
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(K, -1)
+                          for p in self.params.values()], dim=1)
 
     def zero_grad(self) -> None:
         for p in self.params.values():
             p.grad = None
 
     @torch.no_grad()
-    def step(self, step: int, lr_K: torch.Tensor) -> None:
-        """Apply update number `step` (1-based, for bias correction) with per-model lrs (K,) on the device."""
-        step_size_K = (lr_K.double() / (1.0 - self.beta1 ** step)).float()
-        bc2_sqrt_K = torch.sqrt(1.0 - self.beta2 ** step).float()
-        one_minus_b1_K, b2_K = (1.0 - self.beta1).float(), self.beta2.float()
-        for n, p in self.params.items():
-            if p.grad is None:
-                continue
-            view = lambda t: _per_model(t, p)  # noqa: E731
-            g, m, v = p.grad, self.state[n]["exp_avg"], self.state[n]["exp_avg_sq"]
-            p.mul_(1 - view(lr_K * self.mult[n] * self.wd[n]))
-            m.lerp_(g, view(one_minus_b1_K))
-            v.mul_(view(b2_K)).add_(g * g * view(1 - b2_K))
-            denom = (v.sqrt() / view(bc2_sqrt_K)).add_(view(self.eps))
-            p.sub_(m / denom * view(step_size_K * self.mult[n]))
+    def step(self, step: int, lr_K: torch.Tensor, grad_KxP: torch.Tensor) -> None:
+        """Apply update number `step` (1-based, for bias correction) with per-model lrs (K,) and the
+        (clipped) flat gradient."""
+        step_size_Kx1 = (lr_K.double() / (1.0 - self.beta1 ** step)).float().unsqueeze(1)
+        bc2_sqrt_Kx1 = torch.sqrt(1.0 - self.beta2 ** step).float().unsqueeze(1)
+        b1_Kx1, b2_Kx1 = self.beta1.float().unsqueeze(1), self.beta2.float().unsqueeze(1)
+        g, m, v = grad_KxP, self.exp_avg_KxP, self.exp_avg_sq_KxP
+        self.flat_KxP.mul_(1 - lr_K.unsqueeze(1) * self.mult_wd_KxP)      # decoupled weight decay
+        m.lerp_(g, 1 - b1_Kx1)
+        v.mul_(b2_Kx1).add_(g * g * (1 - b2_Kx1))
+        denom = (v.sqrt() / bc2_sqrt_Kx1).add_(self.eps_Kx1)
+        self.flat_KxP.sub_(m / denom * (step_size_Kx1 * self.mult_KxP))
 
 
 # ---------------------------------------------------------------------------
@@ -192,7 +209,7 @@ def _export_optimizer(single: torch.nn.Module, opt: torch.optim.AdamW, packed_op
     """Model i's slice of the packed AdamW state as a torch AdamW state dict over `single`."""
     opt.state.clear()
     for n, p in single.named_parameters():
-        st = packed_opt.state[n]
+        st = packed_opt.moments(n)
         opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": st["exp_avg"][i].clone(),
                         "exp_avg_sq": st["exp_avg_sq"][i].clone()}
     set_lr(opt, lr)
@@ -206,8 +223,9 @@ def _import_optimizer(single: torch.nn.Module, opt: torch.optim.AdamW, packed_op
         st = opt.state[p]
         if int(st["step"]) != step:
             raise ValueError(f"optimizer state of {n} is at step {int(st['step'])}, checkpoint at step {step}")
-        packed_opt.state[n]["exp_avg"][i].copy_(st["exp_avg"])
-        packed_opt.state[n]["exp_avg_sq"][i].copy_(st["exp_avg_sq"])
+        mine = packed_opt.moments(n)
+        mine["exp_avg"][i].copy_(st["exp_avg"])
+        mine["exp_avg_sq"][i].copy_(st["exp_avg_sq"])
 
 
 def _common_checkpoint_step(ckpt_dirs: Sequence[Path]) -> int:
@@ -256,7 +274,6 @@ class _Pack:
 
     def __init__(self, runs: list[_Run], model: PackedGPT, optimizer: PackedAdamW, compile: bool):
         self.runs, self.model, self.optimizer, self.compile = runs, model, optimizer, compile
-        self.params = list(model.parameters())
         self.fwd = torch.compile(model) if compile else model
         dev = model.wte.weight.device
         self.max_norm_K = torch.tensor([r.cfg.train.grad_clip for r in runs], dtype=torch.float32, device=dev)
@@ -286,8 +303,9 @@ class _Pack:
             loss_K = packed_lm_loss(self.fwd, micro, amp_factory()) / accum
             loss_K.sum().backward()   # models are independent: d(sum)/d(model k) = d(loss_k)
             loss_sum_K += loss_K.detach()
-        clip_per_model(self.params, self.max_norm_K)
-        self.optimizer.step(step, self.lrs_SxK[step - 1])
+        grad_KxP = self.optimizer.flat_grad()
+        clip_per_model(grad_KxP, self.max_norm_K)
+        self.optimizer.step(step, self.lrs_SxK[step - 1], grad_KxP)
         self.optimizer.zero_grad()
         return loss_sum_K
 
