@@ -387,6 +387,8 @@ def _diagnose(law: Law, theta: np.ndarray, free: np.ndarray, data: FitData) -> l
         E = law.params_dict(theta)[law.irreducible]
         if E > data.loss.min():
             warnings.append(f"irreducible loss {law.irreducible} = {E:.4g} is above the lowest observed loss {data.loss.min():.4g}")
+    if "S2" in data.covariates and free[law.param_names.index("C")] and not np.any(data.covariates["S2"] > 0):
+        warnings.append("S2 (annealing area) is zero in every row: no run decayed its learning rate, so C is not determined")
     for c in ("N", "D"):
         if c in data.covariates and np.unique(data.covariates[c]).size < 3:
             warnings.append(f"fewer than 3 distinct {c} values ({np.unique(data.covariates[c]).size}); its exponent is poorly determined")

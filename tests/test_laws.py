@@ -182,3 +182,12 @@ def test_isoflop_approach1_envelope_of_curves():
     np.testing.assert_allclose(res.loss_opt, exact, rtol=2e-3)
     with pytest.raises(ValueError, match="missing \\['run'\\]"):
         isoflop_approach1(table.drop(columns="run"), budgets)
+
+
+def test_analysis_fitting_modules_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import analysis.laws, analysis.fitting, analysis.uncertainty, analysis.predict, "
+            "analysis.isoflop, analysis.fitresult; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
