@@ -11,12 +11,12 @@ shape, data, batch layout and validation set (see `sweeps.packing`) as one
   decoupled decay are elementwise, so one update over stacked tensors with
   per-model coefficients is the same arithmetic as K separate AdamWs
   (Loshchilov & Hutter 2019, Alg. 2; bias correction by the shared step);
-- gradient clipping by each model's own global norm over its slices;
+- gradient clipping by each model's own global gradient norm;
 - data: every model sees the batches its own run would see: batches are a
   pure function of (data config, batch index), and the data config is shared;
 - divergence and budgets: a diverged model, or one that reached its own token
-  budget, stops being updated (its gradients and updates are masked) while
-  the others continue;
+  budget, leaves the pack (the packed model and optimizer are rebuilt from the
+  remaining slices) while the others continue;
 - run directories: each model writes its own config.json, metrics.jsonl,
   summary.json and ckpt/ exactly as a single run does. Checkpoints are in
   the single-run format (model and torch AdamW state dicts), so a packed run
