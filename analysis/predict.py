@@ -243,3 +243,35 @@ def predict_curve(result: FitResult, *, N: float, steps, tokens_per_step: float,
                           note=f"{law.name}: D = tokens seen at each step (a final-loss law read along the curve; "
                                "only the last point is what the law describes)")
     raise ValueError(f"predict_curve supports the schedule law and laws of (N, D), not {law.name!r}")
+
+
+def predict_run(result: FitResult, config, *, steps=None, level: float = 0.9, decay: float = 0.999) -> Prediction:
+    """The predicted eval curve of a planned run, from its run config (a RunConfig or its dict).
+
+    N is the model's parameter count under the fit's N convention (`models.counting`,
+    torch-free); steps default to the trainer's eval points (config.eval.points log-spaced
+    steps plus the last); the lr curve comes from `train.schedules.lr_curve`. The
+    `schedule` law uses that lr curve; (N, D) laws read D = tokens seen at each step, a
+    proxy that is only exact at the final step. `extra` carries steps, tokens and N.
+    """
+    from models.counting import param_counts
+    from train.config import RunConfig
+    from train.schedules import lr_curve
+
+    cfg = (config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))).resolved()
+    counts = param_counts(cfg.model)
+    conv = result.convention.get("N") or result.law_obj.n_convention
+    if conv not in counts:
+        raise ValueError(f"the fit's N convention {conv!r} is not one of {sorted(counts)}")
+    total = cfg.steps
+    if steps is None:
+        # the trainer's eval rule: log-spaced from step 1, rounded and deduplicated, plus the final step
+        steps = sorted(set(np.unique(np.rint(np.geomspace(1, total, cfg.eval.points)).astype(int)).tolist()) | {total})
+    steps = np.asarray(steps, dtype=int)
+    if np.any(steps < 1) or np.any(steps > total):
+        raise ValueError(f"steps must lie in [1, {total}] (the run's optimizer steps)")
+    lr = lr_curve(total, cfg.optim.lr, cfg.schedule)
+    pred = predict_curve(result, N=float(counts[conv]), steps=steps, tokens_per_step=cfg.train.batch_tokens,
+                         lr_curve=lr, decay=decay, level=level)
+    extra = {"steps": steps, "tokens": steps * cfg.train.batch_tokens, "N": np.array([float(counts[conv])])}
+    return Prediction(pred.quantity, pred.point, pred.lower, pred.upper, pred.level, pred.note, extra)

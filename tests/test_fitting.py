@@ -336,3 +336,24 @@ def test_weights_zero_drop_rows_and_few_runs_are_flagged():
                         "D": [1e9] * 3 + [2e9] * 3, "loss": [3.0, 2.6, 2.3, 2.9, 2.5, 2.2]})
     r = fit(few, "chinchilla", select="all", fixed={"E": 1.5, "B": 1e3, "beta": 0.3}, bootstrap=50)
     assert any("drew runs of a single model size" in w for w in r.warnings)
+
+
+def test_predict_run_from_a_run_config():
+    from models.counting import param_counts
+    from train.config import RunConfig
+    from train.schedules import lr_curve
+
+    cfg = RunConfig().with_overrides({"model.width": 128, "model.depth": 4, "train.tokens": 2_000_000,
+                                      "schedule.kind": "wsd", "eval.points": 12}).resolved()
+    N = param_counts(cfg.model)["total"]
+    chin = _fixed_result("chinchilla", CHIN, n_samples=40)
+    pred = P.predict_run(chin, cfg)
+    assert pred.extra["steps"][-1] == cfg.steps and pred.extra["N"][0] == N
+    assert pred.point[-1] == pytest.approx(chin.predict(N=N, D=cfg.steps * cfg.train.batch_tokens)[0])
+    sched = _fixed_result("schedule", {"E": 1.7, "A_N": 300.0, "alpha_N": 0.35, "A": 500.0, "alpha": 0.3, "C": 2e-9})
+    pred = P.predict_run(sched, cfg, steps=[cfg.steps // 2, cfg.steps])
+    S1, S2 = schedule_features(lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule), [cfg.steps // 2, cfg.steps],
+                               tokens_per_step=cfg.train.batch_tokens)
+    np.testing.assert_allclose(pred.point, sched.predict(N=np.full(2, float(N)), S1=S1, S2=S2), rtol=1e-12)
+    with pytest.raises(ValueError, match="steps must lie in"):
+        P.predict_run(sched, cfg, steps=[cfg.steps + 1])
