@@ -5,7 +5,9 @@ Besiroglu et al. 2024 re-ran: minimize
 
     sum_i w_i * Huber_delta(log L̂(x_i; theta) - log L_i),   delta = 1e-3,
 
-over theta (log-scale parameters, raw exponents), starting from a grid. Here
+over theta (log-scale parameters, raw exponents), starting from a grid. The
+objective is the SUM over points (not the mean): that is the value, 0.0010183 on
+the 240 published Chinchilla points, that Besiroglu et al.'s procedure reaches. Here
 the whole grid is evaluated in one numpy pass, and only the best few starts
 are polished with `scipy.optimize.minimize(method="L-BFGS-B")` using the
 exact gradient. Bootstrap intervals (over runs) come from

@@ -11,7 +11,8 @@
 - `predict_curve(result, ...)`: a whole loss curve of a planned run; for the
   `schedule` law from its lr schedule, for chinchilla/kaplan the curve that
   puts D = tokens seen at each step (a proxy: those laws describe the final
-  loss of a run whose schedule was tuned to its length).
+  loss of a run whose schedule was tuned to its length); `predict_run(result,
+  run_config)` does the same from a planned run's config.
 
 Every function returns a `Prediction`: point (from the fitted parameters),
 lower and upper (central percentile band over the bootstrap parameter sets;

@@ -71,3 +71,23 @@ def test_compute_optimal_allocation_is_about_20_tokens_per_parameter(result):
     alloc = compute_optimal(result, 5.76e23)         # Chinchilla's own budget
     assert 15 < alloc.tokens_per_param[0] < 25
     assert alloc.N_opt.lower[0] < alloc.N_opt.point[0] < alloc.N_opt.upper[0]
+
+
+def test_batched_bootstrap_matches_scipy_on_the_published_points():
+    import dataclasses
+
+    from analysis.fitting import polish, prepare
+    from analysis.laws import get_law
+    from analysis.uncertainty import bootstrap_runs
+
+    law = get_law("chinchilla")
+    table = _table()
+    data = prepare(table, law)
+    theta_hat = law.to_theta(fit(table).params)
+    free = np.ones(5, dtype=bool)
+    boot = bootstrap_runs(law, data, theta_hat, delta=1e-3, free=free, n_boot=10, seed=5)
+    for k in range(10):
+        weighted = dataclasses.replace(data, weights=boot.counts_BxR[k][data.run_codes])
+        theta_ref, res = polish(law, weighted, 1e-3, theta_hat, free)
+        assert boot.objective_B[k] == pytest.approx(res.fun, rel=1e-8), k
+        np.testing.assert_allclose(boot.theta_BxP[k], theta_ref, atol=5e-3, err_msg=f"replicate {k}")
