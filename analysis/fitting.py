@@ -116,10 +116,12 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str = "final", weigh
     for c in needed:
         v = pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(v)):
-            raise ValueError(f"column {c!r} has NaN, inf or non-numeric values in {int((~np.isfinite(v)).sum())} rows")
+            name = "weights" if c == "__weight" else f"column {c!r}"
+            raise ValueError(f"{name} has NaN, inf or non-numeric values in {int((~np.isfinite(v)).sum())} rows")
         if c == "S2" or c == weights:
-            if c == weights and np.any(v < 0):
-                raise ValueError(f"weights column {c!r} has negative values")
+            label = "weights" if c == "__weight" else f"weights column {c!r}"
+            if c == weights and (np.any(v < 0) or not v.sum() > 0):
+                raise ValueError(f"{label} must be non-negative with a positive sum")
         elif np.any(v <= 0):
             raise ValueError(f"column {c!r} must be positive; {int((v <= 0).sum())} rows are zero or negative")
     cov = {}

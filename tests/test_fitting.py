@@ -162,6 +162,8 @@ def test_bad_input_is_named():
         fit(t.iloc[[0, 9, 18, 27]])
     with pytest.raises(ValueError, match="weights must have one entry per table row"):
         fit(t, weights=np.ones(3))
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        fit(t, weights=-np.ones(len(t)))
     with pytest.raises(ValueError, match="select must be one of"):
         fit(t, select="last")
     with pytest.raises(ValueError, match="fixed parameter 'gamma'"):
