@@ -123,7 +123,7 @@ def test_floor_is_fast_on_64k_tokens():
 
 @pytest.mark.parametrize("key,value", [
     ("topics", 0), ("branching", 0), ("backbone_weight", 1.5), ("slots", 1), ("doc_length", 1),
-    ("zipf_exponent", -1.0), ("successor_zipf", -0.5),
+    ("zipf_exponent", -1.0), ("successor_zipf", -0.5), ("classes", -1), ("token_zipf", -1.0),
 ])
 def test_bad_synthetic_values_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"data.synthetic.{key}"):
@@ -154,3 +154,16 @@ def test_describe_is_json_and_complete():
     d = build_data(DataConfig(), 32).describe()
     json.dumps(d)
     assert d["source"] == "synthetic" and d["synthetic"]["topics"] == SyntheticConfig().topics
+
+
+def test_backbone_is_shared_within_a_class_and_unigram_is_zipfian():
+    cfg = DataConfig(vocab_size=64, synthetic=SyntheticConfig(topics=4, classes=4, backbone_weight=1.0, branching=1))
+    lang = build_data(cfg, 32).lang
+    P = lang.transition(0)
+    np.testing.assert_allclose(P.sum(1), 1.0)
+    assert np.array_equal(P[1], P[5]) and np.array_equal(P[1], P[61])   # same class (v mod 4)
+    assert not np.array_equal(P[1], P[2])
+    assert np.array_equal(P, lang.transition(3))                        # backbone only: topics agree
+    x = build_data(DataConfig(vocab_size=64), 32).train_array(0, 512)
+    freq = np.bincount(x.ravel(), minlength=64)
+    assert freq[:8].sum() > 3 * freq[-8:].sum()                          # popular ids dominate

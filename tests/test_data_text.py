@@ -192,8 +192,8 @@ def test_tiny_shakespeare(tmp_path):
                     reason="shared data absent")
 def test_wikipedia_shard(tmp_path):
     src = build_data(cfg_for(SHARED / "wikipedia_en_2015" / "wiki_en_2015.valid.txt.zst", tmp_path,
-                             vocab_size=1024, max_docs=400, val_frac=0.05), 128)
-    assert src.describe()["train_docs"] + src.describe()["val_docs"] == 400
+                             vocab_size=1024, max_docs=60, val_frac=0.05), 128)
+    assert src.describe()["train_docs"] + src.describe()["val_docs"] == 60
     assert src.train_batch(0, 2).shape == (2, 129)
 
 

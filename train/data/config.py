@@ -7,14 +7,17 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class SyntheticConfig:
     """The built-in synthetic language (see train/data/synthetic.py for the model)."""
-    topics: int = 64            # latent topics (skills), Zipf-distributed
-    zipf_exponent: float = 1.1  # topic frequency p_k ∝ k^-zipf_exponent
+    topics: int = 256           # latent topics (skills), Zipf-distributed
+    zipf_exponent: float = 1.3  # topic frequency p_k ∝ k^-zipf_exponent (Michaud et al.: loss ∝ N^-(exponent-1))
     branching: int = 8          # topic-specific successors per token in each topic's sparse Markov chain
     doc_length: int = 256       # tokens per document (a document keeps one topic); windows start at a document start
     backbone_branching: int = 8  # successors per token in the backbone chain shared by every topic
     backbone_weight: float = 0.5  # probability mass of the shared backbone in every transition
     slots: int = 64             # probability resolution: every transition probability is a multiple of 1/slots
     successor_zipf: float = 1.0  # successor r (0-based rank) of a token gets mass ∝ (r + 1)^-successor_zipf
+    classes: int = 16           # backbone successors are shared by all tokens of a class (v mod classes): a low-rank
+                                # part small models learn first; 0: every token has its own backbone successors
+    token_zipf: float = 1.0     # successors are drawn with token popularity ∝ (v + 1)^-token_zipf (Zipfian unigram)
 
     def validate(self) -> None:
         """Raise ValueError naming the bad `data.synthetic.*` key."""
@@ -35,6 +38,10 @@ class SyntheticConfig:
             raise ValueError(f"{k}slots must lie in [2, 255], got {self.slots}")
         if not (self.successor_zipf >= 0 and self.successor_zipf < 10):
             raise ValueError(f"{k}successor_zipf must lie in [0, 10), got {self.successor_zipf}")
+        if self.classes < 0:
+            raise ValueError(f"{k}classes must be >= 0, got {self.classes}")
+        if not (self.token_zipf >= 0 and self.token_zipf < 10):
+            raise ValueError(f"{k}token_zipf must lie in [0, 10), got {self.token_zipf}")
         n_bb = round(self.backbone_weight * self.slots)
         if 0 < n_bb < self.backbone_branching or 0 < self.slots - n_bb < self.branching:
             raise ValueError(

@@ -6,9 +6,16 @@ power-law scaling in parameters and data):
 
 * K topics with prior π_k ∝ k^-zipf_exponent (k = 1..K).
 * One backbone chain shared by every topic: each token v has
-  `backbone_branching` successors; and per topic a chain in which each token
-  has `branching` topic-specific successors. Successor identities are random;
-  the mass of the r-th successor is ∝ (r + 1)^-successor_zipf.
+  `backbone_branching` successors, shared by all tokens of its class
+  (v mod `classes`), so the backbone bigram has rank <= classes and even a
+  width-16 model can learn it; and per topic a chain in which each token has
+  `branching` topic-specific successors of its own (full rank: memorization,
+  the long tail that only larger models learn). Successor identities are drawn
+  by a Zipfian token popularity ∝ (v + 1)^-token_zipf, which makes the unigram
+  Zipfian as in text; the mass of the r-th successor is ∝ (r + 1)^-successor_zipf.
+  Together: uniform → unigram → class bigram → topic chains is a ladder of
+  structure of decreasing learnability, so loss keeps falling from the smallest
+  models to the largest instead of sitting near ln V until capacity suffices.
 * Topic k's transition matrix is the mixture
       P_k(y | x) = w · B(y | x) + (1 - w) · T_k(y | x),   w = backbone_weight.
   A small model learns the backbone and the frequent topics; a larger one the
@@ -104,8 +111,13 @@ def make_language(vocab_size: int, cfg: SyntheticConfig, seed: int) -> Language:
     cnt_bb = _slot_counts(n_bb, cfg.backbone_branching, cfg.successor_zipf) if n_bb else np.zeros(0, np.int64)
     cnt_t = _slot_counts(Q - n_bb, cfg.branching, cfg.successor_zipf) if Q - n_bb else np.zeros(0, np.int64)
     counts_M = np.concatenate([cnt_bb, cnt_t])
-    succ_bb = _distinct_successors(rng, (V,), cfg.backbone_branching, V)
-    succ_t = _distinct_successors(rng, (K, V), cfg.branching, V)
+    # Zipfian token popularity: successors are drawn from it, so the unigram is Zipfian too
+    pop = (np.arange(V) + 1.0) ** -cfg.token_zipf
+    pop_cdf = np.cumsum(pop / pop.sum())
+    n_cls = cfg.classes if 0 < cfg.classes < V else V
+    succ_cls = _distinct_successors(rng, (n_cls,), cfg.backbone_branching, pop_cdf)
+    succ_bb = succ_cls[np.arange(V) % n_cls]    # class-shared backbone: a rank <= classes bigram
+    succ_t = _distinct_successors(rng, (K, V), cfg.branching, pop_cdf)
     succ = np.concatenate([np.broadcast_to(succ_bb[:, :len(cnt_bb)], (K, V, len(cnt_bb))), succ_t[:, :, :len(cnt_t)]],
                           axis=2).astype(np.int32)
     return Language(
@@ -116,13 +128,18 @@ def make_language(vocab_size: int, cfg: SyntheticConfig, seed: int) -> Language:
     )
 
 
-def _distinct_successors(rng: np.random.Generator, lead: tuple[int, ...], b: int, V: int) -> np.ndarray:
-    """For each index in `lead`, b distinct random tokens in random order.
+def _distinct_successors(rng: np.random.Generator, lead: tuple[int, ...], b: int, cdf_V: np.ndarray) -> np.ndarray:
+    """For each index in `lead`, b distinct tokens drawn by popularity (cumulative `cdf_V`), in draw order.
 
-    Rejection: redraw the rows that hold a duplicate (rare when b << V). With
-    b > V distinctness is impossible and duplicates simply merge their mass.
+    Rejection: redraw the rows that hold a duplicate. With b > V distinctness is
+    impossible and duplicates simply merge their mass.
     """
-    out = rng.integers(V, size=(*lead, b))
+    V = len(cdf_V)
+
+    def draw(n: int) -> np.ndarray:
+        return np.minimum(np.searchsorted(cdf_V, rng.random((n, b)), side="right"), V - 1)
+
+    out = draw(int(np.prod(lead))).reshape(*lead, b)
     if b > V:
         return out
     flat = out.reshape(-1, b)
@@ -131,7 +148,7 @@ def _distinct_successors(rng: np.random.Generator, lead: tuple[int, ...], b: int
         bad = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
         if not len(bad):
             return out
-        flat[bad] = rng.integers(V, size=(len(bad), b))
+        flat[bad] = draw(len(bad))
 
 
 def sample_windows(lang: Language, rng: np.random.Generator, n_rows: int, length: int) -> np.ndarray:
