@@ -446,7 +446,15 @@ class TextSource:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))   # last: marks the cache complete
         shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            # another process (a sweep sibling, a DDP rank) finished the same build first
+            theirs = _cache_ok(path)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if theirs is None:
+                raise
+            return theirs
         return meta
 
     def _load_tokenizer(self):
