@@ -359,3 +359,11 @@ def test_predict_run_from_a_run_config():
     np.testing.assert_allclose(pred.point, sched.predict(N=np.full(2, float(N)), S1=S1, S2=S2), rtol=1e-12)
     with pytest.raises(ValueError, match="steps must lie in"):
         P.predict_run(sched, cfg, steps=[cfg.steps + 1])
+
+
+def test_exponent_at_its_bound_is_reported():
+    # a loss that rises with compute: the best decreasing power law is flat, gamma pinned at 0
+    C = np.geomspace(1e15, 1e20, 10)
+    r = fit(pd.DataFrame({"C": C, "loss": np.linspace(3.0, 3.5, 10)}), "compute")
+    assert r.params["gamma"] == pytest.approx(0.0, abs=1e-6)
+    assert any("exponent gamma" in w and "sits at its bound" in w for w in r.warnings)
