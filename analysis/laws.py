@@ -90,6 +90,9 @@ class Law:
 
     # ---- evaluation --------------------------------------------------
     def covariate_arrays(self, covariates: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+        """The law's covariates as equal-length float arrays; M (tokens per parameter) may come as N and D."""
+        if "M" in self.covariates and "M" not in covariates and "N" in covariates and "D" in covariates:
+            covariates = {**covariates, "M": np.asarray(covariates["D"], float) / np.asarray(covariates["N"], float)}
         missing = [c for c in self.covariates if c not in covariates]
         if missing:
             raise ValueError(f"law {self.name!r} needs covariates {list(self.covariates)}; missing {missing}")

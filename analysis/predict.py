@@ -67,15 +67,16 @@ def _p(law: Law, params_SxP: np.ndarray, name: str) -> np.ndarray:
 # loss at given covariates
 
 
-def loss_at(result: FitResult, level: float = 0.9, **covariates) -> Prediction:
-    """Loss at the given covariates (N, D for chinchilla/kaplan; C for compute; N, D or C, M for overtrain)."""
+def loss_at(result: FitResult, level: float = 0.9, *, flops_per_param_token: float = 6.0, **covariates) -> Prediction:
+    """Loss at the given covariates (N, D for chinchilla/kaplan; C for compute; N, D or C, M for overtrain).
+
+    A law of C given N and D gets C = k N D (k = flops_per_param_token, 6 by default).
+    """
     law = result.law_obj
     cov = dict(covariates)
-    if "M" in law.covariates and "M" not in cov and {"N", "D"} <= cov.keys():
-        cov["M"] = np.asarray(cov["D"], float) / np.asarray(cov["N"], float)
     if "C" in law.covariates and "C" not in cov and {"N", "D"} <= cov.keys():
-        cov["C"] = 6.0 * np.asarray(cov["N"], float) * np.asarray(cov["D"], float)
-    arrays = law.covariate_arrays({k: v for k, v in cov.items() if k in law.covariates})
+        cov["C"] = flops_per_param_token * np.asarray(cov["N"], float) * np.asarray(cov["D"], float)
+    arrays = law.covariate_arrays(cov)
     return _with_band(result, lambda P: law.predict(P, **arrays), level, "loss")
 
 

@@ -62,6 +62,9 @@ def test_overtrain_is_chinchilla_with_equal_exponents():
     chin = get_law("chinchilla").predict({"E": E, "A": A, "B": B, "alpha": 2 * eta, "beta": 2 * eta}, N=N, D=D)
     over = get_law("overtrain").predict({"E": E, "a": A * 6 ** eta, "b": B * 6 ** eta, "eta": eta}, C=6 * N * D, M=D / N)
     np.testing.assert_allclose(over, chin, rtol=1e-12)
+    # M may be given as N and D
+    np.testing.assert_allclose(get_law("overtrain").predict({"E": E, "a": A * 6 ** eta, "b": B * 6 ** eta, "eta": eta},
+                                                            C=6 * N * D, N=N, D=D), chin, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(TRUE))
