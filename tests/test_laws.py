@@ -185,6 +185,14 @@ def test_isoflop_approach1_envelope_of_curves():
     np.testing.assert_allclose(res.loss_opt, exact, rtol=2e-3)
     with pytest.raises(ValueError, match="missing \\['run'\\]"):
         isoflop_approach1(table.drop(columns="run"), budgets)
+    # Approach 2 reading the same curves at each budget (constant lr: no annealing bias here)
+    res2 = isoflop_approach2(table, budgets, final_only=False)
+    assert res2.a == pytest.approx(a_true, abs=0.03) and np.all(res2.n_runs >= 3)
+    # final points only: each run ends at its own compute (6 N 1e12), so a budget sees just that run
+    ends = 6 * np.geomspace(1e7, 1e10, 13)[:4] * 1e12
+    res1f = isoflop_approach1(table, ends, final_only=True, rtol=0.05)
+    assert np.all(res1f.n_runs == 1)
+    assert list(res1f.best_run) == [f"N{N:.2e}" for N in np.geomspace(1e7, 1e10, 13)[:4]]
 
 
 def test_analysis_fitting_modules_import_without_torch():
