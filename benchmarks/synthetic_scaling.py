@@ -6,7 +6,7 @@ and a column an N-scan at fixed D. The floor is the Bayes-optimal loss on the sa
 validation windows (`DataSource.loss_floor`), so "gap" = val loss - floor is the
 reducible loss a scaling law should fit.
 
-  python benchmarks/synthetic_scaling.py                       # the default grid (~10 min on 2 idle cores)
+  python benchmarks/synthetic_scaling.py                       # 4 widths x 2 budgets: ~10 min of runs on 2 cores
   python benchmarks/synthetic_scaling.py --widths 16,32 --tokens 250000 --set data.synthetic.topics=256
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="16,32,64,128", help="GPT widths (head_dim 16)")
     ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--tokens", default="250000,1000000,4000000", help="token budgets")
+    ap.add_argument("--tokens", default="250000,1000000", help="token budgets (add 4000000 for a third column)")
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--batch-tokens", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=3e-3)

@@ -115,10 +115,10 @@ def test_floor_is_fast_on_64k_tokens():
     import time
     src = build_data(DataConfig(), 128)
     v = src.val_batch(65_536)
-    t0 = time.perf_counter()
+    t0 = time.process_time()                   # CPU time: robust to a busy machine
     f = src.loss_floor(v)
     assert 0 < f < math.log(512)
-    assert time.perf_counter() - t0 < 5.0       # loose: a broken vectorization takes minutes
+    assert time.process_time() - t0 < 10.0     # loose (about 0.4 s here): a broken vectorization takes minutes
 
 
 @pytest.mark.parametrize("key,value", [
