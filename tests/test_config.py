@@ -109,8 +109,10 @@ def test_cli_exit_codes_and_print_config(tmp_path, capsys):
 
 
 def test_cli_failure_exits_1_and_records_the_error(tmp_path, capsys):
-    # a text source whose files do not exist fails when the data is built, after validation
-    argv = ["--out", str(tmp_path / "run"), *TINY, f"data.source={tmp_path}/none-*.txt", "data.tokenizer=byte"]
+    # a corrupt branch checkpoint passes validation (the file exists) and fails when loaded
+    bad = tmp_path / "step_00000001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    argv = ["--out", str(tmp_path / "run"), *TINY, f"train.init_from={bad}"]
     assert main(argv) == 1
     assert "run failed" in capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -108,6 +108,25 @@ def evaluate(model: torch.nn.Module, val_NxT1: torch.Tensor, rows: int, amp_fact
     return (ddp.all_sum(total, info) / val_NxT1[:, 1:].numel()).item()
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_BxT1: torch.Tensor,
+               plan: BatchPlan, amp_factory: Callable[[], Any], grad_clip: float, distributed: bool) -> torch.Tensor:
+    """One optimizer update on this rank's rows: micro-batches, clip, step. Returns the mean loss
+    as a device tensor (no host sync)."""
+    loss_sum = torch.zeros((), device=batch_BxT1.device)
+    for m in range(plan.accum_steps):
+        micro_BxT1 = batch_BxT1[m * plan.micro_rows:(m + 1) * plan.micro_rows]
+        # under DDP only the last micro-batch all-reduces the gradients
+        skip_sync = distributed and m < plan.accum_steps - 1
+        with model.no_sync() if skip_sync else contextlib.nullcontext():
+            loss = lm_loss(model, micro_BxT1, amp_factory()) / plan.accum_steps
+            loss.backward()
+        loss_sum += loss.detach()
+    clip_grads(model, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -134,6 +153,36 @@ def _check_branch_compatible(cfg: RunConfig, parent: dict[str, Any], step: int) 
             f"train.init_from: schedule differs from the parent run's at step {first} "
             f"(lr {theirs[first - 1]:.6g} there, {ours[first - 1]:.6g} here); a WSD cooldown must branch "
             f"inside the stable phase of both runs")
+
+
+def restore(cfg: RunConfig, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            device: torch.device, info: ddp.DistInfo) -> tuple[int, float | None, float, dict | None]:
+    """Load the run's latest checkpoint, else the `train.init_from` parent's; align metrics.jsonl with it.
+
+    Returns (step, first loss, elapsed seconds, tracker state); (0, None, 0.0, None) for a fresh start.
+    """
+    metrics_path = out / METRICS
+    resume_from = ckpt.latest_checkpoint(out / CKPT_DIR)
+    source = resume_from or (Path(cfg.train.init_from) if cfg.train.init_from else None)
+    if source is None:
+        if info.is_main and metrics_path.exists():
+            write_metrics(metrics_path, [])  # a run stopped before its first checkpoint starts over
+        return 0, None, 0.0, None
+    state = ckpt.load_checkpoint(source, map_location=device)
+    step = state["step"]
+    if not resume_from:
+        _check_branch_compatible(cfg, state["config"], step)
+    if state["data_index"] != step:
+        raise ValueError(f"checkpoint {source}: data position {state['data_index']} does not match step {step}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    ckpt.set_rng_state(state["rng"])
+    if info.is_main:
+        # rows past the checkpoint belong to a run that no longer exists (resume), or to the
+        # parent's own future (branch): keep only steps <= the checkpoint's step
+        rows = read_metrics(metrics_path if resume_from else source.parent.parent / METRICS)
+        write_metrics(metrics_path, [r for r in rows if r["step"] <= step])
+    return step, state["first_loss"], state["elapsed_s"], (state.get("tracker") if resume_from else None)
 
 
 def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo(),
@@ -173,29 +222,7 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
 
     # ---- restore: own checkpoint first, else the branch parent -----------
     metrics_path, ckpt_dir = out / METRICS, out / CKPT_DIR
-    step, first_loss, elapsed, tracker_state = 0, None, 0.0, None
-    resume_from = ckpt.latest_checkpoint(ckpt_dir)
-    branch = not resume_from and bool(cfg.train.init_from)
-    if resume_from or branch:
-        state = ckpt.load_checkpoint(resume_from or cfg.train.init_from, map_location=device)
-        if branch:
-            _check_branch_compatible(cfg, state["config"], state["step"])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ckpt.set_rng_state(state["rng"])
-        step, first_loss = state["step"], state["first_loss"]
-        elapsed = state["elapsed_s"]
-        tracker_state = state.get("tracker") if resume_from else None
-        if state["data_index"] != step:
-            raise ValueError(f"checkpoint {resume_from or cfg.train.init_from}: data position "
-                             f"{state['data_index']} does not match step {step}")
-        if info.is_main:
-            # rows past the checkpoint belong to a run that no longer exists (resume), or to the
-            # parent's own future (branch): keep only steps <= the checkpoint's step
-            source = metrics_path if resume_from else Path(cfg.train.init_from).parent.parent / METRICS
-            write_metrics(metrics_path, [r for r in read_metrics(source) if r["step"] <= step])
-    elif info.is_main and metrics_path.exists():
-        write_metrics(metrics_path, [])  # a run stopped before its first checkpoint starts over
+    step, first_loss, elapsed, tracker_state = restore(cfg, out, model, optimizer, device, info)
     prior = read_metrics(metrics_path) if info.is_main else []
     last_train = next((r["loss"] for r in reversed(prior) if r["kind"] == "train"), None)
     last_val = next((r["val_loss"] for r in reversed(prior) if r["kind"] == "eval"), None)
@@ -240,33 +267,23 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
             t0 = time.perf_counter()
             step += 1
             set_lr(optimizer, float(lrs[step - 1]))
-            batch_BxT1 = data.train_batch(step - 1, plan.global_rows)[plan.rank_slice(info.rank)].to(device, non_blocking=True)
-            loss_sum = torch.zeros((), device=device)
-            for m in range(plan.accum_steps):
-                micro = batch_BxT1[m * plan.micro_rows:(m + 1) * plan.micro_rows]
-                # only the last micro-batch all-reduces gradients under DDP
-                sync = info.enabled and m < plan.accum_steps - 1
-                with model.no_sync() if sync else contextlib.nullcontext():
-                    loss = lm_loss(model, micro, amp_factory()) / plan.accum_steps
-                    loss.backward()
-                loss_sum += loss.detach()
-            clip_grads(raw_model, cfg.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            batch_BxT1 = data.train_batch(step - 1, plan.global_rows)[plan.rank_slice(info.rank)]
+            loss_sum = train_step(model, optimizer, batch_BxT1.to(device, non_blocking=True), plan,
+                                  amp_factory, cfg.train.grad_clip, info.enabled)
             worst = torch.maximum(worst, loss_sum)
             step_time += time.perf_counter() - t0
             step_tokens += cfg.train.batch_tokens
 
-            if step == 1 or step % check_every == 0 or step % log_every == 0 or step == total:
-                check = ddp.all_sum(torch.stack([worst, loss_sum]), info) / info.world_size
-                w, cur = check.tolist()
-                if first_loss is None:
-                    first_loss = cur
-                if step == 1 or step % log_every == 0 or step == total or not w <= cfg.run.diverge_factor * first_loss:
+            log_now = step == 1 or step % log_every == 0 or step == total
+            if log_now or step % check_every == 0:
+                w, cur = (ddp.all_sum(torch.stack([worst, loss_sum]), info) / info.world_size).tolist()
+                first_loss = cur if first_loss is None else first_loss
+                diverged = not (math.isfinite(w) and w <= cfg.run.diverge_factor * first_loss)
+                if log_now or diverged:
                     last_train = _finite_or_none(cur)
                     if trackers:
                         trackers.log(row("train", step, loss=last_train))
-                if not (math.isfinite(w) and w <= cfg.run.diverge_factor * first_loss):
+                if diverged:
                     raise Diverged(f"train loss {w:.4g} at step {step} (first loss {first_loss:.4g}, "
                                    f"run.diverge_factor={cfg.run.diverge_factor})")
                 worst = torch.zeros((), device=device)
