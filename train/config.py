@@ -211,11 +211,15 @@ def config_hash(cfg: RunConfig) -> str:
 
     `run.name`, `run.sweep`, tracker settings and checkpoint bookkeeping do not
     change the curve, so they are left out: renaming a sweep does not retrain it.
+    `train.init_from` is left out too: a WSD cooldown branched from a stable run's
+    checkpoint reproduces the from-scratch run exactly (the trainer checks the
+    parent is compatible), so both are the same run with the same id.
     """
     d = cfg.to_dict()
-    for k in ("name", "sweep", "tracker", "wandb_project", "wandb_group", "ckpt_every", "ckpt_keep", "log_every"):
+    for k in ("name", "sweep", "tracker", "wandb_project", "wandb_group", "ckpt_every", "ckpt_keep", "ckpt_steps",
+              "log_every"):
         d["run"].pop(k, None)
-    for k in ("device", "compile", "threads", "micro_batch_tokens"):
+    for k in ("device", "compile", "threads", "micro_batch_tokens", "init_from"):
         d["train"].pop(k, None)
     for k in ("cache_dir", "num_proc"):
         d["data"].pop(k, None)
