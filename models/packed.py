@@ -14,8 +14,9 @@ mirrors gpt.py operation by operation; tests compare the two for every variant.
 Why a hand-stacked module rather than `torch.func.stack_module_state` + `vmap`
 over the GPT itself: vmap has no batching rule for the fused attention kernels
 (`_scaled_dot_product_flash_attention_for_cpu` falls back to a per-model loop,
-with a warning), which gives up exactly the fusion packing is for. Here the
-attention simply folds K into the batch dimension.
+with a warning), which gives up exactly the fusion packing is for, and it
+measured slower than this module in every row of benchmarks/README.md
+("Packed training"). Here the attention simply folds K into the batch dimension.
 
 Shapes in names: K models, B batch, T time, N = B*T, C width, H heads, D head
 size, F mlp hidden, V vocabulary, Vp padded vocabulary.
