@@ -1,0 +1,419 @@
+"""`testbed demo --out DIR`: the main job, end to end, with the forecast checked.
+
+1. train a ladder of tiny GPTs (several sizes x tokens-per-parameter ratios) as a sweep;
+2. fit a scaling law to the ladder's final losses, with bootstrap intervals over runs;
+3. forecast a target run with >= 10x the compute of the largest ladder run: its final
+   loss (point and 90% interval) and its whole curve; write the forecast *before*
+   the target trains (`forecast.json` has `actual: null` until then);
+4. train the target, and compare predicted with actual;
+5. write a Markdown report with the plots.
+
+Every stage is idempotent: a rerun with the same settings skips finished runs and
+resumes interrupted ones; a directory holding a different demo is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from train.config import ConfigError, RunConfig, apply_overrides, from_dict
+from train.rundir import atomic_write_json, read_json
+
+DEMO_FILE = "demo.json"
+FORECAST_FILE = "forecast.json"
+FIT_FILE = "fit.json"
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Everything that decides a demo's runs; stored in DIR/demo.json."""
+    name: str
+    base: dict                      # run-config overrides shared by the ladder and the target
+    sizes: tuple                    # ladder shapes: ({"width": .., "depth": ..}, ...)
+    tokens: tuple                   # ladder token budgets; every size trains at every budget (a full N x D grid)
+    target: dict                    # the target: {"width", "depth", "compute_ratio"}; its tokens are chosen so its
+                                    # compute is compute_ratio x the largest ladder run's (by the run's FLOP convention)
+    n_params: str = "non_embedding"  # N convention of the ladder and the fit
+    law: str = "chinchilla"
+    bootstrap: int = 1000
+    level: float = 0.9
+    jobs: int = 2
+
+
+def _base(context: int, batch_tokens: int, lr: float, points: int, val_tokens: int, device: str,
+          vocab: int = 512, warmup: int = 10, head_dim: int = 8) -> dict:
+    return {
+        "model": {"kind": "gpt", "context": context, "head_dim": head_dim},
+        "data": {"source": "synthetic", "vocab_size": vocab, "seed": 0},
+        "train": {"batch_tokens": batch_tokens, "device": device},
+        "optim": {"lr": lr},
+        "schedule": {"kind": "cosine", "warmup_steps": warmup, "final_frac": 0.1},
+        "eval": {"points": points, "tokens": val_tokens},
+        "run": {"flop_convention": "exact"},
+    }
+
+
+SCALES: dict[str, DemoScale] = {
+    # a miniature for the test suite: seconds, not a meaningful forecast
+    "mini": DemoScale(
+        name="mini",
+        base=_base(context=32, batch_tokens=512, lr=1e-2, points=6, val_tokens=2048, device="cpu", vocab=128, warmup=2),
+        sizes=({"width": 16, "depth": 1}, {"width": 24, "depth": 1}, {"width": 32, "depth": 1}),
+        tokens=(5120, 10240),
+        target={"width": 64, "depth": 2, "compute_ratio": 10.0},
+        bootstrap=100, jobs=2,
+    ),
+    # the README's main job: ~10 minutes on a 2-core CPU
+    "cpu": DemoScale(
+        name="cpu",
+        base=_base(context=64, batch_tokens=4096, lr=3e-3, points=16, val_tokens=32768, device="cpu"),
+        sizes=({"width": 16, "depth": 2}, {"width": 24, "depth": 2}, {"width": 32, "depth": 2},
+               {"width": 48, "depth": 2}, {"width": 64, "depth": 2}),
+        tokens=(409_600, 819_200, 1_638_400),
+        target={"width": 128, "depth": 2, "compute_ratio": 10.0},
+    ),
+    # a real experiment on one GPU
+    "gpu": DemoScale(
+        name="gpu",
+        base=_base(context=256, batch_tokens=65536, lr=3e-3, points=32, val_tokens=262144, device="cuda", head_dim=64),
+        sizes=({"width": 128, "depth": 2}, {"width": 192, "depth": 3}, {"width": 256, "depth": 4},
+               {"width": 320, "depth": 5}, {"width": 384, "depth": 6}),
+        tokens=(50_000_000, 100_000_000, 200_000_000),
+        target={"width": 768, "depth": 8, "compute_ratio": 30.0},
+        jobs=1,
+    ),
+}
+
+
+class DemoError(ValueError):
+    """A demo that cannot start (bad directory, bad settings); the message says what to do."""
+
+
+# ---------------------------------------------------------------------------
+# configs
+
+def ladder_spec(scale: DemoScale) -> dict:
+    return {
+        "name": f"demo-{scale.name}-ladder",
+        "description": "demo ladder: every size at every token budget",
+        "base": scale.base,
+        "family": "grid",
+        "n_params": scale.n_params,
+        "zip": [{"model.width": [s["width"] for s in scale.sizes], "model.depth": [s["depth"] for s in scale.sizes]}],
+        "axes": {"train.tokens": list(scale.tokens)},
+        "executor": {"jobs": scale.jobs, "retries": 1},
+    }
+
+
+def ladder_runs(scale: DemoScale) -> list:
+    """The ladder's planned runs (resolved configs, N, FLOPs), without training anything."""
+    from sweeps.expand import expand
+    from sweeps.spec import spec_from_dict
+    return expand(spec_from_dict(ladder_spec(scale)))
+
+
+def target_config(scale: DemoScale, target: dict | None = None) -> RunConfig:
+    """The target run: the ladder's base config at the target shape, with tokens for its compute ratio.
+
+    Tokens are whole batches; the ratio is against the largest ladder run by the runs' own FLOP
+    convention, so `compute_ratio` in forecast.json is what the target really costs.
+    """
+    from models.counting import flops_per_token
+
+    t = dict(scale.target if target is None else target)
+    c_max = max(r.flops for r in ladder_runs(scale))
+    cfg = from_dict(RunConfig, json.loads(json.dumps(scale.base)))
+    cfg = apply_overrides(cfg, {"model.width": t["width"], "model.depth": t["depth"],
+                                "run.name": f"target-w{t['width']}-d{t['depth']}", "run.sweep": f"demo-{scale.name}"})
+    cfg = apply_overrides(cfg, {"model.vocab_size": cfg.resolved().model.vocab_size})
+    fpt = flops_per_token(cfg.model, cfg.run.flop_convention)
+    batches = max(1, math.ceil(t["compute_ratio"] * c_max / fpt / cfg.train.batch_tokens))
+    return apply_overrides(cfg, {"train.tokens": batches * cfg.train.batch_tokens}).resolved()
+
+
+def _settings(scale: DemoScale) -> dict:
+    """What makes two demos the same demo (how many jobs ran at once does not)."""
+    d = json.loads(json.dumps(asdict(scale)))
+    d.pop("jobs")
+    return d
+
+
+def prepare_dir(out: Path, scale: DemoScale) -> None:
+    """Create DIR or accept one holding the same demo; refuse anything else before work starts."""
+    settings = _settings(scale)
+    marker = out / DEMO_FILE
+    if marker.exists():
+        old = read_json(marker)
+        if old.get("settings") != settings:
+            raise DemoError(f"{str(out)!r} holds a different demo (scale {old.get('settings', {}).get('name')!r}); "
+                            "choose another --out or delete that directory")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise DemoError(f"{str(out)!r} is not empty and holds no {DEMO_FILE}: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DemoError(f"cannot create {str(out)!r}: {e.strerror or e}") from None
+    atomic_write_json(marker, {"settings": settings, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def _check_disk(out: Path, need_mb: float) -> None:
+    free_mb = shutil.disk_usage(out).free / 2**20
+    if free_mb < need_mb:
+        raise DemoError(f"only {free_mb:.0f} MB free under {str(out)!r}; the demo needs about {need_mb:.0f} MB")
+
+
+# ---------------------------------------------------------------------------
+# stages
+
+def run_ladder(out: Path, scale: DemoScale, quiet: bool) -> Path:
+    from sweeps.expand import expand
+    from sweeps.local import lock_sweep_dir, run_local
+    from sweeps.progress import make_progress
+    from sweeps.spec import spec_from_dict
+    from sweeps.sweepdir import prepare
+
+    spec = spec_from_dict(ladder_spec(scale))
+    runs = expand(spec)
+    ladder_dir = out / "ladder"
+    lock = lock_sweep_dir(ladder_dir)
+    try:
+        sd = prepare(ladder_dir, spec, runs)
+        display = make_progress(runs, quiet=quiet)
+        try:
+            outcome = run_local(sd, runs, jobs=scale.jobs, retries=spec.executor.retries, display=display)
+        finally:
+            display.close()
+    finally:
+        lock.release()
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    bad = {k: v for k, v in outcome.state.items() if v != "completed"}
+    if len(bad) > len(runs) // 3:
+        raise RuntimeError(f"{len(bad)} of {len(runs)} ladder runs did not complete ({bad}); see {ladder_dir}/logs")
+    return ladder_dir
+
+
+def fit_ladder(ladder_dir: Path, scale: DemoScale, out: Path):
+    from analysis.fitting import fit
+    from analysis.load import load_runs
+
+    table = load_runs(ladder_dir, n_convention=scale.n_params)
+    result = fit(table, scale.law, bootstrap=scale.bootstrap, level=scale.level, seed=0)
+    result.to_json(out / FIT_FILE)
+    return table, result
+
+
+def make_forecast(scale: DemoScale, result, table, target: RunConfig) -> dict:
+    """Forecast the target's final loss and its whole curve from the fit alone (the target has not trained)."""
+    import numpy as np
+
+    from analysis.predict import loss_at, predict_run
+    from models.counting import flops_per_token, param_counts
+
+    n_target = float(param_counts(target.model)[scale.n_params])
+    d_target = float(target.steps * target.train.batch_tokens)
+    c_target = flops_per_token(target.model, target.run.flop_convention) * d_target
+    finals = table[table["final"]]
+    c_ladder_max = float(finals["C"].max())
+    final = loss_at(result, level=scale.level, N=n_target, D=d_target)
+    curve = predict_run(result, target, level=scale.level)
+    steps = np.asarray(curve.extra["steps"])
+    return {
+        "law": result.law,
+        "level": scale.level,
+        "predicted": float(final.point[0]) if np.ndim(final.point) else float(final.point),
+        "lower": float(np.ravel(final.lower)[0]),
+        "upper": float(np.ravel(final.upper)[0]),
+        "actual": None,
+        "abs_rel_error": None,
+        "inside_interval": None,
+        "compute_ratio": c_target / c_ladder_max,
+        "target": {"run_id": target.run_id(), "N": n_target, "n_convention": scale.n_params, "D": d_target,
+                   "C": c_target, "width": target.model.width, "depth": target.model.depth},
+        "ladder": {"runs": int(finals["run"].nunique()), "max_C": c_ladder_max,
+                   "N_range": [float(finals["N"].min()), float(finals["N"].max())],
+                   "D_range": [float(finals["D"].min()), float(finals["D"].max())]},
+        "fit": {"params": result.params, "intervals": {k: list(v) for k, v in result.intervals.items()},
+                "warnings": list(result.warnings), "converged": result.converged},
+        "curve": {"steps": steps.tolist(), "tokens": (steps * target.train.batch_tokens).tolist(),
+                  "predicted": np.ravel(curve.point).tolist(), "lower": np.ravel(curve.lower).tolist(),
+                  "upper": np.ravel(curve.upper).tolist(), "note": curve.note, "actual": None},
+        "loss_floor": None,
+    }
+
+
+def check_forecast(forecast: dict, target_dir: Path) -> dict:
+    """Fill in what the trained target actually reached."""
+    from train.rundir import read_run
+
+    _, metrics, summary = read_run(target_dir)
+    if not summary or summary.get("status") != "completed":
+        raise RuntimeError(f"the target run did not complete (status {summary and summary.get('status')}); see {target_dir}")
+    actual = float(summary["final_val_loss"])
+    evals = {int(r["step"]): float(r["val_loss"]) for r in metrics if r.get("kind") == "eval"}
+    forecast = dict(forecast)
+    forecast["actual"] = actual
+    forecast["abs_rel_error"] = abs(forecast["predicted"] - actual) / actual
+    forecast["inside_interval"] = bool(forecast["lower"] <= actual <= forecast["upper"])
+    forecast["loss_floor"] = summary.get("loss_floor")
+    curve = dict(forecast["curve"])
+    curve["actual"] = [evals.get(int(s)) for s in curve["steps"]]
+    pairs = [(p, a) for p, a in zip(curve["predicted"], curve["actual"]) if a is not None]
+    curve["are"] = sum(abs(p - a) / a for p, a in pairs) / len(pairs) if pairs else None
+    forecast["curve"] = curve
+    forecast["target"] = {**forecast["target"], "wall_time_s": summary.get("wall_time_s"),
+                          "tokens_per_s": summary.get("tokens_per_s")}
+    return forecast
+
+
+def write_demo_report(out: Path, table, result, forecast: dict) -> Path:
+    """DIR/report.md: ladder curves, the fit with its extrapolation band, and the target predicted vs actual."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import plot_curves, plot_fit
+
+    figs = out / "report_files"
+    figs.mkdir(exist_ok=True)
+    curves = plot_curves(table, figs / "ladder_curves.png")
+    fitfig = plot_fit(table, result, figs / "fit.png", extrapolate=max(10.0, forecast["target"]["D"] / table["D"].max()))
+
+    c = forecast["curve"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.fill_between(c["tokens"], c["lower"], c["upper"], alpha=0.25, lw=0, label=f"{forecast['level']:.0%} interval")
+    ax.plot(c["tokens"], c["predicted"], "--", label="forecast (from the ladder only)")
+    got = [(t, a) for t, a in zip(c["tokens"], c["actual"]) if a is not None]
+    if got:
+        ax.plot(*zip(*got), "o-", ms=3, label="actual")
+    if forecast.get("loss_floor"):
+        ax.axhline(forecast["loss_floor"], color="grey", ls=":", lw=1, label="loss floor (exact)")
+    ax.set(xscale="log", xlabel="tokens", ylabel="validation loss (nats/token)",
+           title=f"target run, {forecast['compute_ratio']:.0f}x the ladder's largest compute")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    target_png = figs / "target_curve.png"
+    fig.savefig(target_png, dpi=120)
+    plt.close(fig)
+
+    f = forecast
+    lines = [
+        "# Demo: a checked forecast", "",
+        f"Ladder: {f['ladder']['runs']} runs, N {f['ladder']['N_range'][0]:,.0f}–{f['ladder']['N_range'][1]:,.0f} "
+        f"({f['target']['n_convention']} parameters), D {f['ladder']['D_range'][0]:,.0f}–{f['ladder']['D_range'][1]:,.0f} tokens.",
+        f"Target: N = {f['target']['N']:,.0f}, D = {f['target']['D']:,.0f}, C = {f['target']['C']:.3g} FLOPs "
+        f"({f['compute_ratio']:.1f}x the largest ladder run).", "",
+        "| law | predicted | lower | upper | actual | rel. error | inside |", "|---|---|---|---|---|---|---|",
+        f"| {f['law']} | {f['predicted']:.4f} | {f['lower']:.4f} | {f['upper']:.4f} | "
+        + (f"{f['actual']:.4f} | {100 * f['abs_rel_error']:.2f}% | {'yes' if f['inside_interval'] else 'no'} |"
+           if f["actual"] is not None else "– | – | – |"),
+        "", "Fitted parameters (" + f"{f['level']:.0%} bootstrap intervals over runs):", "",
+        "| parameter | estimate | interval |", "|---|---|---|",
+    ]
+    for k, v in f["fit"]["params"].items():
+        iv = f["fit"]["intervals"].get(k)
+        lines.append(f"| {k} | {v:.4g} | " + (f"[{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "–") + " |")
+    if f["fit"]["warnings"]:
+        lines += ["", "Fit warnings: " + "; ".join(f["fit"]["warnings"])]
+    lines += ["", f"![ladder curves]({curves.relative_to(out)})", "", f"![fit]({fitfig.relative_to(out)})", "",
+              f"![target]({target_png.relative_to(out)})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# command line
+
+def _detect_scale() -> str:
+    try:
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def run_demo(out: str | Path, scale_name: str | None = None, quiet: bool = False, jobs: int | None = None) -> dict:
+    """The whole demo; returns the checked forecast (also in DIR/forecast.json)."""
+    from rich.console import Console
+
+    console = Console(quiet=quiet)
+    name = scale_name or _detect_scale()
+    if name not in SCALES:
+        raise DemoError(f"--scale must be one of {sorted(SCALES)}, got {name!r}")
+    scale = SCALES[name]
+    if jobs is not None:
+        if jobs < 1:
+            raise DemoError(f"--jobs must be >= 1, got {jobs}")
+        scale = DemoScale(**{**asdict(scale), "jobs": jobs})
+    out = Path(out)
+    target = target_config(scale)  # validates the target before anything trains
+    prepare_dir(out, scale)
+    _check_disk(out, need_mb=50 if name != "gpu" else 2000)
+    t0 = time.time()
+
+    console.rule(f"[bold]1/4 ladder[/] ({len(scale.sizes)} sizes x {len(scale.tokens)} token budgets, scale {name})")
+    ladder_dir = run_ladder(out, scale, quiet)
+
+    console.rule("[bold]2/4 fit[/]")
+    table, result = fit_ladder(ladder_dir, scale, out)
+    console.print(result.summary())
+
+    console.rule("[bold]3/4 forecast[/] (written before the target trains)")
+    fc_path = out / FORECAST_FILE
+    forecast = read_json(fc_path) if fc_path.exists() else None
+    if forecast is None or forecast.get("target", {}).get("run_id") != target.run_id():
+        forecast = make_forecast(scale, result, table, target)
+        atomic_write_json(fc_path, forecast)
+    console.print(f"target N={forecast['target']['N']:,.0f} D={forecast['target']['D']:,.0f} "
+                  f"({forecast['compute_ratio']:.1f}x the largest ladder compute): predicted final loss "
+                  f"{forecast['predicted']:.4f} [{forecast['lower']:.4f}, {forecast['upper']:.4f}]")
+
+    console.rule("[bold]4/4 target run[/]")
+    from train.api import train_run
+    target_dir = out / "target"
+    train_run(target, target_dir)
+    forecast = check_forecast(forecast, target_dir)
+    forecast["wall_time_s"] = time.time() - t0
+    atomic_write_json(fc_path, forecast)
+    report = write_demo_report(out, table, result, forecast)
+
+    console.rule("[bold]result[/]")
+    console.print(f"predicted {forecast['predicted']:.4f}  interval [{forecast['lower']:.4f}, {forecast['upper']:.4f}]  "
+                  f"actual {forecast['actual']:.4f}  error {100 * forecast['abs_rel_error']:.2f}%  "
+                  f"inside: {'yes' if forecast['inside_interval'] else 'no'}")
+    if forecast["curve"].get("are") is not None:
+        console.print(f"whole-curve ARE {100 * forecast['curve']['are']:.2f}%  ({forecast['curve']['note']})")
+    console.print(f"compute ratio {forecast['compute_ratio']:.1f}x; loss floor {forecast['loss_floor']:.4f}; "
+                  f"wall time {forecast['wall_time_s'] / 60:.1f} min")
+    console.print(f"forecast: {fc_path}\nreport:   {report}")
+    return forecast
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="testbed demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output directory (a rerun resumes it)")
+    p.add_argument("--scale", choices=sorted(SCALES), default=None,
+                   help="cpu (default without a GPU), gpu (default with one), mini (seconds; for tests)")
+    p.add_argument("--jobs", type=int, default=None, help="ladder runs trained at once")
+    p.add_argument("--quiet", action="store_true")
+    ns = p.parse_args(argv)
+    try:
+        run_demo(ns.out, ns.scale, quiet=ns.quiet, jobs=ns.jobs)
+    except (DemoError, ConfigError) as e:
+        print(f"demo error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("demo interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,120 @@
+"""The checked forecast end to end, at the miniature scale (seconds on a CPU)."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import namedtuple
+
+import pytest
+
+from testbed import demo
+
+
+@pytest.fixture(scope="module")
+def finished_demo(tmp_path_factory):
+    """A mini demo interrupted as the target starts, then rerun to the end."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    import train.api
+
+    real = train.api.train_run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    train.api.train_run = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(out, "mini", quiet=True)
+    finally:
+        train.api.train_run = real
+    before = json.loads((out / demo.FORECAST_FILE).read_text())
+    ladder_mtimes = {p: p.stat().st_mtime_ns for p in (out / "ladder").glob("*/summary.json")}
+    result = demo.run_demo(out, "mini", quiet=True)
+    return out, before, ladder_mtimes, result
+
+
+def test_forecast_is_written_before_the_target_trains(finished_demo):
+    out, before, _, _ = finished_demo
+    assert before["actual"] is None and before["inside_interval"] is None
+    assert before["lower"] <= before["predicted"] <= before["upper"]
+
+
+def test_forecast_json_is_complete_and_consistent(finished_demo):
+    out, before, _, result = finished_demo
+    fc = json.loads((out / demo.FORECAST_FILE).read_text())
+    assert fc == json.loads(json.dumps(result))
+    for key in ("predicted", "lower", "upper", "actual", "compute_ratio", "law"):
+        assert fc[key] is not None, key
+    assert fc["lower"] <= fc["predicted"] <= fc["upper"]
+    assert fc["compute_ratio"] >= 10
+    # the forecast made before the target trained is the one checked afterwards
+    assert fc["predicted"] == before["predicted"] and fc["lower"] == before["lower"]
+    summary = json.loads((out / "target" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert fc["actual"] == summary["final_val_loss"]
+    assert fc["abs_rel_error"] == pytest.approx(abs(fc["predicted"] - fc["actual"]) / fc["actual"])
+    assert fc["inside_interval"] == (fc["lower"] <= fc["actual"] <= fc["upper"])
+    # the target's compute really is compute_ratio x the largest ladder run
+    ladder = [json.loads(p.read_text()) for p in (out / "ladder").glob("*/summary.json")]
+    c_max = max(s["flops_per_token"] * s["tokens"] for s in ladder)
+    assert fc["compute_ratio"] == pytest.approx(summary["flops_per_token"] * summary["tokens"] / c_max, rel=1e-9)
+    curve = fc["curve"]
+    assert len(curve["predicted"]) == len(curve["steps"]) == len(curve["actual"])
+    assert curve["actual"][-1] == pytest.approx(fc["actual"])
+    assert all(lo <= hi for lo, hi in zip(curve["lower"], curve["upper"]))
+
+
+def test_outputs_exist(finished_demo):
+    from analysis.fitresult import FitResult
+
+    out, *_ = finished_demo
+    fit = FitResult.from_json(out / demo.FIT_FILE)
+    assert fit.law == "chinchilla" and fit.samples is not None
+    report = (out / "report.md").read_text()
+    for png in ("ladder_curves.png", "fit.png", "target_curve.png"):
+        assert (out / "report_files" / png).stat().st_size > 0
+        assert png in report
+
+
+def test_rerun_trains_nothing_again(finished_demo):
+    out, _, ladder_mtimes, result = finished_demo
+    target_summary = out / "target" / "summary.json"
+    t0 = target_summary.stat().st_mtime_ns
+    again = demo.run_demo(out, "mini", quiet=True)
+    assert again["actual"] == result["actual"] and again["predicted"] == result["predicted"]
+    assert target_summary.stat().st_mtime_ns == t0
+    assert ladder_mtimes and all(p.stat().st_mtime_ns == m for p, m in ladder_mtimes.items())
+
+
+def test_a_directory_holding_another_demo_is_refused(finished_demo, monkeypatch):
+    out, *_ = finished_demo
+    other = demo.DemoScale(**{**demo.asdict(demo.SCALES["mini"]), "bootstrap": 7})
+    monkeypatch.setitem(demo.SCALES, "mini", other)
+    with pytest.raises(demo.DemoError, match="different demo"):
+        demo.run_demo(out, "mini", quiet=True)
+
+
+def test_bad_directories_and_settings_fail_before_training(tmp_path, monkeypatch):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(demo.DemoError, match="not empty"):
+        demo.run_demo(busy, "mini", quiet=True)
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    with pytest.raises(demo.DemoError, match="--scale"):
+        demo.run_demo(tmp_path / "x", "huge", quiet=True)
+    with pytest.raises(demo.DemoError, match="--jobs"):
+        demo.run_demo(tmp_path / "x", "mini", quiet=True, jobs=0)
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 2**20, 2**20))
+    with pytest.raises(demo.DemoError, match="MB free"):
+        demo.run_demo(tmp_path / "full", "mini", quiet=True)
+    assert not (tmp_path / "full" / "ladder").exists()
+
+
+def test_cli_exit_code_names_the_problem(tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "f").write_text("x")
+    assert demo.main(["--out", str(busy), "--scale", "mini", "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err
