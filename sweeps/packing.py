@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Sequence
 
-from train.config import ConfigError, RunConfig, to_dict
+from train.config import ConfigError, RunConfig, flatten, to_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from sweeps.expand import PlannedRun
@@ -40,19 +40,9 @@ SAME_KEYS = (
 )
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def pack_fields(cfg: RunConfig) -> dict[str, Any]:
     """The dotted keys (and values) that runs of one pack must share."""
-    flat = _flat(to_dict(cfg))
+    flat = flatten(to_dict(cfg))
     return {k: v for k, v in flat.items() if k.split(".")[0] in SAME_SECTIONS or k in SAME_KEYS}
 
 

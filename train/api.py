@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from train import ddp
-from train.config import ConfigError, RunConfig
+from train.config import ConfigError, RunConfig, flatten
 from train.optim import plan_batches
 from train.rundir import CKPT_DIR, CONFIG, METRICS, SUMMARY, atomic_write_json, read_json
 
@@ -30,19 +30,9 @@ RESUMABLE_KEYS = frozenset({
 FINISHED = ("completed", "diverged")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def config_difference(stored: dict[str, Any], cfg: RunConfig) -> str | None:
     """The first key (dotted) where `stored` and `cfg` disagree, ignoring RESUMABLE_KEYS; None if they agree."""
-    a, b = _flatten(stored), _flatten(cfg.to_dict())
+    a, b = flatten(stored), flatten(cfg.to_dict())
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_KEYS:
             continue
