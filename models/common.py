@@ -74,6 +74,22 @@ def param_groups(cfg: ModelConfig, named_roles: Iterable[tuple[str, nn.Parameter
     return list(groups.values())
 
 
+def named_roles(model: nn.Module, embedding_prefixes: tuple[str, ...]) -> list[tuple[str, nn.Parameter, str]]:
+    """Each parameter's muP/decay role: embedding tables, the readout (`head.`), hidden matrices, vectors."""
+    out = []
+    for name, p in model.named_parameters():
+        if name.startswith(embedding_prefixes):
+            role = "embedding"
+        elif name.startswith("head."):
+            role = "readout"
+        elif p.ndim >= 2:
+            role = "hidden"
+        else:
+            role = "vector"
+        out.append((name, p, role))
+    return out
+
+
 def check_roles_cover(model: nn.Module, named_roles: list[tuple[str, nn.Parameter, str]]) -> None:
     """Every trainable parameter must have exactly one role (guards against a new layer slipping through)."""
     have = {id(p) for _, p, _ in named_roles}

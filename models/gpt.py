@@ -158,18 +158,7 @@ class GPT(nn.Module):
         return logits_BxTxVp[..., : self.config.vocab_size], None
 
     def named_roles(self) -> list[tuple[str, nn.Parameter, str]]:
-        out = []
-        for name, p in self.named_parameters():
-            if name.startswith(("wte.", "wpe.")):
-                role = "embedding"
-            elif name.startswith("head."):
-                role = "readout"
-            elif p.ndim >= 2:
-                role = "hidden"
-            else:
-                role = "vector"
-            out.append((name, p, role))
-        return out
+        return common.named_roles(self, ("wte.", "wpe."))
 
     def param_groups(self, weight_decay: float, exclude_from_decay: bool) -> list[dict]:
         roles = self.named_roles()

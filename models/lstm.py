@@ -61,18 +61,7 @@ class LSTMLM(nn.Module):
         return logits_BxTxVp[..., : self.config.vocab_size], (h_LxBxC, c_LxBxC)
 
     def named_roles(self) -> list[tuple[str, nn.Parameter, str]]:
-        out = []
-        for name, p in self.named_parameters():
-            if name.startswith("wte."):
-                role = "embedding"
-            elif name.startswith("head."):
-                role = "readout"
-            elif p.ndim >= 2:
-                role = "hidden"
-            else:
-                role = "vector"
-            out.append((name, p, role))
-        return out
+        return common.named_roles(self, ("wte.",))
 
     def param_groups(self, weight_decay: float, exclude_from_decay: bool) -> list[dict]:
         roles = self.named_roles()
