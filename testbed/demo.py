@@ -51,7 +51,8 @@ class DemoScale:
 def _base(context: int, batch_tokens: int, lr: float, points: int, val_tokens: int, device: str,
           vocab: int = 512, warmup: int = 10, head_dim: int = 8) -> dict:
     return {
-        "model": {"kind": "gpt", "context": context, "head_dim": head_dim},
+        "model": {"kind": "gpt", "context": context, "head_dim": head_dim,
+                  "vocab_pad_multiple": 64 if device == "cuda" else 1},
         "data": {"source": "synthetic", "vocab_size": vocab, "seed": 0},
         "train": {"batch_tokens": batch_tokens, "device": device},
         "optim": {"lr": lr},

@@ -52,7 +52,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1       # decoupled (AdamW)
     exclude_from_decay: bool = True  # no decay on norms, biases and embeddings
-    fused: bool = False             # fused AdamW kernel (CUDA)
+    fused: bool = True              # fused AdamW kernel on CUDA (ignored on CPU)
 
 
 @dataclass(frozen=True)
