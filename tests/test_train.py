@@ -182,7 +182,10 @@ def test_read_run_names_a_directory_without_config(tmp_path):
 
 def test_testbed_train_dispatches_to_the_same_cli(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(["testbed", "train", "--out", str(out), *(f"{k}={v}" for k, v in TINY.items())],
+    # the console script installed beside this interpreter (the venv need not be on PATH)
+    script = Path(sys.executable).with_name("testbed")
+    assert script.exists(), f"the testbed console script is not installed beside {sys.executable}"
+    proc = subprocess.run([str(script), "train", "--out", str(out), *(f"{k}={v}" for k, v in TINY.items())],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
