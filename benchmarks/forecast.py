@@ -1,0 +1,357 @@
+"""How accurate are the testbed's forecasts, and how well calibrated are their intervals?
+
+The checked forecast of `testbed demo`, repeated: for every seed (data.seed and
+run.seed varied together) ONE ladder is trained (every size at every token
+budget, as the demo does) and one target per compute ratio (the demo's
+`target_config`: its tokens make its compute `ratio` x the largest ladder
+run's). Every law is then fitted on that ladder and scored on the same targets,
+so comparing laws costs no extra training:
+
+- chinchilla: L = E + A/N^alpha + B/D^beta on final losses (the demo's default);
+- kaplan: L = [(Nc/N)^(aN/aD) + Dc/D]^aD on final losses;
+- schedule: the whole-curve law (Tissue et al. 2024 plus a size term), fitted on every
+  eval point of every ladder run and read through `analysis.predict.predict_run`;
+- chinchilla, E = floor (oracle): E fixed at the data's exact loss floor, which a
+  real corpus never gives; it shows what knowing the irreducible loss would buy.
+
+Every forecast (point, 90% interval, whole curve) is written to
+`<out>/seed<k>/forecasts.json` before that seed's targets train, then scored
+with `testbed.demo.check_forecast`. Two intervals are scored: the parameter
+interval the demo reports (bootstrap over runs) and the predictive interval of
+`analysis.backtest` (each bootstrap prediction plus a resampled log residual of
+the fit; Davison & Hinkley 1997, Sec. 6.3.3). The whole-curve ARE is the mean
+|pred - actual| / actual over the target's eval points; the final-loss laws
+read D = tokens seen at each step there (a proxy: those laws describe a run's
+final loss under a schedule tuned to its length).
+
+Per-case rows go to `<out>/cases.json`; the table is printed. Reruns reuse
+finished ladders and targets.
+
+    python benchmarks/forecast.py --out /tmp/forecast-bench --seeds 0,1,2 --ratios 10,30
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LEVEL = 0.9
+
+
+@dataclass(frozen=True)
+class LawSpec:
+    """One way to forecast: a law, which ladder rows it is fitted on, and parameters held fixed."""
+    label: str
+    law: str
+    select: str = "final"
+    fix_floor: bool = False         # hold E at the data's exact loss floor (an oracle; see the module doc)
+
+
+LAW_SPECS = {
+    "chinchilla": LawSpec("chinchilla", "chinchilla"),
+    "kaplan": LawSpec("kaplan", "kaplan"),
+    "schedule": LawSpec("schedule (all points)", "schedule", select="all"),
+    "chinchilla-floor": LawSpec("chinchilla, E = floor (oracle)", "chinchilla", fix_floor=True),
+}
+
+
+@dataclass(frozen=True)
+class BenchScale:
+    """The cheap CPU ladder and targets; every seed uses the same shapes and budgets."""
+    context: int = 32
+    vocab: int = 256
+    batch_tokens: int = 1024
+    lr: float = 3e-3
+    eval_points: int = 12
+    val_tokens: int = 16384
+    widths: tuple = (16, 24, 32, 48)
+    depth: int = 2
+    tokens: tuple = (102_400, 204_800, 409_600)   # 100, 200, 400 optimizer steps
+    target_width: dict = None                      # compute ratio -> target width
+    bootstrap: int = 200
+
+
+def demo_scale(bs: BenchScale, seed: int, jobs: int):
+    """The demo's DemoScale for one seed: the demo's own base config at the benchmark's size."""
+    from testbed.demo import DemoScale, _base
+
+    base = _base(context=bs.context, batch_tokens=bs.batch_tokens, lr=bs.lr, points=bs.eval_points,
+                 val_tokens=bs.val_tokens, device="cpu", vocab=bs.vocab, head_dim=8)
+    base["data"]["seed"] = seed
+    base["run"]["seed"] = seed
+    # pinned: ignored on CPU, but part of the run id, so a change of its default cannot orphan finished runs
+    base["optim"]["fused"] = False
+    return DemoScale(name=f"forecast-bench-s{seed}", base=base,
+                     sizes=tuple({"width": w, "depth": bs.depth} for w in bs.widths), tokens=bs.tokens,
+                     target={"width": max(bs.target_width.values()), "depth": bs.depth,
+                             "compute_ratio": min(bs.target_width)},
+                     n_params="non_embedding", law="chinchilla", bootstrap=bs.bootstrap, level=LEVEL, jobs=jobs)
+
+
+# ---------------------------------------------------------------------------
+# forecasts
+
+
+def fit_and_forecast(spec: LawSpec, table, targets: dict, bootstrap: int) -> dict:
+    """Fit one law on the ladder table and forecast every target: {ratio: forecast dict}."""
+    from analysis.fitting import fit
+
+    floor = float(table["loss_floor"].iloc[0])
+    fixed = {"E": floor} if spec.fix_floor else None
+    t0 = time.perf_counter()
+    result = fit(table, spec.law, bootstrap=bootstrap, level=LEVEL, seed=0, select=spec.select, fixed=fixed)
+    fit_s = time.perf_counter() - t0
+    resid = _log_residuals(result, table, spec)
+    return {ratio: _forecast(spec, result, cfg, resid, fit_s) for ratio, cfg in targets.items()}
+
+
+def _log_residuals(result, table, spec: LawSpec) -> np.ndarray:
+    """log(actual) - log(fit) on the rows the law was fitted on."""
+    from analysis.backtest import covariates_for
+
+    rows = table[table["final"]] if spec.select == "final" else table
+    pred = np.asarray(result.predict(**covariates_for(rows, spec.law)), float)
+    return np.log(rows["loss"].to_numpy(float)) - np.log(pred)
+
+
+def _final_covariates(law: str, result, cfg) -> dict:
+    """The law's covariates at the planned run's last step (N by the fit's convention)."""
+    from analysis.laws import schedule_features
+    from models.counting import param_counts
+    from train.schedules import lr_curve
+
+    N = np.array([float(param_counts(cfg.model)[result.convention.get("N") or "non_embedding"])])
+    if law == "schedule":
+        lr = lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule)
+        S1, S2 = schedule_features(lr, np.array([cfg.steps]), 0.999, tokens_per_step=float(cfg.train.batch_tokens))
+        return {"N": N, "S1": np.atleast_1d(S1), "S2": np.atleast_1d(S2)}
+    return {"N": N, "D": np.array([float(cfg.steps * cfg.train.batch_tokens)])}
+
+
+def _forecast(spec: LawSpec, result, cfg, resid: np.ndarray, fit_s: float) -> dict:
+    """Point, parameter interval, predictive interval and whole curve of the target's loss (no target data used)."""
+    from analysis.predict import predict_run
+
+    curve = predict_run(result, cfg, level=LEVEL)
+    steps = np.asarray(curve.extra["steps"])
+    # the final point of the curve is the law at the target's last step: D = its tokens, or its S1/S2
+    predicted, lower, upper = (float(np.ravel(a)[-1]) for a in (curve.point, curve.lower, curve.upper))
+    cov = _final_covariates(spec.law, result, cfg)
+    check = float(np.ravel(result.predict(**cov))[0])
+    if not math.isclose(check, predicted, rel_tol=1e-6):
+        raise RuntimeError(f"{spec.label}: final point of predict_run ({predicted}) differs from the law at the "
+                           f"target's last step ({check})")
+    log_samples_B = np.log(np.ravel(np.asarray(result.predict_samples(**cov), float)))
+    rng = np.random.default_rng(0)
+    noisy_B = log_samples_B + rng.choice(resid, size=log_samples_B.shape, replace=True)
+    q = 100.0 * (1.0 - LEVEL) / 2.0
+    p_lo, p_hi = np.exp(np.percentile(noisy_B, [q, 100.0 - q]))
+    return {
+        "law": spec.law, "label": spec.label, "level": LEVEL, "predicted": predicted, "lower": lower, "upper": upper,
+        "pred_lower": float(p_lo), "pred_upper": float(p_hi),
+        "actual": None, "abs_rel_error": None, "inside_interval": None,
+        "fit": {"params": result.params, "converged": result.converged, "warnings": list(result.warnings),
+                "seconds": fit_s, "residual_sd": float(np.std(resid))},
+        "curve": {"steps": steps.tolist(), "predicted": np.ravel(curve.point).tolist(), "note": curve.note,
+                  "actual": None},
+    }
+
+
+# ---------------------------------------------------------------------------
+# training
+
+
+def train_targets(jobs_list: list, jobs: int) -> None:
+    """Train every (run dir, config) with `python -m train`, `jobs` at a time, largest compute first.
+
+    Finished runs are skipped; a failed one stops the benchmark with the path of its log.
+    """
+    from models.counting import flops_per_token
+    from train.rundir import read_json
+
+    todo = []
+    for d, cfg in jobs_list:
+        summ = d / "summary.json"
+        if summ.exists() and read_json(summ).get("status") == "completed":
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        (d.parent / f"{d.name}.json").write_text(json.dumps(cfg.to_dict()))
+        todo.append((flops_per_token(cfg.model, cfg.run.flop_convention) * cfg.train.tokens, d))
+    # longest first, so the last jobs to finish are short ones and both workers stay busy
+    todo = [d for _, d in sorted(todo, key=lambda x: -x[0])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    running: list = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            d = todo.pop(0)
+            log = open(d.parent / f"{d.name}.log", "w")
+            running.append((d, log, subprocess.Popen([sys.executable, "-m", "train", str(d.parent / f"{d.name}.json"),
+                                                      "--out", str(d)], stdout=log, stderr=subprocess.STDOUT, env=env)))
+        time.sleep(0.5)
+        for item in list(running):
+            d, log, proc = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"target {d} exited with {proc.returncode}; see {d.parent / (d.name + '.log')}")
+
+
+# ---------------------------------------------------------------------------
+# one seed, the table
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    seed: int
+    targets: dict           # ratio -> resolved RunConfig
+    dirs: dict              # ratio -> target run dir
+    forecasts: dict         # law -> {ratio: forecast} or {"error": message}
+    c_ladder_max: float
+    ladder_s: float
+
+
+def prepare_seed(seed: int, bs: BenchScale, out: Path, laws: list, jobs: int) -> SeedPlan:
+    """Train (or reuse) the seed's ladder, fit every law and write the forecasts before any target trains."""
+    from analysis.load import load_runs
+    from testbed.demo import run_ladder, target_config
+    from train.rundir import atomic_write_json, read_json
+
+    scale = demo_scale(bs, seed, jobs)
+    seed_dir = out / f"seed{seed}"
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ladder_dir = run_ladder(seed_dir, scale, quiet=True)
+    ladder_s = time.perf_counter() - t0
+    table = load_runs(ladder_dir, n_convention=scale.n_params)
+    targets = {r: target_config(scale, {"width": w, "depth": bs.depth, "compute_ratio": r})
+               for r, w in sorted(bs.target_width.items())}
+
+    fc_path = seed_dir / "forecasts.json"
+    ids = {f"{r:g}": cfg.run_id() for r, cfg in targets.items()}
+    saved = read_json(fc_path) if fc_path.exists() else None
+    if saved is None or saved.get("targets") != ids or sorted(saved.get("forecasts", {})) != sorted(laws):
+        forecasts = {}
+        for name in laws:
+            try:
+                per_ratio = fit_and_forecast(LAW_SPECS[name], table, targets, bs.bootstrap)
+                forecasts[name] = {f"{r:g}": f for r, f in per_ratio.items()}
+            except (ValueError, RuntimeError) as e:
+                forecasts[name] = {"error": str(e).splitlines()[0]}
+        atomic_write_json(fc_path, {"targets": ids, "forecasts": forecasts})
+    return SeedPlan(seed=seed, targets=targets, dirs={r: seed_dir / f"target-x{r:g}" for r in targets},
+                    forecasts=read_json(fc_path)["forecasts"],
+                    c_ladder_max=float(table.loc[table["final"], "C"].max()), ladder_s=ladder_s)
+
+
+def score_seed(plan: SeedPlan, laws: list) -> list[dict]:
+    """Every law's forecasts of the seed's trained targets, scored: one row per (law, ratio)."""
+    from testbed.demo import check_forecast
+    from train.rundir import read_json
+
+    rows = []
+    for name in laws:
+        for r, cfg in plan.targets.items():
+            fc = plan.forecasts[name].get(f"{r:g}")
+            if fc is None:
+                rows.append({"seed": plan.seed, "law": name, "ratio": r, "error": plan.forecasts[name].get("error")})
+                continue
+            got = check_forecast({**fc, "target": {"run_id": cfg.run_id()}}, plan.dirs[r])
+            summary = read_json(plan.dirs[r] / "summary.json")
+            a = got["actual"]
+            rows.append({
+                "seed": plan.seed, "law": name, "label": fc["label"], "ratio": r,
+                "compute_ratio": float(summary["tokens"]) * float(summary["flops_per_token"]) / plan.c_ladder_max,
+                "target_width": cfg.model.width, "target_depth": cfg.model.depth, "target_tokens": summary["tokens"],
+                "target_N": float(summary["params_non_embedding"]), "target_wall_s": summary.get("wall_time_s"),
+                "actual": a, "predicted": got["predicted"], "lower": got["lower"], "upper": got["upper"],
+                "rel_error": (got["predicted"] - a) / a, "abs_rel_error": got["abs_rel_error"],
+                "inside": got["inside_interval"],
+                "pred_lower": fc["pred_lower"], "pred_upper": fc["pred_upper"],
+                "inside_predictive": bool(fc["pred_lower"] <= a <= fc["pred_upper"]),
+                "curve_are": got["curve"]["are"], "curve_note": got["curve"]["note"],
+                "loss_floor": got["loss_floor"], "fit": fc["fit"], "ladder_s": plan.ladder_s,
+            })
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"forecast accuracy: final val loss of the target, {LEVEL:.0%} intervals")
+    for col in ("law", "ratio", "cases", "median |rel err|", "max |rel err|", "mean curve ARE",
+                "coverage (param)", "coverage (predictive)", "mean width (param)", "mean width (pred)"):
+        t.add_column(col, justify="right")
+    keys = []
+    for r in rows:
+        if (r["law"], r["ratio"]) not in keys:
+            keys.append((r["law"], r["ratio"]))
+    for law, ratio in keys:
+        rs = [r for r in rows if r["law"] == law and r["ratio"] == ratio and "actual" in r]
+        label = LAW_SPECS[law].label
+        if not rs:
+            err = next(r.get("error") for r in rows if r["law"] == law and r["ratio"] == ratio)
+            t.add_row(label, f"{ratio:g}x", "0", f"failed: {err}", "", "", "", "", "", "")
+            continue
+        e = np.array([r["abs_rel_error"] for r in rs])
+        width = np.mean([(r["upper"] - r["lower"]) / r["actual"] for r in rs])
+        pwidth = np.mean([(r["pred_upper"] - r["pred_lower"]) / r["actual"] for r in rs])
+        t.add_row(label, f"{np.mean([r['compute_ratio'] for r in rs]):.1f}x", str(len(rs)), f"{np.median(e):.2%}",
+                  f"{e.max():.2%}", f"{np.mean([r['curve_are'] for r in rs]):.2%}",
+                  f"{np.mean([r['inside'] for r in rs]):.0%}", f"{np.mean([r['inside_predictive'] for r in rs]):.0%}",
+                  f"{width:.2%}", f"{pwidth:.2%}")
+    Console(width=160).print(t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="output directory (a rerun reuses finished runs)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--ratios", default="10:64,30:96",
+                    help="compute ratio:target width pairs (depth as the ladder's)")
+    ap.add_argument("--laws", default=",".join(LAW_SPECS), help=f"from {list(LAW_SPECS)}")
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    args = ap.parse_args(argv)
+
+    laws = [s for s in args.laws.split(",") if s]
+    bad = [s for s in laws if s not in LAW_SPECS]
+    if bad:
+        ap.error(f"--laws: unknown {bad}; choose from {list(LAW_SPECS)}")
+    try:
+        pairs = [p.split(":") for p in args.ratios.split(",")]
+        target_width = {float(r): int(w) for r, w in pairs}
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error("--ratios is RATIO:WIDTH[,RATIO:WIDTH...] and --seeds is INT[,INT...]")
+    if any(r <= 1 for r in target_width) or args.bootstrap < 20 or args.jobs < 1:
+        ap.error("ratios must exceed 1, --bootstrap must be >= 20 and --jobs >= 1")
+    bs = BenchScale(target_width=target_width, bootstrap=args.bootstrap)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    plans = []
+    for seed in seeds:
+        plans.append(prepare_seed(seed, bs, out, laws, args.jobs))
+        print(f"seed {seed}: ladder and forecasts done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    train_targets([(p.dirs[r], p.targets[r]) for p in plans for r in p.targets], args.jobs)
+    print(f"targets done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rows = [row for p in plans for row in score_seed(p, laws)]
+    (out / "cases.json").write_text(json.dumps(rows, indent=1))
+    print_table(rows)
+    print(f"per-case rows: {out / 'cases.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
