@@ -77,11 +77,23 @@ class BenchScale:
     tokens: tuple = (102_400, 204_800, 409_600)   # 100, 200, 400 optimizer steps
     target_width: dict = None                      # compute ratio -> target width
     bootstrap: int = 200
+    demo_cpu: bool = False                         # use the demo's own `cpu` scale (ladder, LR rule) instead
 
 
 def demo_scale(bs: BenchScale, seed: int, jobs: int):
     """The demo's DemoScale for one seed: the demo's own base config at the benchmark's size."""
-    from testbed.demo import DemoScale, _base
+    import copy
+    from dataclasses import replace
+
+    from testbed.demo import SCALES, DemoScale, _base
+
+    if bs.demo_cpu:
+        cpu = SCALES["cpu"]
+        base = copy.deepcopy(cpu.base)
+        base["data"]["seed"] = seed
+        base["run"]["seed"] = seed
+        return replace(cpu, name=f"forecast-bench-cpu-s{seed}", base=base, bootstrap=bs.bootstrap, level=LEVEL,
+                       jobs=jobs)
 
     base = _base(context=bs.context, batch_tokens=bs.batch_tokens, lr=bs.lr, points=bs.eval_points,
                  val_tokens=bs.val_tokens, device="cpu", vocab=bs.vocab, head_dim=8)
@@ -321,6 +333,8 @@ def main(argv=None) -> int:
     ap.add_argument("--laws", default=",".join(LAW_SPECS), help=f"from {list(LAW_SPECS)}")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    ap.add_argument("--demo-cpu", action="store_true",
+                    help="use the demo's cpu scale (its ladder, batch and LR rule); give --ratios for its depth-2 targets")
     args = ap.parse_args(argv)
 
     laws = [s for s in args.laws.split(",") if s]
@@ -335,7 +349,7 @@ def main(argv=None) -> int:
         ap.error("--ratios is RATIO:WIDTH[,RATIO:WIDTH...] and --seeds is INT[,INT...]")
     if any(r <= 1 for r in target_width) or args.bootstrap < 20 or args.jobs < 1:
         ap.error("ratios must exceed 1, --bootstrap must be >= 20 and --jobs >= 1")
-    bs = BenchScale(target_width=target_width, bootstrap=args.bootstrap)
+    bs = BenchScale(target_width=target_width, bootstrap=args.bootstrap, demo_cpu=args.demo_cpu)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
