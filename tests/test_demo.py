@@ -61,7 +61,13 @@ def test_forecast_json_is_complete_and_consistent(finished_demo):
     curve = fc["curve"]
     assert len(curve["predicted"]) == len(curve["steps"]) == len(curve["actual"])
     assert curve["actual"][-1] == pytest.approx(fc["actual"])
-    assert all(lo <= hi for lo, hi in zip(curve["lower"], curve["upper"]))
+    # forecast points exist exactly where the target has seen at least the ladder's smallest budget
+    d_min = min(s["tokens"] for s in ladder)
+    for t, p, lo, hi in zip(curve["tokens"], curve["predicted"], curve["lower"], curve["upper"]):
+        assert (p is not None) == (t >= d_min)
+        if p is not None:
+            assert lo <= hi
+    assert curve["predicted"][-1] == pytest.approx(fc["predicted"])
 
 
 def test_outputs_exist(finished_demo):
