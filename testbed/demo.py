@@ -43,7 +43,7 @@ class DemoScale:
                                     # compute is compute_ratio x the largest ladder run's (by the run's FLOP convention)
     n_params: str = "non_embedding"  # N convention of the ladder and the fit
     lr_rule: str = ""               # optim.lr as a formula of N (models/rules.py), for the ladder and the target alike
-    law: str = "chinchilla"
+    law: str = "kaplan"             # best final-loss forecasts of the laws compared in benchmarks/forecast.py
     bootstrap: int = 1000
     level: float = 0.9
     jobs: int = 2
