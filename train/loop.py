@@ -79,6 +79,16 @@ def cpu_threads(requested: int) -> int | None:
     return None
 
 
+def load_data(cfg: RunConfig, device: torch.device):
+    """The run's data source, its fixed validation tokens on `device`, and their exact loss floor (or None)."""
+    data = build_data(cfg.data, cfg.model.context)
+    if data.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is below the data's vocabulary ({data.vocab_size})")
+    val_NxT1 = data.val_batch(cfg.eval.tokens)
+    floor = data.loss_floor(val_NxT1)
+    return data, val_NxT1.to(device), floor
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -202,12 +212,7 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
 
     # ---- data, model, optimizer -----------------------------------------
     plan: BatchPlan = plan_batches(cfg, info.world_size)
-    data = build_data(cfg.data, cfg.model.context)
-    if data.vocab_size > cfg.model.vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is below the data's vocabulary ({data.vocab_size})")
-    val_NxT1 = data.val_batch(cfg.eval.tokens)
-    floor = data.loss_floor(val_NxT1)
-    val_NxT1 = val_NxT1.to(device)
+    data, val_NxT1, floor = load_data(cfg, device)
     seed_everything(cfg.run.seed)
     model = build_model(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)

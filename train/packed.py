@@ -49,8 +49,7 @@ from train import checkpoint as ckpt
 from train import ddp
 from train.api import prepare_run_dir
 from train.config import ConfigError, OptimConfig, RunConfig, load_config
-from train.data import build_data
-from train.loop import autocast, eval_steps, resolve_device, seed_everything
+from train.loop import autocast, eval_steps, load_data, resolve_device, seed_everything
 from train.optim import build_optimizer, plan_batches, set_lr
 from train.provenance import provenance
 from train.rundir import CKPT_DIR, METRICS, SUMMARY, atomic_write_json, read_metrics, write_metrics
@@ -363,12 +362,7 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
 
     # ---- data (shared), models (each seeded as its single run), optimizers --
     plan = plan_batches(c0)
-    data = build_data(c0.data, c0.model.context)
-    if data.vocab_size > c0.model.vocab_size:
-        raise ConfigError(f"model.vocab_size={c0.model.vocab_size} is below the data's vocabulary ({data.vocab_size})")
-    val_NxT1 = data.val_batch(c0.eval.tokens)
-    floor = data.loss_floor(val_NxT1)
-    val_NxT1 = val_NxT1.to(device)
+    data, val_NxT1, floor = load_data(c0, device)
     eval_rows = c0.eval.batch_size or plan.micro_rows
     runs = []
     for c, o in zip(cfgs, outs):
