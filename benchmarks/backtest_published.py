@@ -12,7 +12,6 @@ own run) and the predictive interval (plus resampled fit residuals).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -38,7 +37,6 @@ def main() -> None:
                 "coverage (param)", "coverage (predictive)", "seconds"):
         out.add_column(col, justify="right")
     for cut in (float(c) for c in args.cutoffs.split(",")):
-        t0 = time.perf_counter()
         board, _ = leaderboard_results(table, laws, cutoff=cut, bootstrap=args.bootstrap, level=0.9)
         for row in board.itertuples(index=False):
             if row.error:

@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from train.config import ConfigError, RunConfig, apply_overrides, from_dict
 from train.rundir import atomic_write_json, read_json
