@@ -312,8 +312,8 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
     theta_hat, res = best
 
     warnings = list(data.notes) + _diagnose(law, theta_hat, free, data)
-    if law.name == "schedule" and select == "final":
-        warnings.append("the schedule law describes whole loss curves; select='all' fits every eval point, "
+    if "S1" in law.covariates and select == "final":
+        warnings.append(f"the {law.name} law describes whole loss curves; select='all' fits every eval point, "
                         "select='final' only each run's last one")
     if not res.success:
         warnings.append(f"optimizer did not converge: {res.message}")
@@ -385,8 +385,13 @@ def _diagnose(law: Law, theta: np.ndarray, free: np.ndarray, data: FitData) -> l
     for i, name in enumerate(law.param_names):
         lo, hi = law.bounds[i]
         tol = 1e-6 * (hi - lo)
-        if name in law.exponents and free[i] and (theta[i] - lo < tol or hi - theta[i] < tol):
+        at_bound = free[i] and (theta[i] - lo < tol or hi - theta[i] < tol)
+        if name in law.exponents and at_bound:
             warnings.append(f"exponent {name} = {theta[i]:.4g} sits at its bound [{lo}, {hi}]; the data do not determine it")
+        elif at_bound:
+            shown = f"log {name} = {theta[i]:.4g}" if law.log_params[i] else f"{name} = {theta[i]:.4g}"
+            warnings.append(f"{shown} sits at its bound [{lo}, {hi}]: the data do not determine it, and forecasts "
+                            "far from the data depend on where the bound is")
     if law.irreducible:
         E = law.params_dict(theta)[law.irreducible]
         if E > data.loss.min():

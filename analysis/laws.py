@@ -223,6 +223,29 @@ def _schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: boo
     return logL, grad
 
 
+def _kaplan_schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
+    # L = [(Nc/N)^(aN/aS) + Sc/S1]^aS - C S2: Kaplan et al. 2020 Eq. 1.5 with the tokens D replaced
+    # by the forward area S1 and Tissue et al. 2024's annealing term -C S2 (their Eq. 1).
+    lnN, lnS1, S2 = np.log(cov["N"]), np.log(cov["S1"]), cov["S2"]
+    lnNc, lnSc, aN, aS, lnCc = (theta_SxP[:, i, None] for i in range(5))
+    x1 = lnNc - lnN
+    u1 = (aN / aS) * x1
+    u2 = lnSc - lnS1
+    g = np.logaddexp(u1, u2)
+    P = np.exp(aS * g)
+    tC = np.exp(lnCc) * S2
+    L = P - tC
+    # a non-positive loss is infeasible; the floor keeps the log finite (the objective there is merely large)
+    L_safe = np.maximum(L, 1e-12)
+    logL = np.log(L_safe)
+    if not need_grad:
+        return logL, None
+    s1 = np.exp(u1 - g)
+    s2 = np.exp(u2 - g)
+    grad = np.stack([P * aN * s1, P * aS * s2, P * s1 * x1, P * (g - s1 * u1), -tC], axis=-1) / L_safe[..., None]
+    return logL, grad
+
+
 def _grid(lo: float, hi: float, n: int) -> tuple[float, ...]:
     return tuple(float(v) for v in np.linspace(lo, hi, n))
 
@@ -315,7 +338,28 @@ SCHEDULE = Law(
     _log_predict_grad=_schedule_log_predict,
 )
 
-LAWS: dict[str, Law] = {law.name: law for law in (CHINCHILLA, KAPLAN, COMPUTE, OVERTRAIN, SCHEDULE)}
+KAPLAN_SCHEDULE = Law(
+    name="kaplan-schedule",
+    version="1",
+    # Kaplan's joint form (Eq. 1.5), so a small model saturates in data sooner than a large one, read
+    # in Tissue et al.'s schedule features instead of D: S1 is D under a constant lr, and -C S2 is the
+    # gain from annealing. Fitted on every eval point of every run, it sees how the final loss of a
+    # run depends on its schedule's length, which a law of final losses in D cannot.
+    citation="Kaplan et al. 2020 Eq. 1.5 with D replaced by the forward area S1, plus the annealing term of "
+             "Tissue et al. 2024 Eq. 1",
+    formula="L = [(Nc / N)^(alpha_N / alpha_S) + Sc / S1]^alpha_S - C * S2",
+    param_names=("Nc", "Sc", "alpha_N", "alpha_S", "C"),
+    log_params=(True, True, False, False, True),
+    bounds=((-10.0, 80.0), (-10.0, 80.0), (1e-3, 3.0), (1e-3, 3.0), (-60.0, 10.0)),
+    start_grid=(_grid(10, 50, 5), _grid(5, 25, 5), _grid(0.05, 0.8, 4), _grid(0.05, 0.8, 4), _grid(-30, -5, 6)),
+    covariates=("N", "S1", "S2"),
+    n_convention="non_embedding",
+    exponents=("alpha_N", "alpha_S"),
+    irreducible=None,
+    _log_predict_grad=_kaplan_schedule_log_predict,
+)
+
+LAWS: dict[str, Law] = {law.name: law for law in (CHINCHILLA, KAPLAN, COMPUTE, OVERTRAIN, SCHEDULE, KAPLAN_SCHEDULE)}
 
 
 def get_law(name: str | Law) -> Law:

@@ -225,26 +225,39 @@ def predict_curve(result: FitResult, *, N: float, steps, tokens_per_step: float,
                   decay: float = 0.999, level: float = 0.9) -> Prediction:
     """The predicted loss at each of `steps` for a run of size N.
 
-    schedule law: needs the run's per-step lr (`lr_curve[i-1]` is the lr at step i, as
-    `train.schedules.lr_curve` gives it); S1, S2 as in `analysis.laws.schedule_features`,
-    with the same tokens_per_step and decay the fit's table used.
+    Laws of (N, S1, S2) (`schedule`, `kaplan-schedule`) need the run's per-step lr (`lr_curve[i-1]`
+    is the lr at step i, as `train.schedules.lr_curve` gives it); S1, S2 as in
+    `analysis.laws.schedule_features`, with the same tokens_per_step and decay the fit's table used.
     chinchilla / kaplan: D = steps * tokens_per_step at each step; a proxy labelled as such.
     """
     law = result.law_obj
+    cov, note = curve_covariates(law, N=N, steps=steps, tokens_per_step=tokens_per_step, lr_curve=lr_curve,
+                                 decay=decay)
+    return _with_band(result, lambda P: law.predict(P, **cov), level, "loss", note=note)
+
+
+def curve_covariates(law: Law | str, *, N: float, steps, tokens_per_step: float, lr_curve=None,
+                     decay: float = 0.999) -> tuple[dict[str, np.ndarray], str]:
+    """The covariates `law` reads at each of `steps` of a planned run of size N, and a note on them.
+
+    (N, S1, S2) laws: S1/S2 from the run's lr curve (`analysis.laws.schedule_features`);
+    (N, D) laws: D = tokens seen at each step, a proxy exact only at the final step.
+    """
+    from analysis.laws import get_law
+
+    law = get_law(law)
     steps = np.atleast_1d(np.asarray(steps))
     Nv = np.full(steps.shape, float(N))
-    if law.name == "schedule":
+    if law.covariates == ("N", "S1", "S2"):
         if lr_curve is None:
-            raise ValueError("the schedule law needs lr_curve: the learning rate of every step of the planned run")
+            raise ValueError(f"the {law.name} law needs lr_curve: the learning rate of every step of the planned run")
         S1, S2 = schedule_features(np.asarray(lr_curve, float), steps, decay, tokens_per_step=tokens_per_step)
-        return _with_band(result, lambda P: law.predict(P, N=Nv, S1=S1, S2=S2), level, "loss",
-                          note="schedule law: S1/S2 from the planned lr curve")
+        return {"N": Nv, "S1": S1, "S2": S2}, f"{law.name} law: S1/S2 from the planned lr curve"
     if law.covariates == ("N", "D"):
-        D = steps.astype(float) * tokens_per_step
-        return _with_band(result, lambda P: law.predict(P, N=Nv, D=D), level, "loss",
-                          note=f"{law.name}: D = tokens seen at each step (a final-loss law read along the curve; "
-                               "only the last point is what the law describes)")
-    raise ValueError(f"predict_curve supports the schedule law and laws of (N, D), not {law.name!r}")
+        return ({"N": Nv, "D": steps.astype(float) * tokens_per_step},
+                f"{law.name}: D = tokens seen at each step (a final-loss law read along the curve; "
+                "only the last point is what the law describes)")
+    raise ValueError(f"predict_curve supports laws of (N, S1, S2) and of (N, D), not {law.name!r}")
 
 
 def predict_run(result: FitResult, config, *, steps=None, level: float = 0.9, decay: float = 0.999) -> Prediction:
@@ -252,10 +265,19 @@ def predict_run(result: FitResult, config, *, steps=None, level: float = 0.9, de
 
     N is the model's parameter count under the fit's N convention (`models.counting`,
     torch-free); steps default to the trainer's eval points (config.eval.points log-spaced
-    steps plus the last); the lr curve comes from `train.schedules.lr_curve`. The
-    `schedule` law uses that lr curve; (N, D) laws read D = tokens seen at each step, a
+    steps plus the last); the lr curve comes from `train.schedules.lr_curve`. Laws of
+    (N, S1, S2) use that lr curve; (N, D) laws read D = tokens seen at each step, a
     proxy that is only exact at the final step. `extra` carries steps, tokens and N.
     """
+    cov, steps, tokens_per_step, note = run_covariates(result, config, steps=steps, decay=decay)
+    law = result.law_obj
+    pred = _with_band(result, lambda P: law.predict(P, **cov), level, "loss", note=note)
+    extra = {"steps": steps, "tokens": steps * tokens_per_step, "N": cov["N"][:1]}
+    return Prediction(pred.quantity, pred.point, pred.lower, pred.upper, pred.level, pred.note, extra)
+
+
+def run_covariates(result: FitResult, config, *, steps=None, decay: float = 0.999):
+    """(covariates, steps, tokens per step, note) of a planned run at `steps` (default: its eval steps)."""
     from models.counting import param_counts
     from train.config import RunConfig
     from train.schedules import lr_curve
@@ -273,7 +295,6 @@ def predict_run(result: FitResult, config, *, steps=None, level: float = 0.9, de
     if np.any(steps < 1) or np.any(steps > total):
         raise ValueError(f"steps must lie in [1, {total}] (the run's optimizer steps)")
     lr = lr_curve(total, cfg.optim.lr, cfg.schedule)
-    pred = predict_curve(result, N=float(counts[conv]), steps=steps, tokens_per_step=cfg.train.batch_tokens,
-                         lr_curve=lr, decay=decay, level=level)
-    extra = {"steps": steps, "tokens": steps * cfg.train.batch_tokens, "N": np.array([float(counts[conv])])}
-    return Prediction(pred.quantity, pred.point, pred.lower, pred.upper, pred.level, pred.note, extra)
+    cov, note = curve_covariates(result.law_obj, N=float(counts[conv]), steps=steps,
+                                 tokens_per_step=cfg.train.batch_tokens, lr_curve=lr, decay=decay)
+    return cov, steps, cfg.train.batch_tokens, note

@@ -7,27 +7,30 @@ budget, as the demo does) and one target per compute ratio (the demo's
 run's). Every law is then fitted on that ladder and scored on the same targets,
 so comparing laws costs no extra training:
 
-- chinchilla: L = E + A/N^alpha + B/D^beta on final losses (the demo's default);
+- chinchilla: L = E + A/N^alpha + B/D^beta on final losses;
 - kaplan: L = [(Nc/N)^(aN/aD) + Dc/D]^aD on final losses;
-- schedule: the whole-curve law (Tissue et al. 2024 plus a size term), fitted on every
-  eval point of every ladder run and read through `analysis.predict.predict_run`;
+- kaplan-schedule: Kaplan's form in the schedule's forward area S1, minus Tissue et al.'s
+  annealing term C S2, fitted on every eval point from the scale's `fit_min_tokens` on;
+- schedule: the whole-curve law (Tissue et al. 2024 plus a size term), fitted on the same points;
 - chinchilla, E = floor (oracle): E fixed at the data's exact loss floor, which a
   real corpus never gives; it shows what knowing the irreducible loss would buy.
 
-Every forecast (point, 90% interval, whole curve) is written to
-`<out>/seed<k>/forecasts.json` before that seed's targets train, then scored
-with `testbed.demo.check_forecast`. Two intervals are scored: the parameter
-interval the demo reports (bootstrap over runs) and the predictive interval of
-`analysis.backtest` (each bootstrap prediction plus a resampled log residual of
-the fit; Davison & Hinkley 1997, Sec. 6.3.3). The whole-curve ARE is the mean
-|pred - actual| / actual over the target's eval points; the final-loss laws
+The fit and the forecast are the demo's own code (`testbed.demo.make_forecast`), so the
+benchmark scores what `testbed demo` reports. Every forecast (point, 90% interval, whole
+curve) is written to `<out>/seed<k>/forecasts.json` before that seed's targets train,
+then scored with `testbed.demo.check_forecast`. Two intervals are scored: the
+calibrated interval the demo reports (`analysis.calibrate`: bootstrap spread plus
+the extrapolation error measured by backtests inside the ladder) and the bootstrap
+band alone (parameter uncertainty over runs). The whole-curve ARE is the mean
+|pred - actual| / actual over the target's forecast eval points; the final-loss laws
 read D = tokens seen at each step there (a proxy: those laws describe a run's
 final loss under a schedule tuned to its length).
 
 Per-case rows go to `<out>/cases.json`; the table is printed. Reruns reuse
 finished ladders and targets.
 
-    python benchmarks/forecast.py --out /tmp/forecast-bench --seeds 0,1,2 --ratios 10,30
+    python benchmarks/forecast.py --out /tmp/forecast-bench --seeds 0,1,2 --ratios 10:64,30:96
+    python benchmarks/forecast.py --out /tmp/forecast-bench-cpu --seeds 0,1,2,3,4,5 --ratios 10:96 --demo-cpu
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 LEVEL = 0.9
+METHOD = 2      # how forecasts are made; saved forecasts of another method are redone (ladders and targets are kept)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class LawSpec:
 LAW_SPECS = {
     "chinchilla": LawSpec("chinchilla", "chinchilla"),
     "kaplan": LawSpec("kaplan", "kaplan"),
-    "schedule": LawSpec("schedule (all points)", "schedule", select="all"),
+    "kaplan-schedule": LawSpec("kaplan-schedule (eval points)", "kaplan-schedule", select="all"),
+    "schedule": LawSpec("schedule (eval points)", "schedule", select="all"),
     "chinchilla-floor": LawSpec("chinchilla, E = floor (oracle)", "chinchilla", fix_floor=True),
 }
 
@@ -105,76 +110,46 @@ def demo_scale(bs: BenchScale, seed: int, jobs: int):
                      sizes=tuple({"width": w, "depth": bs.depth} for w in bs.widths), tokens=bs.tokens,
                      target={"width": max(bs.target_width.values()), "depth": bs.depth,
                              "compute_ratio": min(bs.target_width)},
-                     n_params="non_embedding", law="chinchilla", bootstrap=bs.bootstrap, level=LEVEL, jobs=jobs)
+                     n_params="non_embedding", law="chinchilla", bootstrap=bs.bootstrap, level=LEVEL, jobs=jobs,
+                     fit_min_tokens=min(bs.tokens) // 2)
 
 
 # ---------------------------------------------------------------------------
 # forecasts
 
 
-def fit_and_forecast(spec: LawSpec, table, targets: dict, bootstrap: int) -> dict:
-    """Fit one law on the ladder table and forecast every target: {ratio: forecast dict}."""
-    from analysis.fitting import fit
+def fit_and_forecast(spec: LawSpec, table, targets: dict, scale) -> dict:
+    """Fit one law on the ladder table as the demo does and forecast every target: {ratio: forecast dict}.
 
+    The fit, the extrapolation error measured on the ladder and the forecast are the demo's own
+    (`testbed.demo.fit_ladder`'s steps and `testbed.demo.make_forecast`), with this spec's law
+    and rows; eval points before the scale's `fit_min_tokens` are left out of whole-curve fits.
+    """
+    from dataclasses import replace
+
+    from analysis.calibrate import extrapolation_error
+    from analysis.fitting import fit
+    from testbed.demo import _fit_rows, make_forecast
+
+    sc = replace(scale, law=spec.law, select=spec.select)
     floor = float(table["loss_floor"].iloc[0])
     fixed = {"E": floor} if spec.fix_floor else None
+    rows = _fit_rows(table, sc)
     t0 = time.perf_counter()
-    result = fit(table, spec.law, bootstrap=bootstrap, level=LEVEL, seed=0, select=spec.select, fixed=fixed)
+    result = fit(rows, spec.law, bootstrap=sc.bootstrap, level=LEVEL, seed=0, select=spec.select, fixed=fixed,
+                 n_convention=sc.n_params)
+    try:
+        error = extrapolation_error(rows, result, select=spec.select, fixed=fixed)
+    except ValueError:
+        error = None
     fit_s = time.perf_counter() - t0
-    resid = _log_residuals(result, table, spec)
-    return {ratio: _forecast(spec, result, cfg, resid, fit_s) for ratio, cfg in targets.items()}
-
-
-def _log_residuals(result, table, spec: LawSpec) -> np.ndarray:
-    """log(actual) - log(fit) on the rows the law was fitted on."""
-    from analysis.backtest import covariates_for
-
-    rows = table[table["final"]] if spec.select == "final" else table
-    pred = np.asarray(result.predict(**covariates_for(rows, spec.law)), float)
-    return np.log(rows["loss"].to_numpy(float)) - np.log(pred)
-
-
-def _final_covariates(law: str, result, cfg) -> dict:
-    """The law's covariates at the planned run's last step (N by the fit's convention)."""
-    from analysis.laws import schedule_features
-    from models.counting import param_counts
-    from train.schedules import lr_curve
-
-    N = np.array([float(param_counts(cfg.model)[result.convention.get("N") or "non_embedding"])])
-    if law == "schedule":
-        lr = lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule)
-        S1, S2 = schedule_features(lr, np.array([cfg.steps]), 0.999, tokens_per_step=float(cfg.train.batch_tokens))
-        return {"N": N, "S1": np.atleast_1d(S1), "S2": np.atleast_1d(S2)}
-    return {"N": N, "D": np.array([float(cfg.steps * cfg.train.batch_tokens)])}
-
-
-def _forecast(spec: LawSpec, result, cfg, resid: np.ndarray, fit_s: float) -> dict:
-    """Point, parameter interval, predictive interval and whole curve of the target's loss (no target data used)."""
-    from analysis.predict import predict_run
-
-    curve = predict_run(result, cfg, level=LEVEL)
-    steps = np.asarray(curve.extra["steps"])
-    # the final point of the curve is the law at the target's last step: D = its tokens, or its S1/S2
-    predicted, lower, upper = (float(np.ravel(a)[-1]) for a in (curve.point, curve.lower, curve.upper))
-    cov = _final_covariates(spec.law, result, cfg)
-    check = float(np.ravel(result.predict(**cov))[0])
-    if not math.isclose(check, predicted, rel_tol=1e-6):
-        raise RuntimeError(f"{spec.label}: final point of predict_run ({predicted}) differs from the law at the "
-                           f"target's last step ({check})")
-    log_samples_B = np.log(np.ravel(np.asarray(result.predict_samples(**cov), float)))
-    rng = np.random.default_rng(0)
-    noisy_B = log_samples_B + rng.choice(resid, size=log_samples_B.shape, replace=True)
-    q = 100.0 * (1.0 - LEVEL) / 2.0
-    p_lo, p_hi = np.exp(np.percentile(noisy_B, [q, 100.0 - q]))
-    return {
-        "law": spec.law, "label": spec.label, "level": LEVEL, "predicted": predicted, "lower": lower, "upper": upper,
-        "pred_lower": float(p_lo), "pred_upper": float(p_hi),
-        "actual": None, "abs_rel_error": None, "inside_interval": None,
-        "fit": {"params": result.params, "converged": result.converged, "warnings": list(result.warnings),
-                "seconds": fit_s, "residual_sd": float(np.std(resid))},
-        "curve": {"steps": steps.tolist(), "predicted": np.ravel(curve.point).tolist(), "note": curve.note,
-                  "actual": None},
-    }
+    out = {}
+    for ratio, cfg in targets.items():
+        fc = make_forecast(sc, result, table, cfg, error)
+        fc["label"] = spec.label
+        fc["fit"]["seconds"] = fit_s
+        out[ratio] = fc
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -250,15 +225,16 @@ def prepare_seed(seed: int, bs: BenchScale, out: Path, laws: list, jobs: int) ->
     fc_path = seed_dir / "forecasts.json"
     ids = {f"{r:g}": cfg.run_id() for r, cfg in targets.items()}
     saved = read_json(fc_path) if fc_path.exists() else None
-    if saved is None or saved.get("targets") != ids or sorted(saved.get("forecasts", {})) != sorted(laws):
+    if (saved is None or saved.get("targets") != ids or saved.get("method") != METHOD
+            or sorted(saved.get("forecasts", {})) != sorted(laws)):
         forecasts = {}
         for name in laws:
             try:
-                per_ratio = fit_and_forecast(LAW_SPECS[name], table, targets, bs.bootstrap)
+                per_ratio = fit_and_forecast(LAW_SPECS[name], table, targets, scale)
                 forecasts[name] = {f"{r:g}": f for r, f in per_ratio.items()}
             except (ValueError, RuntimeError) as e:
                 forecasts[name] = {"error": str(e).splitlines()[0]}
-        atomic_write_json(fc_path, {"targets": ids, "forecasts": forecasts})
+        atomic_write_json(fc_path, {"targets": ids, "method": METHOD, "forecasts": forecasts})
     return SeedPlan(seed=seed, targets=targets, dirs={r: seed_dir / f"target-x{r:g}" for r in targets},
                     forecasts=read_json(fc_path)["forecasts"],
                     c_ladder_max=float(table.loc[table["final"], "C"].max()), ladder_s=ladder_s)
@@ -287,8 +263,10 @@ def score_seed(plan: SeedPlan, laws: list) -> list[dict]:
                 "actual": a, "predicted": got["predicted"], "lower": got["lower"], "upper": got["upper"],
                 "rel_error": (got["predicted"] - a) / a, "abs_rel_error": got["abs_rel_error"],
                 "inside": got["inside_interval"],
-                "pred_lower": fc["pred_lower"], "pred_upper": fc["pred_upper"],
-                "inside_predictive": bool(fc["pred_lower"] <= a <= fc["pred_upper"]),
+                "interval_kind": fc["interval"]["kind"], "sigma": fc["interval"].get("sigma"),
+                "extrapolation_error": fc["interval"].get("extrapolation_error"),
+                "bootstrap_lower": fc["bootstrap_lower"], "bootstrap_upper": fc["bootstrap_upper"],
+                "inside_bootstrap": bool(fc["bootstrap_lower"] <= a <= fc["bootstrap_upper"]),
                 "curve_are": got["curve"]["are"], "curve_note": got["curve"]["note"],
                 "loss_floor": got["loss_floor"], "fit": fc["fit"], "ladder_s": plan.ladder_s,
             })
@@ -301,7 +279,7 @@ def print_table(rows: list[dict]) -> None:
 
     t = Table(title=f"forecast accuracy: final val loss of the target, {LEVEL:.0%} intervals")
     for col in ("law", "ratio", "cases", "median |rel err|", "max |rel err|", "mean curve ARE",
-                "coverage (param)", "coverage (predictive)", "mean width (param)", "mean width (pred)"):
+                "coverage (calibrated)", "coverage (bootstrap)", "mean width (calibrated)", "mean width (bootstrap)"):
         t.add_column(col, justify="right")
     keys = []
     for r in rows:
@@ -316,11 +294,11 @@ def print_table(rows: list[dict]) -> None:
             continue
         e = np.array([r["abs_rel_error"] for r in rs])
         width = np.mean([(r["upper"] - r["lower"]) / r["actual"] for r in rs])
-        pwidth = np.mean([(r["pred_upper"] - r["pred_lower"]) / r["actual"] for r in rs])
+        bwidth = np.mean([(r["bootstrap_upper"] - r["bootstrap_lower"]) / r["actual"] for r in rs])
         t.add_row(label, f"{np.mean([r['compute_ratio'] for r in rs]):.1f}x", str(len(rs)), f"{np.median(e):.2%}",
                   f"{e.max():.2%}", f"{np.mean([r['curve_are'] for r in rs]):.2%}",
-                  f"{np.mean([r['inside'] for r in rs]):.0%}", f"{np.mean([r['inside_predictive'] for r in rs]):.0%}",
-                  f"{width:.2%}", f"{pwidth:.2%}")
+                  f"{np.mean([r['inside'] for r in rs]):.0%}", f"{np.mean([r['inside_bootstrap'] for r in rs]):.0%}",
+                  f"{width:.2%}", f"{bwidth:.2%}")
     Console(width=160).print(t)
 
 

@@ -1,10 +1,11 @@
 """`testbed demo --out DIR`: the main job, end to end, with the forecast checked.
 
 1. train a ladder of tiny GPTs (several sizes x tokens-per-parameter ratios) as a sweep;
-2. fit a scaling law to the ladder's final losses, with bootstrap intervals over runs;
+2. fit a scaling law to the ladder, with bootstrap intervals over runs, and measure the law's
+   extrapolation error on the ladder itself (backtests: fit the smaller runs, forecast the larger);
 3. forecast a target run with >= 10x the compute of the largest ladder run: its final
-   loss (point and 90% interval) and its whole curve; write the forecast *before*
-   the target trains (`forecast.json` has `actual: null` until then);
+   loss (point and 90% interval, widened by that measured error) and its whole curve;
+   write the forecast *before* the target trains (`forecast.json` has `actual: null` until then);
 4. train the target, and compare predicted with actual;
 5. write a Markdown report with the plots.
 
@@ -42,6 +43,8 @@ class DemoScale:
     n_params: str = "non_embedding"  # N convention of the ladder and the fit
     lr_rule: str = ""               # optim.lr as a formula of N (models/rules.py), for the ladder and the target alike
     law: str = "kaplan"             # best final-loss forecasts of the laws compared in benchmarks/forecast.py
+    select: str = "final"           # fit on each run's final loss ("final") or on every eval point ("all")
+    fit_min_tokens: int = 0         # with select="all": eval points before this many tokens are not fitted
     bootstrap: int = 1000
     level: float = 0.9
     jobs: int = 2
@@ -86,6 +89,7 @@ SCALES: dict[str, DemoScale] = {
         tokens=(409_600, 819_200, 1_638_400),
         target={"width": 96, "depth": 2, "compute_ratio": 10.0},
         lr_rule="3e-3 * (24736 / N) ** 0.5",
+        fit_min_tokens=204_800,
     ),
     # a real experiment on one GPU
     "gpu": DemoScale(
@@ -216,57 +220,100 @@ def run_ladder(out: Path, scale: DemoScale, quiet: bool) -> Path:
 
 
 def fit_ladder(ladder_dir: Path, scale: DemoScale, out: Path):
+    """Fit the scale's law on the ladder and measure its extrapolation error on the ladder itself.
+
+    Returns (table, fit, error): `error` is None when the ladder is too small for a backtest
+    (then the forecast falls back to the bootstrap interval and says so).
+    """
+    from analysis.calibrate import extrapolation_error
     from analysis.fitting import fit
     from analysis.load import load_runs
 
     table = load_runs(ladder_dir, n_convention=scale.n_params)
-    result = fit(table, scale.law, bootstrap=scale.bootstrap, level=scale.level, seed=0, n_convention=scale.n_params)
+    fitted = _fit_rows(table, scale)
+    result = fit(fitted, scale.law, bootstrap=scale.bootstrap, level=scale.level, seed=0,
+                 n_convention=scale.n_params, select=scale.select)
     result.to_json(out / FIT_FILE)
-    return table, result
+    try:
+        error = extrapolation_error(fitted, result, select=scale.select)
+    except ValueError:
+        error = None
+    return table, result, error
 
 
-def make_forecast(scale: DemoScale, result, table, target: RunConfig) -> dict:
-    """Forecast the target's final loss and its whole curve from the fit alone (the target has not trained)."""
+def _fit_rows(table, scale: DemoScale):
+    """The rows the law is fitted on: every eval point from `fit_min_tokens` on (or the final points)."""
+    if scale.select == "final":
+        return table
+    return table[(table["D"] >= scale.fit_min_tokens) | table["final"]]
+
+
+def make_forecast(scale: DemoScale, result, table, target: RunConfig, error=None) -> dict:
+    """Forecast the target's final loss and its whole curve from the fit alone (the target has not trained).
+
+    The headline interval is `analysis.calibrate.calibrated_interval` (bootstrap spread plus the
+    extrapolation error the ladder measured on itself); the bootstrap band alone is kept as
+    `bootstrap_lower`/`bootstrap_upper`. Without a backtest (a ladder too small) the headline
+    interval is the bootstrap band and `interval` says so.
+    """
     import numpy as np
 
-    from analysis.predict import loss_at, predict_run
-    from models.counting import flops_per_token, param_counts
+    from analysis.calibrate import calibrated_interval
+    from analysis.fitresult import percentile_band
+    from analysis.predict import run_covariates
+    from models.counting import flops_per_token
 
-    n_target = float(param_counts(target.model)[result.convention["N"]])  # N as the law was fitted
-    d_target = float(target.steps * target.train.batch_tokens)
-    c_target = flops_per_token(target.model, target.run.flop_convention) * d_target
+    cov, steps, tokens_per_step, note = run_covariates(result, target)
+    tokens = steps * tokens_per_step
+    fpt = flops_per_token(target.model, target.run.flop_convention)
     finals = table[table["final"]]
     c_ladder_max = float(finals["C"].max())
-    final = loss_at(result, level=scale.level, N=n_target, D=d_target)
-    curve = predict_run(result, target, level=scale.level)
-    steps = np.asarray(curve.extra["steps"])
-    tokens = steps * target.train.batch_tokens
-    note = curve.note
+    point = np.asarray(result.predict(**cov), float)
+    b_lo, b_hi = percentile_band(np.asarray(result.predict_samples(**cov), float), scale.level)
+    extrapolation = np.maximum(fpt * tokens / c_ladder_max, 1.0)
+    if error is not None:
+        _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=extrapolation, level=scale.level, **cov)
+        interval = {"kind": "calibrated", "sigma": float(sigma[-1]), "extrapolation_error": error.to_dict(),
+                    "note": "bootstrap spread, run scatter s0 and extrapolation error k*ln(C/C_ladder) "
+                            "measured by backtests inside the ladder (analysis.calibrate)"}
+    else:
+        lo, hi = b_lo, b_hi
+        interval = {"kind": "bootstrap", "note": "the ladder is too small for a backtest: parameter "
+                                                 "(bootstrap over runs) interval only, which ignores law error"}
     inside = np.ones(len(steps), bool)
     if result.law_obj.covariates == ("N", "D"):
         # a final-loss law says nothing below the ladder's smallest token budget: leave those points out
         inside = tokens >= float(finals["D"].min())
         note += f"; points below the ladder's smallest budget ({finals['D'].min():,.0f} tokens) are not forecast"
+    elif scale.select == "all" and scale.fit_min_tokens:
+        inside = tokens >= scale.fit_min_tokens
+        note += f"; points before {scale.fit_min_tokens:,} tokens (not fitted) are not forecast"
+    d_target = float(target.steps * target.train.batch_tokens)
+    c_target = fpt * d_target
     return {
         "law": result.law,
         "level": scale.level,
-        "predicted": float(final.point[0]) if np.ndim(final.point) else float(final.point),
-        "lower": float(np.ravel(final.lower)[0]),
-        "upper": float(np.ravel(final.upper)[0]),
+        "predicted": float(point[-1]),
+        "lower": float(lo[-1]),
+        "upper": float(hi[-1]),
+        "bootstrap_lower": float(b_lo[-1]),
+        "bootstrap_upper": float(b_hi[-1]),
+        "interval": interval,
         "actual": None,
         "abs_rel_error": None,
         "inside_interval": None,
         "compute_ratio": c_target / c_ladder_max,
-        "target": {"run_id": target.run_id(), "N": n_target, "n_convention": scale.n_params, "D": d_target,
+        "target": {"run_id": target.run_id(), "N": float(cov["N"][0]), "n_convention": scale.n_params, "D": d_target,
                    "C": c_target, "width": target.model.width, "depth": target.model.depth},
         "ladder": {"runs": int(finals["run"].nunique()), "max_C": c_ladder_max,
                    "N_range": [float(finals["N"].min()), float(finals["N"].max())],
                    "D_range": [float(finals["D"].min()), float(finals["D"].max())]},
         "fit": {"params": result.params, "intervals": {k: list(v) for k, v in result.intervals.items()},
+                "select": scale.select, "min_tokens": scale.fit_min_tokens if scale.select == "all" else None,
                 "warnings": list(result.warnings), "converged": result.converged},
         "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(),
-                  "predicted": _masked(curve.point, inside), "lower": _masked(curve.lower, inside),
-                  "upper": _masked(curve.upper, inside), "note": note, "actual": None},
+                  "predicted": _masked(point, inside), "lower": _masked(lo, inside),
+                  "upper": _masked(hi, inside), "note": note, "actual": None},
         "loss_floor": None,
     }
 
@@ -345,6 +392,9 @@ def write_demo_report(out: Path, table, result, forecast: dict) -> Path:
         f"| {f['law']} | {f['predicted']:.4f} | {f['lower']:.4f} | {f['upper']:.4f} | "
         + (f"{f['actual']:.4f} | {100 * f['abs_rel_error']:.2f}% | {'yes' if f['inside_interval'] else 'no'} |"
            if f["actual"] is not None else "– | – | – |"),
+        "",
+        f"Interval: {f['level']:.0%}, {f['interval']['kind']} ({f['interval']['note']}). The bootstrap band "
+        f"alone (parameter uncertainty over runs) is [{f['bootstrap_lower']:.4f}, {f['bootstrap_upper']:.4f}].",
         "", "Fitted parameters (" + f"{f['level']:.0%} bootstrap intervals over runs):", "",
         "| parameter | estimate | interval |", "|---|---|---|",
     ]
@@ -394,18 +444,22 @@ def run_demo(out: str | Path, scale_name: str | None = None, quiet: bool = False
     ladder_dir = run_ladder(out, scale, quiet)
 
     console.rule("[bold]2/4 fit[/]")
-    table, result = fit_ladder(ladder_dir, scale, out)
+    table, result, error = fit_ladder(ladder_dir, scale, out)
     console.print(result.summary())
+    if error is not None:
+        console.print(f"extrapolation error measured on the ladder ({error.n_forecasts} backtest forecasts): "
+                      f"run scatter s0 = {error.s0:.2%}, growth k = {error.k:.2%} per unit ln(C/C_ladder)")
 
     console.rule("[bold]3/4 forecast[/] (written before the target trains)")
     fc_path = out / FORECAST_FILE
     forecast = read_json(fc_path) if fc_path.exists() else None
     if forecast is None or forecast.get("target", {}).get("run_id") != target.run_id():
-        forecast = make_forecast(scale, result, table, target)
+        forecast = make_forecast(scale, result, table, target, error)
         atomic_write_json(fc_path, forecast)
     console.print(f"target N={forecast['target']['N']:,.0f} D={forecast['target']['D']:,.0f} "
                   f"({forecast['compute_ratio']:.1f}x the largest ladder compute): predicted final loss "
-                  f"{forecast['predicted']:.4f} [{forecast['lower']:.4f}, {forecast['upper']:.4f}]")
+                  f"{forecast['predicted']:.4f} [{forecast['lower']:.4f}, {forecast['upper']:.4f}] "
+                  f"({forecast['level']:.0%}, {forecast['interval']['kind']})")
 
     console.rule("[bold]4/4 target run[/]")
     from train.api import train_run
@@ -420,6 +474,8 @@ def run_demo(out: str | Path, scale_name: str | None = None, quiet: bool = False
     console.print(f"predicted {forecast['predicted']:.4f}  interval [{forecast['lower']:.4f}, {forecast['upper']:.4f}]  "
                   f"actual {forecast['actual']:.4f}  error {100 * forecast['abs_rel_error']:.2f}%  "
                   f"inside: {'yes' if forecast['inside_interval'] else 'no'}")
+    console.print(f"({forecast['interval']['kind']} {forecast['level']:.0%} interval; the bootstrap band alone: "
+                  f"[{forecast['bootstrap_lower']:.4f}, {forecast['bootstrap_upper']:.4f}])")
     if forecast["curve"].get("are") is not None:
         console.print(f"whole-curve ARE {100 * forecast['curve']['are']:.2f}%  ({forecast['curve']['note']})")
     console.print(f"compute ratio {forecast['compute_ratio']:.1f}x; loss floor {forecast['loss_floor']:.4f}; "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections import namedtuple
 
@@ -46,7 +47,16 @@ def test_forecast_json_is_complete_and_consistent(finished_demo):
     for key in ("predicted", "lower", "upper", "actual", "compute_ratio", "law"):
         assert fc[key] is not None, key
     assert fc["lower"] <= fc["predicted"] <= fc["upper"]
+    assert fc["bootstrap_lower"] <= fc["bootstrap_upper"]
     assert fc["compute_ratio"] >= 10
+    # the headline interval is the calibrated one: predicted * exp(-/+ z sigma), sigma from the ladder's backtests
+    iv = fc["interval"]
+    assert iv["kind"] == "calibrated" and iv["extrapolation_error"]["n_forecasts"] >= 1
+    z = 1.6448536269514722
+    assert fc["lower"] == pytest.approx(fc["predicted"] * math.exp(-z * iv["sigma"]), rel=1e-9)
+    assert fc["upper"] == pytest.approx(fc["predicted"] * math.exp(z * iv["sigma"]), rel=1e-9)
+    e = iv["extrapolation_error"]
+    assert iv["sigma"] ** 2 >= e["s0"] ** 2 + (e["k"] * math.log(fc["compute_ratio"])) ** 2 - 1e-12
     # the forecast made before the target trained is the one checked afterwards
     assert fc["predicted"] == before["predicted"] and fc["lower"] == before["lower"]
     summary = json.loads((out / "target" / "summary.json").read_text())

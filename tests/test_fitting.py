@@ -134,6 +134,46 @@ def test_schedule_law_recovery_on_whole_curves():
     assert pred.point[2] < pred.point[1] - 0.05            # the cooldown's drop is predicted
 
 
+KS_TRUTH = {"Nc": 2e12, "Sc": 3e11, "alpha_N": 0.08, "alpha_S": 0.11, "C": 1e-9}
+
+
+def _cosine(T, peak=3e-3):
+    t = np.arange(T)
+    return peak * (0.1 + 0.45 * (1 + np.cos(np.pi * t / T)))
+
+
+def kaplan_schedule_table(seed=3, noise=0.003):
+    """A ladder of cosine runs (4 sizes x 3 lengths, each schedule as long as its run) on the kaplan-schedule law."""
+    rng = np.random.default_rng(seed)
+    law = get_law("kaplan-schedule")
+    rows, tps = [], 100_000
+    for N in (1e6, 3e6, 1e7, 3e7):
+        for T in (1000, 2000, 4000):
+            steps = np.unique(np.geomspace(50, T, 12).astype(int))
+            S1, S2 = schedule_features(_cosine(T), steps, 0.999, tokens_per_step=tps)
+            loss = law.predict(KS_TRUTH, N=np.full(steps.size, N), S1=S1, S2=S2)
+            for s, a, b, l_ in zip(steps, S1, S2, _noisy(loss, rng, noise)):
+                rows.append({"run": f"N{N:.0e}-T{T}", "N": N, "D": s * tps, "C": 6 * N * s * tps, "step": s,
+                             "S1": a, "S2": b, "loss": l_, "final": s == T})
+    return pd.DataFrame(rows)
+
+
+def test_kaplan_schedule_recovers_constants_and_forecasts_a_longer_larger_run():
+    table = kaplan_schedule_table()
+    r = fit(table, "kaplan-schedule", select="all")
+    assert r.converged and r.inputs["n_runs"] == 12
+    assert abs(r.params["alpha_S"] - KS_TRUTH["alpha_S"]) < 0.02
+    assert abs(r.params["alpha_N"] - KS_TRUTH["alpha_N"]) < 0.02
+    assert _rel(r, KS_TRUTH, ["C"])["C"] < 0.3
+    # the forecast the demo makes: 3x the largest size, 3x its longest schedule (about 10x its compute)
+    T, tps = 12_000, 100_000
+    steps = [4000, 8000, T]
+    pred = P.predict_curve(r, N=1e8, steps=steps, tokens_per_step=tps, lr_curve=_cosine(T))
+    S1, S2 = schedule_features(_cosine(T), steps, tokens_per_step=tps)
+    exact = get_law("kaplan-schedule").predict(KS_TRUTH, N=np.full(3, 1e8), S1=S1, S2=S2)
+    np.testing.assert_allclose(pred.point, exact, rtol=0.005)
+
+
 # ---------------------------------------------------------------------
 # input checks and warnings
 
@@ -367,3 +407,18 @@ def test_exponent_at_its_bound_is_reported():
     r = fit(pd.DataFrame({"C": C, "loss": np.linspace(3.0, 3.5, 10)}), "compute")
     assert r.params["gamma"] == pytest.approx(0.0, abs=1e-6)
     assert any("exponent gamma" in w and "sits at its bound" in w for w in r.warnings)
+
+
+def test_a_scale_parameter_at_its_bound_is_reported():
+    from analysis.fitting import _diagnose
+    law = get_law("kaplan")
+    data = prepare(chinchilla_table(), "kaplan")
+    theta = law.to_theta(KAPLAN_AT_BOUND)
+    theta[0] = law.bounds[0][1]                       # log Nc at its upper bound
+    msgs = _diagnose(law, theta, np.ones(law.n_params, bool), data)
+    assert any("log Nc" in m and "sits at its bound" in m for m in msgs)
+    theta[0] = 30.0                                   # inside: no such warning
+    assert not any("log Nc" in m for m in _diagnose(law, theta, np.ones(law.n_params, bool), data))
+
+
+KAPLAN_AT_BOUND = {"Nc": 1e13, "Dc": 1e13, "alpha_N": 0.07, "alpha_D": 0.09}

@@ -20,11 +20,12 @@ TRUE = {
     "compute": {"E": 1.7, "A": 40.0, "gamma": 0.1},
     "overtrain": {"E": 1.9, "a": 300.0, "b": 600.0, "eta": 0.15},
     "schedule": {"E": 1.7, "A_N": 300.0, "alpha_N": 0.35, "A": 500.0, "alpha": 0.3, "C": 1e-8},
+    "kaplan-schedule": {"Nc": 8.8e13, "Sc": 5.4e13, "alpha_N": 0.076, "alpha_S": 0.095, "C": 1e-9},
 }
 
 
 def test_registry_and_unknown_law():
-    assert set(LAWS) == {"chinchilla", "kaplan", "compute", "overtrain", "schedule"}
+    assert set(LAWS) == {"chinchilla", "kaplan", "compute", "overtrain", "schedule", "kaplan-schedule"}
     with pytest.raises(ValueError, match="unknown law 'chinchila'.*chinchilla"):
         get_law("chinchila")
     for law in LAWS.values():
@@ -52,6 +53,14 @@ def test_formulas_by_hand():
     p = TRUE["schedule"]
     assert get_law("schedule").predict(p, N=N, S1=1e9, S2=2e6)[0] == pytest.approx(
         p["E"] + p["A_N"] * N ** -p["alpha_N"] + p["A"] * 1e9 ** -p["alpha"] - p["C"] * 2e6, rel=1e-12)
+    p = TRUE["kaplan-schedule"]
+    assert get_law("kaplan-schedule").predict(p, N=N, S1=1e9, S2=2e6)[0] == pytest.approx(
+        ((p["Nc"] / N) ** (p["alpha_N"] / p["alpha_S"]) + p["Sc"] / 1e9) ** p["alpha_S"] - p["C"] * 2e6, rel=1e-12)
+    # under a constant lr (S1 = D, S2 = 0) it is Kaplan's law
+    k = TRUE["kaplan"]
+    assert get_law("kaplan-schedule").predict({"Nc": k["Nc"], "Sc": k["Dc"], "alpha_N": k["alpha_N"],
+                                               "alpha_S": k["alpha_D"], "C": 1.0}, N=N, S1=D, S2=0.0)[0] == \
+        pytest.approx(get_law("kaplan").predict(k, N=N, D=D)[0], rel=1e-12)
 
 
 def test_overtrain_is_chinchilla_with_equal_exponents():

@@ -1,0 +1,143 @@
+"""Forecast intervals that account for the law being wrong, calibrated on the ladder itself.
+
+A bootstrap over runs (`analysis.uncertainty`) says how much the fitted
+parameters move when the runs are resampled. It says nothing about how far the
+law's *form* is from the truth, and that error grows with the distance of the
+extrapolation: a ladder of twelve runs gives a tight parameter band around a
+forecast that is off by more than the band (benchmarks/README.md).
+
+The ladder can measure that error on itself. `extrapolation_error` runs the
+rollout backtest of `analysis.backtest` (fit on the runs up to a compute
+cutoff, forecast every larger run) and models the log error of those forecasts
+as a normal variable whose variance grows with the log extrapolation factor
+x = ln(C_forecast / C_cutoff):
+
+    ln(actual / predicted) ~ Normal(0, s0^2 + (k x)^2)
+
+s0 is the scatter of single runs about the full-ladder fit (the RMS of its log
+residuals: seed-to-seed and measurement noise), and k maximizes the normal
+likelihood of the backtest errors under that model (k = 0 when the backtests are
+no worse than the scatter). Each backtest keeps at least half the ladder, so a
+fit on barely more runs than the law has parameters does not set the width.
+`calibrated_interval` then widens the forecast of a new run at extrapolation
+x_t = ln(C_t / C_ladder_max):
+
+    sigma^2 = sigma_boot^2 + s0^2 + (k x_t)^2,   interval = point * exp(-/+ z sigma)
+
+with sigma_boot the spread of the log forecast over the bootstrap parameter sets
+(half its central 68% range) and z the normal quantile of the level. The backtest fits use
+fewer runs than the full fit and extrapolate from a smaller base, so k tends
+to overstate the full fit's error: the interval errs on the wide side.
+This is the "extrapolation error grows with distance" model that
+benchmarks/forecast.py checks for coverage; it assumes the error keeps the
+rate measured inside the ladder, which nothing guarantees beyond it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.stats import norm
+
+from analysis.backtest import covariates_for, rollout
+
+
+@dataclass(frozen=True)
+class ExtrapolationError:
+    """The ladder's own measure of how fast a law's forecast error grows with extrapolation."""
+    law: str
+    s0: float                   # scatter of single runs about the full fit (RMS log residual)
+    k: float                    # growth of the log error's std per unit of ln(extrapolation factor)
+    n_forecasts: int            # backtest forecasts the rate was measured on
+    max_extrapolation: float    # the largest factor among them
+    per_run: pd.DataFrame = field(repr=False, default=None)   # x = ln factor, e = ln(actual / predicted)
+
+    def sigma(self, extrapolation) -> np.ndarray:
+        """Std of the log error (without the parameter part) at compute factor(s) beyond the ladder."""
+        x = np.log(np.maximum(np.asarray(extrapolation, dtype=float), 1.0))
+        return np.sqrt(self.s0 ** 2 + (self.k * x) ** 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"law": self.law, "s0": self.s0, "k": self.k, "n_forecasts": self.n_forecasts,
+                "max_extrapolation": self.max_extrapolation,
+                "model": "ln(actual/predicted) ~ Normal(0, s0^2 + (k ln(C/C_fit))^2)"}
+
+
+def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_train_runs: int | None = None,
+                        select: str = "final", **fit_kwargs) -> ExtrapolationError:
+    """Measure s0 (on `result`, the full-ladder fit) and k (on rollout backtests of the same law).
+
+    Each backtest cutoff keeps at least `min_train_runs` runs (default: half the ladder, and
+    one more than the law's parameters); extra keyword arguments go to `analysis.fitting.fit`.
+
+    Raises ValueError when the ladder is too small for a single backtest (the
+    message says how many runs and budgets it has).
+    """
+    law = result.law
+    fit_kwargs = {"n_convention": result.convention.get("N"), **fit_kwargs}
+    rows = table[table["final"]] if select == "final" and "final" in table.columns else table
+    resid = np.log(rows["loss"].to_numpy(float)) - np.log(np.asarray(result.predict(**covariates_for(rows, law)), float))
+    s0 = float(np.sqrt(np.mean(resid ** 2)))
+    if min_train_runs is None:
+        # a backtest fitted on barely more runs than the law has parameters measures that fit's
+        # instability, not the law's error: every cutoff keeps at least half the ladder
+        n_runs = int(table["run"].nunique()) if "run" in table.columns else len(rows)
+        min_train_runs = max(result.law_obj.n_params + 1, -(-n_runs // 2))
+    bt = rollout(table, law, n_cutoffs=n_cutoffs, min_train_runs=min_train_runs, bootstrap=0, select=select,
+                 **fit_kwargs)
+    pr = bt.per_run
+    x = np.log(pr["extrapolation"].to_numpy(float))
+    e = np.log(pr["actual"].to_numpy(float) / pr["predicted"].to_numpy(float))
+    ok = np.isfinite(e) & (x > 0)
+    x, e = x[ok], e[ok]
+    k = _max_likelihood_k(x, e, s0)
+    per_run = pd.DataFrame({"run": pr["run"].to_numpy()[ok], "cutoff": pr["cutoff"].to_numpy()[ok], "x": x, "e": e})
+    return ExtrapolationError(law=law, s0=s0, k=k, n_forecasts=int(len(x)),
+                              max_extrapolation=float(np.exp(x.max())) if len(x) else 1.0, per_run=per_run)
+
+
+def _max_likelihood_k(x: np.ndarray, e: np.ndarray, s0: float) -> float:
+    """k maximizing the normal likelihood of errors e at log factors x: e_j ~ Normal(0, s0^2 + k^2 x_j^2).
+
+    Unlike a least-squares fit of e^2 on x^2, a forecast at a tiny extrapolation (x near 0) that
+    misses by the run scatter says little about k and gets little weight.
+    """
+    if len(x) == 0:
+        return 0.0
+    s0 = max(s0, 1e-6)
+
+    def nll(log_k):
+        v = s0 ** 2 + np.exp(2 * log_k) * x ** 2
+        return 0.5 * float(np.sum(np.log(v) + e ** 2 / v))
+
+    res = minimize_scalar(nll, bounds=(np.log(1e-6), np.log(10.0)), method="bounded")
+    k = float(np.exp(res.x))
+    # the likelihood is flat as k -> 0 when the backtests are no worse than the scatter
+    return 0.0 if nll(np.log(1e-6)) <= res.fun + 1e-9 else k
+
+
+def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, level: float = 0.9,
+                        **covariates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(point, lower, upper, sigma) of the loss at `covariates`, `extrapolation` = C / C_ladder_max.
+
+    sigma is the total std of the log forecast: bootstrap parameter spread (zero
+    when the fit has no samples), run scatter and extrapolation error combined.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if error.law != result.law:
+        raise ValueError(f"the extrapolation error was measured for law {error.law!r}, the fit is {result.law!r}")
+    point = np.atleast_1d(np.asarray(result.predict(**covariates), float))
+    if result.samples is not None and len(result.samples):
+        logs = np.log(np.maximum(np.asarray(result.predict_samples(**covariates), float), 1e-300))
+        # half the central 68% range: the std for a normal spread, not inflated by a few refits that went wild
+        q16, q84 = np.percentile(logs, [15.865, 84.135], axis=0)
+        boot = (q84 - q16) / 2
+    else:
+        boot = np.zeros_like(point)
+    sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2)
+    z = float(norm.ppf(0.5 + level / 2))
+    return point, point * np.exp(-z * sigma), point * np.exp(z * sigma), sigma
