@@ -1,5 +1,4 @@
 """Calibrated forecast intervals: the ladder's own backtests widen the interval where the law is wrong."""
-import time
 
 import numpy as np
 import pandas as pd
