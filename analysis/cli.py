@@ -38,6 +38,10 @@ def _input_args(p: argparse.ArgumentParser) -> None:
                    help="which parameter count is N (default: the law's)")
     p.add_argument("--include-failed", action="store_true", help="keep diverged/failed runs")
     p.add_argument("--include-partial", action="store_true", help="keep runs without a summary.json yet")
+    p.add_argument("--min-tokens", type=float, default=None,
+                   help="leave out rows with fewer training tokens D (e.g. eval points in a run's early plateau)")
+    p.add_argument("--min-tokens-per-param", type=float, default=None,
+                   help="leave out rows with D/N below this (e.g. the few lowest-ratio points of a published table)")
 
 
 def _load(args: argparse.Namespace, law: str):
@@ -45,8 +49,29 @@ def _load(args: argparse.Namespace, law: str):
     from analysis.load import load
 
     n_conv = args.n_convention or get_law(law).n_convention
-    return load(args.input, columns=args.columns, n_convention=n_conv,
-                include_failed=args.include_failed, include_partial=args.include_partial)
+    table = load(args.input, columns=args.columns, n_convention=n_conv,
+                 include_failed=args.include_failed, include_partial=args.include_partial)
+    return filter_rows(table, min_tokens=args.min_tokens, min_tokens_per_param=args.min_tokens_per_param)
+
+
+def filter_rows(table, *, min_tokens: float | None = None, min_tokens_per_param: float | None = None):
+    """The rows kept by the command line's row filters; an error names the filter that left nothing."""
+    keep = np.ones(len(table), bool)
+    for flag, value, cols in (("--min-tokens", min_tokens, ("D",)), ("--min-tokens-per-param", min_tokens_per_param,
+                                                                       ("D", "N"))):
+        if value is None:
+            continue
+        if not value >= 0:
+            raise ValueError(f"{flag} must be a non-negative number, got {value}")
+        missing = [c for c in cols if c not in table.columns]
+        if missing:
+            raise ValueError(f"{flag} needs column(s) {missing}, which the table lacks")
+        got = table["D"].to_numpy(float) if flag == "--min-tokens" else \
+            table["D"].to_numpy(float) / table["N"].to_numpy(float)
+        keep &= got >= value
+    if not keep.any():
+        raise ValueError("the row filters (--min-tokens, --min-tokens-per-param) leave no rows")
+    return table[keep] if not keep.all() else table
 
 
 # ---------------------------------------------------------------------------
@@ -55,7 +80,7 @@ def _load(args: argparse.Namespace, law: str):
 def fit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed fit", description="Fit a scaling law; print its constants and write the fit JSON.")
     _input_args(p)
-    p.add_argument("--law", default="chinchilla", help="law name (chinchilla, kaplan, compute, overtrain, schedule)")
+    p.add_argument("--law", default="chinchilla", help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule)")
     p.add_argument("--out", default="fit.json", help="where to write the fit result (JSON)")
     p.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates over runs (intervals); 0: none")
     p.add_argument("--level", type=float, default=0.95, help="interval level of the bootstrap intervals")

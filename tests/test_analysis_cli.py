@@ -98,6 +98,8 @@ def test_fit_on_a_mapped_csv_and_backtest_json(tmp_path, capsys):
     (["fit", "{missing}"], "does not exist"),
     (["backtest", "{sweep}", "--laws", "chinchilla,nope"], "unknown law 'nope'"),
     (["report", "{sweep}", "--laws", "nope"], "unknown law 'nope'"),
+    (["fit", "{sweep}", "--min-tokens", "1e30"], "leave no rows"),
+    (["fit", "{sweep}", "--min-tokens-per-param", "-1"], "non-negative"),
 ])
 def test_errors_exit_2_with_one_line(argv, message, sweep, tmp_path, capsys):
     csv = tmp_path / "t.csv"
@@ -120,3 +122,13 @@ def test_python_dash_m_analysis_runs_and_imports_no_torch(fitted):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)) == {"loss", "lower", "upper"}
+
+
+def test_row_filters_keep_what_they_say():
+    from analysis.cli import filter_rows
+    t = pd.DataFrame({"N": [1e6, 1e6, 2e6, 2e6], "D": [1e6, 4e7, 4e6, 8e7], "loss": [4.0, 3.0, 3.5, 2.8]})
+    assert filter_rows(t) is t
+    assert filter_rows(t, min_tokens=4e6)["D"].tolist() == [4e7, 4e6, 8e7]
+    assert filter_rows(t, min_tokens_per_param=10)["D"].tolist() == [4e7, 8e7]
+    with pytest.raises(ValueError, match="--min-tokens-per-param needs column"):
+        filter_rows(t.drop(columns="N"), min_tokens_per_param=1)

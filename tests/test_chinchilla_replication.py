@@ -91,3 +91,20 @@ def test_batched_bootstrap_matches_scipy_on_the_published_points():
         theta_ref, res = polish(law, weighted, 1e-3, theta_hat, free)
         assert boot.objective_B[k] == pytest.approx(res.fun, rel=1e-8), k
         np.testing.assert_allclose(boot.theta_BxP[k], theta_ref, atol=5e-3, err_msg=f"replicate {k}")
+
+
+def test_the_published_fit_from_the_command_line(tmp_path, capsys):
+    """`testbed fit` on the raw CSV, with the row filter that drops the five lowest-ratio runs."""
+    from analysis.cli import fit_main
+    from analysis.fitresult import FitResult
+
+    raw = pd.read_csv(DATA)
+    ratio = raw["Training FLOP"] / (6 * raw["Model Size"] ** 2)
+    threshold = float(np.sort(ratio)[5])             # the sixth-lowest tokens per parameter: keeps 240
+    out = tmp_path / "fit.json"
+    assert fit_main([str(DATA), "--columns", 'N="Model Size",C="Training FLOP",loss=loss',
+                     "--min-tokens-per-param", repr(threshold), "--out", str(out)]) == 0
+    r = FitResult.from_json(out)
+    assert r.n_points == 240
+    assert r.objective == pytest.approx(0.0010183, rel=2e-4)
+    assert r.params["E"] == pytest.approx(1.817, abs=0.005)
