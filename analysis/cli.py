@@ -89,6 +89,9 @@ def fit_parser() -> argparse.ArgumentParser:
                    help="final: each run's last eval; all: every eval point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B (default: the engine's)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="also measure the law's extrapolation error by backtests on these runs (analysis.calibrate) "
+                        "and store it, so `testbed predict` gives intervals that account for it")
     return p
 
 
@@ -104,10 +107,39 @@ def _fit(args: argparse.Namespace) -> int:
     table = _load(args, args.law)
     result = fit(table, args.law, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed,
                  select=args.select, n_convention=args.n_convention, level=args.level, n_starts=args.starts)
+    if args.calibrate:
+        result = with_extrapolation_error(result, table, select=args.select, delta=args.delta,
+                                          n_starts=args.starts)
     out = result.to_json(args.out)
     print_fit(result)
+    err = result.settings.get("extrapolation_error")
+    if err:
+        print(f"extrapolation error from {err['n_forecasts']} backtest forecasts: run scatter s0 = {err['s0']:.3%}, "
+              f"growth k = {err['k']:.3%} per unit ln(C / C_fit)")
     print(f"wrote {out}")
     return 0
+
+
+def with_extrapolation_error(result, table, *, select: str = "final", **fit_kwargs):
+    """The fit with its extrapolation error (analysis.calibrate) stored under settings["extrapolation_error"].
+
+    The compute scale of the fitted runs is stored with it (`C_fit`: the largest C of the fitted
+    rows for a law of C, else the largest 6ND), so a forecast knows how far it extrapolates.
+    """
+    import dataclasses
+
+    from analysis.calibrate import extrapolation_error
+
+    err = extrapolation_error(table, result, select=select, **fit_kwargs)
+    rows = table[table["final"]] if select == "final" and "final" in table.columns else table
+    if tuple(result.law_obj.covariates) == ("C",):
+        c_fit = float(rows["C"].max())
+    else:
+        c_fit = float((6.0 * rows["N"] * rows["D"]).max())
+    settings = {**result.settings, "extrapolation_error": {**err.to_dict(), "C_fit": c_fit,
+                                                           "C_convention": "C" if "C" in result.law_obj.covariates
+                                                           else "6ND"}}
+    return dataclasses.replace(result, settings=settings)
 
 
 def print_fit(result) -> None:
@@ -164,7 +196,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        band = (f"  [{out['lower']:.4g}, {out['upper']:.4g}] ({args.level:.0%})" if out["lower"] is not None
+        band = (f"  [{out['lower']:.4g}, {out['upper']:.4g}] ({args.level:.0%}, {out['interval']})"
+                if out["lower"] is not None
                 else "  (no interval: the fit has no bootstrap samples; refit with --bootstrap)")
         where = ", ".join(f"{k}={out[k]:.4g}" for k in ("N", "D", "C") if k in out)
         print(f"{result.law}: loss at {where} = {out['loss']:.4f}{band}")
@@ -174,8 +207,11 @@ def _predict(args: argparse.Namespace) -> int:
 def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict:
     """Loss (and interval) at N and D, or at compute C under the compute-optimal allocation.
 
-    Returns {"loss", "lower", "upper"} plus N and D when they were derived from
-    C (D = C / (6N)). Without bootstrap samples, lower and upper are None.
+    Returns {"loss", "lower", "upper", "interval"} plus N and D when they were derived from
+    C (D = C / (6N)). Without bootstrap samples or a stored extrapolation error, lower and
+    upper are None. A fit made with `--calibrate` gives the calibrated interval
+    (`analysis.calibrate.calibrated_interval`; "interval": "calibrated", with the
+    extrapolation factor C / C_fit and sigma); otherwise the bootstrap band ("bootstrap").
     """
     from analysis import predict as P
 
@@ -194,8 +230,24 @@ def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict
                          "(loss at the compute-optimal allocation)")
     lo, hi = _scalar(pred.lower), _scalar(pred.upper)
     has_band = np.isfinite(lo) and np.isfinite(hi)
-    return {"loss": _scalar(pred.point), "lower": lo if has_band else None, "upper": hi if has_band else None,
-            **derived}
+    out = {"loss": _scalar(pred.point), "lower": lo if has_band else None, "upper": hi if has_band else None,
+           "interval": "bootstrap" if has_band else None, **derived}
+    err = result.settings.get("extrapolation_error")
+    if err:
+        from analysis.calibrate import ExtrapolationError, calibrated_interval
+
+        error = ExtrapolationError(law=err["law"], s0=err["s0"], k=err["k"], n_forecasts=err["n_forecasts"],
+                                   max_extrapolation=err["max_extrapolation"])
+        n, d = derived.get("N", N), derived.get("D", D)
+        if tuple(result.law_obj.covariates) == ("C",):
+            cov, c = {"C": C}, C
+        else:
+            cov, c = {"N": n, "D": d}, 6.0 * n * d
+        ext = max(1.0, c / err["C_fit"])
+        _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
+        out.update(lower=_scalar(lo), upper=_scalar(hi), interval="calibrated", extrapolation=ext,
+                   sigma=_scalar(sigma))
+    return out
 
 
 def _scalar(a) -> float:

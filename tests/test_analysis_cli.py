@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,7 +47,7 @@ def test_fit_writes_json_and_prints_the_parameter_table(fitted, capsys, sweep, t
 def test_predict_json_round_trip(fitted, capsys):
     assert run_testbed(["predict", str(fitted), "--N", "1e7", "--D", "2e8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"loss", "lower", "upper"}
+    assert set(out) == {"loss", "lower", "upper", "interval"} and out["interval"] == "bootstrap"
     assert out["lower"] <= out["loss"] <= out["upper"]
     assert out["loss"] == pytest.approx(float(chinchilla_loss(1e7, 2e8)), rel=0.03)
     # at the same N and D the command prints exactly what the fit predicts
@@ -56,7 +57,7 @@ def test_predict_json_round_trip(fitted, capsys):
 def test_predict_at_compute_derives_the_allocation(fitted, capsys):
     assert run_testbed(["predict", str(fitted), "--C", "1e18", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"loss", "lower", "upper", "N", "D"}
+    assert set(out) == {"loss", "lower", "upper", "interval", "N", "D"}
     assert out["lower"] <= out["loss"] <= out["upper"]
     assert out["N"] * out["D"] * 6 == pytest.approx(1e18)
     # the allocation is optimal: moving N either way at the same compute raises the predicted loss
@@ -121,7 +122,7 @@ def test_python_dash_m_analysis_runs_and_imports_no_torch(fitted):
             "runpy.run_module('analysis', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert set(json.loads(proc.stdout)) == {"loss", "lower", "upper"}
+    assert set(json.loads(proc.stdout)) == {"loss", "lower", "upper", "interval"}
 
 
 def test_row_filters_keep_what_they_say():
@@ -132,3 +133,23 @@ def test_row_filters_keep_what_they_say():
     assert filter_rows(t, min_tokens_per_param=10)["D"].tolist() == [4e7, 8e7]
     with pytest.raises(ValueError, match="--min-tokens-per-param needs column"):
         filter_rows(t.drop(columns="N"), min_tokens_per_param=1)
+
+
+def test_calibrated_fit_widens_the_interval_with_extrapolation(sweep, fitted, tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--bootstrap", "32", "--starts", "2",
+                        "--calibrate"]) == 0
+    assert "extrapolation error from" in capsys.readouterr().out
+    err = FitResult.from_json(out).settings["extrapolation_error"]
+    assert err["n_forecasts"] >= 1 and err["C_fit"] == pytest.approx(6 * 3e6 * 3e6 * 80, rel=1e-4)
+    widths = []
+    for n in (3e6, 3e7, 3e8):                      # 80 tokens per parameter: 1x, 100x, 10,000x C_fit
+        assert run_testbed(["predict", str(out), "--N", repr(n), "--D", repr(80 * n), "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["interval"] == "calibrated" and got["lower"] < got["loss"] < got["upper"]
+        assert got["extrapolation"] == pytest.approx(max(1.0, (n / 3e6) ** 2), rel=1e-4)
+        widths.append(np.log(got["upper"] / got["lower"]))
+        # the point forecast is the fit's own; only the interval changes
+        assert run_testbed(["predict", str(fitted), "--N", repr(n), "--D", repr(80 * n), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(got["loss"], rel=1e-9)
+    assert widths[0] <= widths[1] <= widths[2]
