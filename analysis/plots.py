@@ -111,7 +111,8 @@ def plot_fit(table: pd.DataFrame, fit, path: str | Path, extrapolate: float = 10
     """Data and the fitted law, extended `extrapolate`x beyond the data, with the bootstrap band.
 
     (N, D) laws: loss vs D, one fitted line per model size plus the largest size
-    scaled up; a compute law: loss vs C. Other laws: predicted vs observed.
+    scaled up; a compute law: loss vs C; (N, S1, S2) laws fitted on curves: each run's
+    eval points with the law along its schedule. Other laws: predicted vs observed.
     """
     from analysis.backtest import covariates_for
 
@@ -137,6 +138,21 @@ def plot_fit(table: pd.DataFrame, fit, path: str | Path, extrapolate: float = 10
         ax.axvline(data["C"].max(), color="grey", ls=":", lw=1)
         ax.scatter(data["C"], data["loss"], s=14, color="C0", zorder=3)
         ax.set(xscale="log", yscale="log", xlabel="training FLOPs C")
+    elif tuple(law.covariates) == ("N", "S1", "S2") and "run" in data.columns:
+        # a whole-curve law: every run's eval points and the law along that run's schedule
+        norm, mappable = _n_colours(data["N"].to_numpy(float))
+        for _, g in data.sort_values("D").groupby("run", sort=False):
+            colour = mappable.to_rgba(float(g["N"].iloc[0]))
+            ax.scatter(g["D"], g["loss"], color=colour, s=10, zorder=3)
+            cov = covariates_for(g, law.name)
+            if has_band:
+                point, lo, hi = fit.predict_interval(level=level, **cov)
+                ax.fill_between(g["D"], lo, hi, color=colour, alpha=0.2, lw=0)
+            else:
+                point = fit.predict(**cov)
+            ax.plot(g["D"], point, "-", color=colour, lw=1.0)
+        fig.colorbar(mappable, ax=ax, label="parameters N")
+        ax.set(xscale="log", yscale="log", xlabel="tokens D (each run: its eval points and the law along its schedule)")
     else:
         pred = fit.predict(**covariates_for(data, law.name))
         ax.scatter(data["loss"], pred, s=14)
