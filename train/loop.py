@@ -195,6 +195,27 @@ def restore(cfg: RunConfig, out: Path, model: torch.nn.Module, optimizer: torch.
     return step, state["first_loss"], state["elapsed_s"], (state.get("tracker") if resume_from else None)
 
 
+def metrics_row(cfg: RunConfig, fpt: float, lrs, kind: str, step: int, time_s: float, **values: Any) -> dict[str, Any]:
+    """One metrics.jsonl row (train or eval) of a run at `step`; the same for single and packed runs."""
+    tokens = step * cfg.train.batch_tokens
+    return {"kind": kind, "step": step, "tokens": tokens, "flops": tokens * fpt,
+            "lr": float(lrs[step - 1]) if step else 0.0, "time_s": round(time_s, 4), **values}
+
+
+def run_summary(cfg: RunConfig, status: str, *, counts: dict, fpt: float, last_train, last_val, floor,
+                step: int, wall_s: float, step_tokens: int, step_time: float, device: str, world_size: int,
+                data_description: dict, **extra: Any) -> dict[str, Any]:
+    """The summary.json of a run (DESIGN.md's run directory); the single-run and packed trainers both write it."""
+    return {"status": status, "run_id": cfg.run_id(),
+            "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
+            "params_embedding": counts["embedding"], "flops_per_token": fpt,
+            "flop_convention": cfg.run.flop_convention,
+            "final_train_loss": last_train, "final_val_loss": last_val, "loss_floor": floor,
+            "tokens": step * cfg.train.batch_tokens, "steps": step, "total_steps": cfg.steps,
+            "wall_time_s": round(wall_s, 3), "tokens_per_s": round(step_tokens / max(step_time, 1e-9), 1),
+            "device": device, "world_size": world_size, "data": data_description, **provenance(), **extra}
+
+
 def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo(),
           progress: Progress | None = None) -> dict[str, Any]:
     """Train `cfg` (resolved) into `out_dir`; return the summary (also written to summary.json on rank 0)."""
@@ -242,22 +263,13 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
     trackers = open_trackers(metrics_path, cfg.run, cfg.run_id(), cfg.to_dict(), tracker_state) if info.is_main else None
 
     def row(kind: str, s: int, **values: Any) -> dict[str, Any]:
-        tokens = s * cfg.train.batch_tokens
-        return {"kind": kind, "step": s, "tokens": tokens, "flops": tokens * fpt,
-                "lr": float(lrs[s - 1]) if s else 0.0,
-                "time_s": round(elapsed + time.perf_counter() - t_start, 4), **values}
+        return metrics_row(cfg, fpt, lrs, kind, s, elapsed + time.perf_counter() - t_start, **values)
 
     def summary(status: str, **extra: Any) -> dict[str, Any]:
-        wall = elapsed + time.perf_counter() - t_start
-        s = {"status": status, "run_id": cfg.run_id(),
-             "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
-             "params_embedding": counts["embedding"], "flops_per_token": fpt,
-             "flop_convention": cfg.run.flop_convention,
-             "final_train_loss": last_train, "final_val_loss": last_val, "loss_floor": floor,
-             "tokens": step * cfg.train.batch_tokens, "steps": step, "total_steps": total,
-             "wall_time_s": round(wall, 3), "tokens_per_s": round(step_tokens / max(step_time, 1e-9), 1),
-             "device": str(device) + (f" x{info.world_size}" if info.enabled else ""),
-             "world_size": info.world_size, "data": data.describe(), **provenance(), **extra}
+        s = run_summary(cfg, status, counts=counts, fpt=fpt, last_train=last_train, last_val=last_val, floor=floor,
+                        step=step, wall_s=elapsed + time.perf_counter() - t_start, step_tokens=step_tokens,
+                        step_time=step_time, device=str(device) + (f" x{info.world_size}" if info.enabled else ""),
+                        world_size=info.world_size, data_description=data.describe(), **extra)
         if info.is_main:
             atomic_write_json(out / SUMMARY, s)
         return s

@@ -49,9 +49,8 @@ from train import checkpoint as ckpt
 from train import ddp
 from train.api import prepare_run_dir
 from train.config import ConfigError, OptimConfig, RunConfig, load_config
-from train.loop import autocast, eval_steps, load_data, resolve_device, seed_everything
+from train.loop import autocast, eval_steps, load_data, metrics_row, resolve_device, run_summary, seed_everything
 from train.optim import build_optimizer, plan_batches, set_lr
-from train.provenance import provenance
 from train.rundir import CKPT_DIR, METRICS, SUMMARY, atomic_write_json, read_metrics, write_metrics
 from train.schedules import lr_curve
 from train.trackers import open_trackers
@@ -388,22 +387,14 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
         return r.elapsed + time.perf_counter() - t_start
 
     def row(r: _Run, kind: str, s: int, **values: Any) -> dict[str, Any]:
-        tokens = s * r.cfg.train.batch_tokens
-        return {"kind": kind, "step": s, "tokens": tokens, "flops": tokens * r.fpt,
-                "lr": float(r.lrs[s - 1]) if s else 0.0, "time_s": round(now(r), 4), **values}
+        return metrics_row(r.cfg, r.fpt, r.lrs, kind, s, now(r), **values)
 
     def finish(r: _Run, status: str, s: int, **extra: Any) -> None:
         """Write r's summary.json: the fields of a single run's summary, plus the pack size."""
-        r.summary = {
-            "status": status, "run_id": r.cfg.run_id(),
-            "params_total": r.counts["total"], "params_non_embedding": r.counts["non_embedding"],
-            "params_embedding": r.counts["embedding"], "flops_per_token": r.fpt,
-            "flop_convention": r.cfg.run.flop_convention,
-            "final_train_loss": r.last_train, "final_val_loss": r.last_val, "loss_floor": floor,
-            "tokens": s * r.cfg.train.batch_tokens, "steps": s, "total_steps": r.total,
-            "wall_time_s": round(now(r), 3), "tokens_per_s": round(r.step_tokens / max(r.step_time, 1e-9), 1),
-            "device": str(device), "world_size": 1, "data": data.describe(), **provenance(),
-            "packed_with": len(runs), **extra}
+        r.summary = run_summary(r.cfg, status, counts=r.counts, fpt=r.fpt, last_train=r.last_train,
+                                last_val=r.last_val, floor=floor, step=s, wall_s=now(r), step_tokens=r.step_tokens,
+                                step_time=r.step_time, device=str(device), world_size=1,
+                                data_description=data.describe(), packed_with=len(runs), **extra)
         atomic_write_json(r.out / SUMMARY, r.summary)
 
     # ---- the loop: one packed update per step; stopped models leave the pack ----
