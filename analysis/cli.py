@@ -19,7 +19,7 @@ EXIT_BAD_INPUT = 2
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
            argv: list[str] | None) -> int:
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_intermixed_args(argv)
     except SystemExit as e:   # argparse: --help exits 0, a usage error exits 2
         return int(e.code or 0)
     try:
@@ -175,6 +175,10 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--N", type=float, default=None, help="parameters")
     p.add_argument("--D", type=float, default=None, help="training tokens")
     p.add_argument("--C", type=float, default=None, help="training FLOPs (with no N/D: compute-optimal allocation)")
+    p.add_argument("--run", default=None, metavar="CONFIG",
+                   help="a planned run's config (YAML/JSON, as for `testbed train`): forecast its whole eval curve "
+                        "(needed by laws of the lr schedule, e.g. kaplan-schedule)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the --run config")
     p.add_argument("--level", type=float, default=0.9, help="interval level")
     p.add_argument("--json", action="store_true", help='print {"loss", "lower", "upper"} (plus derived N/D) as JSON')
     return p
@@ -192,6 +196,10 @@ def _predict(args: argparse.Namespace) -> int:
         if v is not None and not (v > 0 and v < float("inf")):
             raise ValueError(f"--{name} must be a positive number, got {v}")
     result = FitResult.from_json(args.fit)
+    if args.run is not None or args.overrides:
+        if args.run is None or any(getattr(args, k) is not None for k in ("N", "D", "C")):
+            raise ValueError("--run CONFIG [key=value ...] forecasts a planned run; give it without --N/--D/--C")
+        return _print_run_forecast(result, args)
     out = predict_point(result, N=args.N, D=args.D, C=args.C, level=args.level)
     if args.json:
         print(json.dumps(out))
@@ -248,6 +256,67 @@ def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict
         out.update(lower=_scalar(lo), upper=_scalar(hi), interval="calibrated", extrapolation=ext,
                    sigma=_scalar(sigma))
     return out
+
+
+def forecast_run(result, config, *, level: float = 0.9) -> dict:
+    """The whole eval curve of a planned run (a RunConfig or its dict), with intervals.
+
+    Calibrated (`analysis.calibrate`) when the fit stores an extrapolation error (`testbed fit
+    --calibrate`), each eval point at its own distance 6ND / C_fit; else the bootstrap band.
+    Returns {"loss", "lower", "upper", "interval", "N", "D", "curve": {steps, tokens, loss, lower, upper}}.
+    """
+    from analysis.fitresult import percentile_band
+    from analysis.predict import run_covariates
+
+    cov, steps, tokens_per_step, note = run_covariates(result, config)
+    point = np.asarray(result.predict(**cov), float)
+    if result.samples is not None and len(result.samples):
+        lo, hi = percentile_band(np.asarray(result.predict_samples(**cov), float), level)
+        kind = "bootstrap"
+    else:
+        lo = hi = np.full_like(point, np.nan)
+        kind = None
+    tokens = steps * tokens_per_step
+    extra: dict = {}
+    err = result.settings.get("extrapolation_error")
+    if err and err.get("C_convention") == "6ND":
+        from analysis.calibrate import ExtrapolationError, calibrated_interval
+
+        error = ExtrapolationError(law=err["law"], s0=err["s0"], k=err["k"], n_forecasts=err["n_forecasts"],
+                                   max_extrapolation=err["max_extrapolation"])
+        ext = np.maximum(6.0 * cov["N"] * tokens / err["C_fit"], 1.0)
+        _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
+        kind, extra = "calibrated", {"extrapolation": float(ext[-1]), "sigma": float(sigma[-1])}
+    band = [None if not np.isfinite(v) else float(v) for v in lo], [None if not np.isfinite(v) else float(v) for v in hi]
+    return {"loss": float(point[-1]), "lower": band[0][-1], "upper": band[1][-1], "interval": kind,
+            "N": float(cov["N"][0]), "D": float(tokens[-1]), **extra, "note": note,
+            "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(), "loss": point.tolist(),
+                      "lower": band[0], "upper": band[1]}}
+
+
+def _print_run_forecast(result, args) -> int:
+    from train.config import load_config
+
+    cfg = load_config(args.run, args.overrides).resolved()
+    out = forecast_run(result, cfg, level=args.level)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{result.law}: forecast of {cfg.run_id()} (N={out['N']:.4g}, D={out['D']:.4g})")
+    for col in ("step", "tokens", "loss", f"{args.level:.0%} interval ({out['interval'] or 'none'})"):
+        t.add_column(col, justify="right")
+    c = out["curve"]
+    for s, tok, p, lo, hi in zip(c["steps"], c["tokens"], c["loss"], c["lower"], c["upper"]):
+        t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
+    Console().print(t)
+    print(f"{result.law}: final loss {out['loss']:.4f}"
+          + (f"  [{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})"
+             if out["lower"] is not None else "  (no interval: the fit has no bootstrap samples)"))
+    print(f"note: {out['note']}")
+    return 0
 
 
 def _scalar(a) -> float:

@@ -153,3 +153,34 @@ def test_calibrated_fit_widens_the_interval_with_extrapolation(sweep, fitted, tm
         assert run_testbed(["predict", str(fitted), "--N", repr(n), "--D", repr(80 * n), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(got["loss"], rel=1e-9)
     assert widths[0] <= widths[1] <= widths[2]
+
+
+def test_predict_a_planned_run_from_its_config(sweep, tmp_path, capsys):
+    from models.counting import param_counts
+    from train.config import RunConfig
+
+    fit_path = tmp_path / "cal.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(fit_path), "--bootstrap", "32", "--starts", "2",
+                        "--calibrate"]) == 0
+    capsys.readouterr()
+    cfg_path = tmp_path / "target.json"
+    cfg_path.write_text(json.dumps(RunConfig().to_dict()))
+    argv = ["predict", str(fit_path), "--run", str(cfg_path), "model.width=512", "model.depth=8",
+            "train.tokens=4096000000", "train.batch_tokens=4096000", "--json"]
+    assert run_testbed(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    cfg = RunConfig().with_overrides({"model.width": 512, "model.depth": 8, "train.tokens": 4096000000,
+                                      "train.batch_tokens": 4096000}).resolved()
+    fit = FitResult.from_json(fit_path)
+    n = param_counts(cfg.model)["total"]            # chinchilla's N convention
+    assert out["N"] == n and out["D"] == 4096000000
+    assert out["loss"] == pytest.approx(float(fit.predict(N=n, D=4096000000)[0]), rel=1e-12)
+    assert out["interval"] == "calibrated" and out["lower"] < out["loss"] < out["upper"]
+    curve = out["curve"]
+    assert curve["steps"][-1] == cfg.steps and curve["loss"][-1] == out["loss"]
+    assert all(lo <= p <= hi for p, lo, hi in zip(curve["loss"], curve["lower"], curve["upper"]))
+    # the table form prints the final loss; a run forecast with --N is refused
+    assert run_testbed(argv[:-1]) == 0
+    assert "final loss" in capsys.readouterr().out
+    assert run_testbed(["predict", str(fit_path), "--run", str(cfg_path), "--N", "1e9"]) == 2
+    assert "without --N/--D/--C" in capsys.readouterr().err
