@@ -116,8 +116,16 @@ def batched_huber_lm(law: Law, theta0_RxP: np.ndarray, data: FitData, W_Rxn: np.
         a = active
         H_f = curv[a][:, fidx[:, None], fidx[None, :]]
         S_f = scale[a][:, fidx]
+        g_f = grad[a][:, fidx]
+        # coordinates at a bound whose descent direction points out of the box are held there
+        # (the active set, as in L-BFGS-B); projecting their step instead leaves the others
+        # creeping along the bound for hundreds of iterations
+        th_f = theta[a][:, fidx]
+        held = ((th_f <= lo[fidx] + 1e-12) & (g_f > 0)) | ((th_f >= hi[fidx] - 1e-12) & (g_f < 0))
+        free_f = ~held
         A = H_f + (mu[a, None] * S_f + 1e-300)[:, :, None] * eye
-        step = np.linalg.solve(A, -grad[a][:, fidx, None])[..., 0]
+        A = A * (free_f[:, :, None] & free_f[:, None, :]) + held[:, :, None] * eye
+        step = np.linalg.solve(A, np.where(held, 0.0, -g_f)[..., None])[..., 0]
         trial = theta[a].copy()
         trial[:, fidx] = np.clip(trial[:, fidx] + step, lo[fidx], hi[fidx])
         f_new, g_new, c_new, s_new = _evaluate(law, trial, data, W_Rxn[a], delta)

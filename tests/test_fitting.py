@@ -258,6 +258,25 @@ def test_batched_bootstrap_reaches_the_lbfgsb_optimum_per_replicate():
         np.testing.assert_allclose(boot.theta_BxP[k], theta_ref, atol=2e-3, err_msg=f"replicate {k}")
 
 
+def test_batched_bootstrap_converges_with_a_parameter_held_at_its_bound():
+    # the exponent beta is capped below its optimum, so every replicate's optimum lies on the bound:
+    # the refit must hold beta there and converge in the other coordinates, as L-BFGS-B does
+    t = chinchilla_table(seed=4, noise=0.005)
+    law = dataclasses.replace(get_law("chinchilla"), bounds=((-5.0, 5.0), (-10.0, 60.0), (-10.0, 60.0),
+                                                             (0.0, 3.0), (0.0, 0.2)))
+    data = prepare(t, law)
+    free = np.ones(5, dtype=bool)
+    theta_hat, _ = polish(law, data, 1e-3, law.to_theta({**CHIN, "beta": 0.2}), free)
+    assert theta_hat[4] == pytest.approx(0.2)
+    boot = bootstrap_runs(law, data, theta_hat, delta=1e-3, free=free, n_boot=12, seed=5)
+    assert boot.n_not_converged == 0
+    assert np.allclose(boot.theta_BxP[:, 4], 0.2)
+    for k in range(12):
+        weighted = dataclasses.replace(data, weights=boot.counts_BxR[k][data.run_codes])
+        _, res = polish(law, weighted, 1e-3, theta_hat, free)
+        assert boot.objective_B[k] <= res.fun * (1 + 1e-7), k
+
+
 def test_resample_runs_is_seeded_and_whole_runs():
     a, b = resample_runs(10, 50, seed=1), resample_runs(10, 50, seed=1)
     np.testing.assert_array_equal(a, b)
