@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 LEVEL = 0.9
-METHOD = 2      # how forecasts are made; saved forecasts of another method are redone (ladders and targets are kept)
+METHOD = 3      # how forecasts are made; saved forecasts of another method are redone (ladders and targets are kept)
 
 
 @dataclass(frozen=True)
