@@ -65,6 +65,38 @@ class ExtrapolationError:
                 "max_extrapolation": self.max_extrapolation,
                 "model": "ln(actual/predicted) ~ Normal(0, s0^2 + (k ln(C/C_fit))^2)"}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExtrapolationError":
+        return cls(law=d["law"], s0=float(d["s0"]), k=float(d["k"]), n_forecasts=int(d["n_forecasts"]),
+                   max_extrapolation=float(d["max_extrapolation"]))
+
+
+SETTINGS_KEY = "extrapolation_error"
+
+
+def attach(result, error: ExtrapolationError, table: pd.DataFrame, *, select: str = "final"):
+    """The fit with `error` stored in its settings (so it travels in the fit JSON), with the compute
+    scale of the fitted runs: `C_fit`, the largest C of the fitted rows for a law of C, else the
+    largest 6ND, so a later forecast knows how far it extrapolates (`stored_error`)."""
+    import dataclasses
+
+    rows = table[table["final"]] if select == "final" and "final" in table.columns else table
+    if "C" in result.law_obj.covariates:
+        c_fit, conv = float(rows["C"].max()), "C"
+    else:
+        c_fit, conv = float((6.0 * rows["N"] * rows["D"]).max()), "6ND"
+    return dataclasses.replace(result, settings={**result.settings,
+                                                 SETTINGS_KEY: {**error.to_dict(), "C_fit": c_fit,
+                                                                "C_convention": conv}})
+
+
+def stored_error(result) -> tuple[ExtrapolationError, float, str] | None:
+    """(error, C_fit, C convention) stored by `attach`, or None for a fit without one."""
+    d = result.settings.get(SETTINGS_KEY)
+    if not d:
+        return None
+    return ExtrapolationError.from_dict(d), float(d["C_fit"]), d["C_convention"]
+
 
 def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_train_runs: int | None = None,
                         select: str = "final", **fit_kwargs) -> ExtrapolationError:

@@ -121,25 +121,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def with_extrapolation_error(result, table, *, select: str = "final", **fit_kwargs):
-    """The fit with its extrapolation error (analysis.calibrate) stored under settings["extrapolation_error"].
+    """The fit with its extrapolation error (analysis.calibrate) measured on `table` and stored in it."""
+    from analysis.calibrate import attach, extrapolation_error
 
-    The compute scale of the fitted runs is stored with it (`C_fit`: the largest C of the fitted
-    rows for a law of C, else the largest 6ND), so a forecast knows how far it extrapolates.
-    """
-    import dataclasses
-
-    from analysis.calibrate import extrapolation_error
-
-    err = extrapolation_error(table, result, select=select, **fit_kwargs)
-    rows = table[table["final"]] if select == "final" and "final" in table.columns else table
-    if tuple(result.law_obj.covariates) == ("C",):
-        c_fit = float(rows["C"].max())
-    else:
-        c_fit = float((6.0 * rows["N"] * rows["D"]).max())
-    settings = {**result.settings, "extrapolation_error": {**err.to_dict(), "C_fit": c_fit,
-                                                           "C_convention": "C" if "C" in result.law_obj.covariates
-                                                           else "6ND"}}
-    return dataclasses.replace(result, settings=settings)
+    return attach(result, extrapolation_error(table, result, select=select, **fit_kwargs), table, select=select)
 
 
 def print_fit(result) -> None:
@@ -240,18 +225,17 @@ def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict
     has_band = np.isfinite(lo) and np.isfinite(hi)
     out = {"loss": _scalar(pred.point), "lower": lo if has_band else None, "upper": hi if has_band else None,
            "interval": "bootstrap" if has_band else None, **derived}
-    err = result.settings.get("extrapolation_error")
-    if err:
-        from analysis.calibrate import ExtrapolationError, calibrated_interval
+    from analysis.calibrate import calibrated_interval, stored_error
 
-        error = ExtrapolationError(law=err["law"], s0=err["s0"], k=err["k"], n_forecasts=err["n_forecasts"],
-                                   max_extrapolation=err["max_extrapolation"])
+    stored = stored_error(result)
+    if stored:
+        error, c_fit, _ = stored
         n, d = derived.get("N", N), derived.get("D", D)
         if tuple(result.law_obj.covariates) == ("C",):
             cov, c = {"C": C}, C
         else:
             cov, c = {"N": n, "D": d}, 6.0 * n * d
-        ext = max(1.0, c / err["C_fit"])
+        ext = max(1.0, c / c_fit)
         _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
         out.update(lower=_scalar(lo), upper=_scalar(hi), interval="calibrated", extrapolation=ext,
                    sigma=_scalar(sigma))
@@ -278,13 +262,12 @@ def forecast_run(result, config, *, level: float = 0.9) -> dict:
         kind = None
     tokens = steps * tokens_per_step
     extra: dict = {}
-    err = result.settings.get("extrapolation_error")
-    if err and err.get("C_convention") == "6ND":
-        from analysis.calibrate import ExtrapolationError, calibrated_interval
+    from analysis.calibrate import calibrated_interval, stored_error
 
-        error = ExtrapolationError(law=err["law"], s0=err["s0"], k=err["k"], n_forecasts=err["n_forecasts"],
-                                   max_extrapolation=err["max_extrapolation"])
-        ext = np.maximum(6.0 * cov["N"] * tokens / err["C_fit"], 1.0)
+    stored = stored_error(result)
+    if stored and stored[2] == "6ND":
+        error, c_fit, _ = stored
+        ext = np.maximum(6.0 * cov["N"] * tokens / c_fit, 1.0)
         _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
         kind, extra = "calibrated", {"extrapolation": float(ext[-1]), "sigma": float(sigma[-1])}
     band = [None if not np.isfinite(v) else float(v) for v in lo], [None if not np.isfinite(v) else float(v) for v in hi]

@@ -230,7 +230,7 @@ def fit_ladder(ladder_dir: Path, scale: DemoScale, out: Path):
     Returns (table, fit, error): `error` is None when the ladder is too small for a backtest
     (then the forecast falls back to the bootstrap interval and says so).
     """
-    from analysis.calibrate import extrapolation_error
+    from analysis.calibrate import attach, extrapolation_error
     from analysis.fitting import fit
     from analysis.load import load_runs
 
@@ -238,11 +238,14 @@ def fit_ladder(ladder_dir: Path, scale: DemoScale, out: Path):
     fitted = _fit_rows(table, scale)
     result = fit(fitted, scale.law, bootstrap=scale.bootstrap, level=scale.level, seed=0,
                  n_convention=scale.n_params, select=scale.select)
-    result.to_json(out / FIT_FILE)
     try:
         error = extrapolation_error(fitted, result, select=scale.select)
     except ValueError:
         error = None
+    else:
+        # stored in fit.json too, so `testbed predict DIR/fit.json --run ...` gives the calibrated interval
+        result = attach(result, error, fitted, select=scale.select)
+    result.to_json(out / FIT_FILE)
     return table, result, error
 
 

@@ -92,6 +92,20 @@ def test_outputs_exist(finished_demo):
         assert png in report
 
 
+def test_fit_json_forecasts_the_target_from_the_command_line(finished_demo, capsys):
+    # fit.json carries the measured extrapolation error; `testbed predict --run` on the target's
+    # config gives the forecast the demo made, with a calibrated interval
+    from analysis.cli import predict_main
+
+    out, *_ = finished_demo
+    fc = json.loads((out / demo.FORECAST_FILE).read_text())
+    assert predict_main([str(out / demo.FIT_FILE), "--run", str(out / "target" / "config.json"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["loss"] == pytest.approx(fc["predicted"], rel=1e-12)
+    assert got["interval"] == "calibrated" and got["lower"] < got["loss"] < got["upper"]
+    assert got["curve"]["steps"] == fc["curve"]["steps"]
+
+
 def test_rerun_trains_nothing_again(finished_demo):
     out, _, ladder_mtimes, result = finished_demo
     target_summary = out / "target" / "summary.json"
