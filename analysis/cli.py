@@ -247,7 +247,8 @@ def forecast_run(result, config, *, level: float = 0.9) -> dict:
 
     Calibrated (`analysis.calibrate`) when the fit stores an extrapolation error (`testbed fit
     --calibrate`), each eval point at its own distance 6ND / C_fit; else the bootstrap band.
-    Returns {"loss", "lower", "upper", "interval", "N", "D", "curve": {steps, tokens, loss, lower, upper}}.
+    Returns {"loss", "lower", "upper", "interval", "N", "D", "curve": {steps, tokens, loss, lower, upper}};
+    curve points before the fewest tokens the law was fitted on are None.
     """
     from analysis.fitresult import percentile_band
     from analysis.predict import run_covariates
@@ -270,11 +271,19 @@ def forecast_run(result, config, *, level: float = 0.9) -> dict:
         ext = np.maximum(6.0 * cov["N"] * tokens / c_fit, 1.0)
         _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
         kind, extra = "calibrated", {"extrapolation": float(ext[-1]), "sigma": float(sigma[-1])}
-    band = [None if not np.isfinite(v) else float(v) for v in lo], [None if not np.isfinite(v) else float(v) for v in hi]
-    return {"loss": float(point[-1]), "lower": band[0][-1], "upper": band[1][-1], "interval": kind,
+    # the law says nothing about eval points before the fewest tokens it was fitted on
+    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
+    keep = tokens >= d_min
+    if not keep.all():
+        note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"
+
+    def listed(a):
+        return [float(v) if k and np.isfinite(v) else None for v, k in zip(a, keep)]
+
+    return {"loss": float(point[-1]), "lower": listed(lo)[-1], "upper": listed(hi)[-1], "interval": kind,
             "N": float(cov["N"][0]), "D": float(tokens[-1]), **extra, "note": note,
-            "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(), "loss": point.tolist(),
-                      "lower": band[0], "upper": band[1]}}
+            "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(), "loss": listed(point),
+                      "lower": listed(lo), "upper": listed(hi)}}
 
 
 def _print_run_forecast(result, args) -> int:
@@ -293,7 +302,8 @@ def _print_run_forecast(result, args) -> int:
         t.add_column(col, justify="right")
     c = out["curve"]
     for s, tok, p, lo, hi in zip(c["steps"], c["tokens"], c["loss"], c["lower"], c["upper"]):
-        t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
+        if p is not None:
+            t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
     Console().print(t)
     print(f"{result.law}: final loss {out['loss']:.4f}"
           + (f"  [{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})"

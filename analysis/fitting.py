@@ -49,6 +49,7 @@ class FitData:
     flop_convention: str | None
     content_hash: str
     notes: tuple[str, ...] = ()   # caveats found while preparing (become FitResult warnings)
+    ranges: dict = None           # [min, max] of N, D and C over the fitted rows, where the table has them
 
     @property
     def log_loss(self) -> np.ndarray:
@@ -143,9 +144,11 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str = "final", weigh
         flop_conv = kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else None)
         if len(kinds) > 1 and "C" in law.covariates:
             notes.append(f"the runs count FLOPs under different conventions ({', '.join(kinds)}); C is not comparable across them")
+    ranges = {c: [float(rows[c].min()), float(rows[c].max())] for c in ("N", "D", "C")
+              if c in rows.columns and pd.api.types.is_numeric_dtype(rows[c])}
     return FitData(covariates=cov, loss=loss, weights=w, runs=runs, run_codes=run_codes,
                    n_convention=n_conv, flop_convention=flop_conv,
-                   content_hash=_content_hash(runs, cov, loss, w), notes=tuple(notes))
+                   content_hash=_content_hash(runs, cov, loss, w), notes=tuple(notes), ranges=ranges)
 
 
 def _resolve_n_convention(table: pd.DataFrame, law: Law, requested: str | None) -> tuple[str, list[str]]:
@@ -349,7 +352,7 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
                   "weighted": weights is not None},
         convention={"N": data.n_convention, "flops": data.flop_convention},
         inputs={"runs": sorted(set(data.runs.tolist())), "n_runs": data.n_runs, "n_rows": data.n,
-                "content_hash": data.content_hash},
+                "content_hash": data.content_hash, "ranges": dict(data.ranges or {})},
         n_points=data.n, param_names=law.param_names,
     )
 

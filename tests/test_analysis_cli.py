@@ -178,7 +178,10 @@ def test_predict_a_planned_run_from_its_config(sweep, tmp_path, capsys):
     assert out["interval"] == "calibrated" and out["lower"] < out["loss"] < out["upper"]
     curve = out["curve"]
     assert curve["steps"][-1] == cfg.steps and curve["loss"][-1] == out["loss"]
-    assert all(lo <= p <= hi for p, lo, hi in zip(curve["loss"], curve["lower"], curve["upper"]))
+    d_min = fit.inputs["ranges"]["D"][0]
+    for t, p, lo, hi in zip(curve["tokens"], curve["loss"], curve["lower"], curve["upper"]):
+        assert (p is None) == (t < d_min)               # no forecast before the fewest tokens fitted
+        assert p is None or lo <= p <= hi
     # the table form prints the final loss; a run forecast with --N is refused
     assert run_testbed(argv[:-1]) == 0
     assert "final loss" in capsys.readouterr().out

@@ -104,6 +104,8 @@ def test_fit_json_forecasts_the_target_from_the_command_line(finished_demo, caps
     assert got["loss"] == pytest.approx(fc["predicted"], rel=1e-12)
     assert got["interval"] == "calibrated" and got["lower"] < got["loss"] < got["upper"]
     assert got["curve"]["steps"] == fc["curve"]["steps"]
+    # and leaves out the same early points the demo does (before the fewest tokens fitted)
+    assert [p is None for p in got["curve"]["loss"]] == [p is None for p in fc["curve"]["predicted"]]
 
 
 def test_rerun_trains_nothing_again(finished_demo):
