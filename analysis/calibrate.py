@@ -85,17 +85,22 @@ def attach(result, error: ExtrapolationError, table: pd.DataFrame, *, select: st
         c_fit, conv = float(rows["C"].max()), "C"
     else:
         c_fit, conv = float((6.0 * rows["N"] * rows["D"]).max()), "6ND"
-    return dataclasses.replace(result, settings={**result.settings,
-                                                 SETTINGS_KEY: {**error.to_dict(), "C_fit": c_fit,
-                                                                "C_convention": conv}})
+    stored = {**error.to_dict(), "C_fit": c_fit, "C_convention": conv}
+    flops = result.convention.get("flops")
+    if "C" in rows.columns and flops and not str(flops).startswith("mixed"):
+        # the runs' own FLOP count, in which the backtests measured their distances: a planned
+        # run's config gives its C in the same convention (`testbed predict --run`)
+        stored.update(C_fit_runs=float(rows["C"].max()), runs_flop_convention=str(flops))
+    return dataclasses.replace(result, settings={**result.settings, SETTINGS_KEY: stored})
 
 
-def stored_error(result) -> tuple[ExtrapolationError, float, str] | None:
-    """(error, C_fit, C convention) stored by `attach`, or None for a fit without one."""
+def stored_error(result) -> tuple[ExtrapolationError, dict] | None:
+    """(error, its stored record: C_fit, C_convention, and C_fit_runs with runs_flop_convention where
+    the runs recorded their FLOPs) from `attach`, or None for a fit without one."""
     d = result.settings.get(SETTINGS_KEY)
     if not d:
         return None
-    return ExtrapolationError.from_dict(d), float(d["C_fit"]), d["C_convention"]
+    return ExtrapolationError.from_dict(d), d
 
 
 def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_train_runs: int | None = None,

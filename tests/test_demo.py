@@ -103,6 +103,8 @@ def test_fit_json_forecasts_the_target_from_the_command_line(finished_demo, caps
     got = json.loads(capsys.readouterr().out)
     assert got["loss"] == pytest.approx(fc["predicted"], rel=1e-12)
     assert got["interval"] == "calibrated" and got["lower"] < got["loss"] < got["upper"]
+    # the same interval: the distance is measured in the runs' own FLOP convention, as the demo does
+    assert got["lower"] == pytest.approx(fc["lower"], rel=1e-9) and got["upper"] == pytest.approx(fc["upper"], rel=1e-9)
     assert got["curve"]["steps"] == fc["curve"]["steps"]
     # and leaves out the same early points the demo does (before the fewest tokens fitted)
     assert [p is None for p in got["curve"]["loss"]] == [p is None for p in fc["curve"]["predicted"]]
