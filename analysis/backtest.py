@@ -130,9 +130,14 @@ def leaderboard(table: pd.DataFrame, laws: Sequence[str] = ("chinchilla", "kapla
 
 
 def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], **kwargs) -> tuple[pd.DataFrame, dict[str, BacktestResult]]:
-    """`leaderboard` plus each law's BacktestResult (for plots and per-run tables)."""
+    """`leaderboard` plus each law's BacktestResult (for plots and per-run tables).
+
+    Without an explicit `select`, each law is fitted on the rows it describes: every eval
+    point for laws of the lr schedule (S1, S2), each run's final point for the others.
+    """
     for name in laws:
         get_law(name)
+    select = kwargs.pop("select", None)
     cutoff = kwargs.pop("cutoff", None)
     if cutoff is None:
         cutoff = default_cutoff(table, kwargs.pop("holdout_frac", 0.25))
@@ -141,7 +146,8 @@ def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], **kwargs) -> t
     for name in laws:
         t0 = time.perf_counter()
         try:
-            res = backtest(table, name, cutoff=cutoff, **kwargs)
+            sel = select or default_select(name)
+            res = backtest(table, name, cutoff=cutoff, select=sel, **kwargs)
             results[name] = res
             rows.append({"law": name, **res.summary, "seconds": time.perf_counter() - t0, "error": ""})
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
@@ -153,6 +159,11 @@ def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], **kwargs) -> t
 
 
 # ---------------------------------------------------------------------------
+
+def default_select(law_name: str) -> str:
+    """"all" (every eval point) for laws of the lr schedule's features, else "final"."""
+    return "all" if "S1" in get_law(law_name).covariates else "final"
+
 
 def covariates_for(rows: pd.DataFrame, law_name: str) -> dict[str, np.ndarray]:
     """The covariate arrays a law predicts from, taken from tidy-table rows."""

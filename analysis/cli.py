@@ -407,6 +407,10 @@ def report_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals")
     p.add_argument("--columns", default=None, help="column mapping for tables")
     p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B per fit")
+    p.add_argument("--min-tokens", type=float, default=None,
+                   help="leave out rows with fewer training tokens D (e.g. eval points in a run's early plateau)")
+    p.add_argument("--min-tokens-per-param", type=float, default=None,
+                   help="leave out rows with D/N below this")
     return p
 
 
@@ -419,7 +423,8 @@ def _report(args: argparse.Namespace) -> int:
 
     laws = tuple(s.strip() for s in args.laws.split(",") if s.strip())
     path = write_report(args.input, args.out, laws=laws, bootstrap=args.bootstrap, columns=args.columns,
-                        n_starts=args.starts)
+                        n_starts=args.starts, min_tokens=args.min_tokens,
+                        min_tokens_per_param=args.min_tokens_per_param)
     print(f"wrote {path}")
     return 0
 

@@ -27,13 +27,16 @@ def default_report_path(input_path: str | Path) -> Path:
 
 def write_report(input_path: str | Path, out_path: str | Path | None = None, laws: Sequence[str] = DEFAULT_LAWS,
                  *, bootstrap: int = 200, level: float = 0.9, columns: dict | str | None = None,
-                 forecast_factor: float = 100.0, seed: int = 0, n_starts: int | None = None) -> Path:
+                 forecast_factor: float = 100.0, seed: int = 0, n_starts: int | None = None,
+                 min_tokens: float | None = None, min_tokens_per_param: float | None = None) -> Path:
     """Write the report and its PNGs; return the report's path.
 
     `input_path`: a sweep or run directory, or a CSV/Parquet table (`columns`
     maps its column names). Figures go to `<report stem>_files/` next to it.
-    `n_starts` is passed to every fit (grid starts polished by L-BFGS-B).
+    `n_starts` is passed to every fit (grid starts polished by L-BFGS-B); `min_tokens` and
+    `min_tokens_per_param` leave rows out as `testbed fit`'s row filters do.
     """
+    from analysis.cli import filter_rows
     from analysis.laws import get_law
     from analysis.load import load
 
@@ -44,7 +47,8 @@ def write_report(input_path: str | Path, out_path: str | Path | None = None, law
         get_law(name)
     if bootstrap < 1:
         raise ValueError(f"bootstrap must be >= 1 for a report with intervals, got {bootstrap}")
-    table = load(input_path, columns=columns)
+    table = filter_rows(load(input_path, columns=columns), min_tokens=min_tokens,
+                        min_tokens_per_param=min_tokens_per_param)
     out = Path(out_path) if out_path else default_report_path(input_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig_dir = out.with_name(f"{out.stem}_files")
@@ -104,6 +108,7 @@ def _data_figures(table: pd.DataFrame, fig_dir: Path, base: Path) -> list[str]:
 
 def _law_section(table, name, bootstrap, level, seed, n_starts, fig_dir, base):
     from analysis import plots
+    from analysis.backtest import default_select
     from analysis.fitting import fit
     from analysis.laws import get_law
 
@@ -111,7 +116,8 @@ def _law_section(table, name, bootstrap, level, seed, n_starts, fig_dir, base):
     md = [f"## Law `{name}`", "", f"{law.formula}  ", f"({law.citation}; N convention: {law.n_convention})", ""]
     n_conv = law.n_convention if f"N_{law.n_convention}" in table.columns else None
     try:
-        result = fit(table, name, bootstrap=bootstrap, level=level, seed=seed, n_convention=n_conv, n_starts=n_starts)
+        result = fit(table, name, bootstrap=bootstrap, level=level, seed=seed, n_convention=n_conv, n_starts=n_starts,
+                     select=default_select(name))
     except (ValueError, RuntimeError) as e:
         return md + [f"Not fitted: {e}", ""], None
     se = result.standard_errors()

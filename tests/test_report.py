@@ -42,3 +42,19 @@ def test_report_refuses_bad_input_before_writing(tmp_path):
         write_report(tmp_path / "empty")
     assert not (tmp_path / "empty" / "report.md").exists()
     assert not (sweep / "report.md").exists()
+
+
+def test_a_schedule_law_is_fitted_on_whole_curves_and_row_filters_apply(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6), token_mults=(5, 20, 80), noise=0.003)
+    out = write_report(sweep, tmp_path / "r.md", laws=("kaplan", "kaplan-schedule"), bootstrap=16, n_starts=1,
+                       min_tokens=100_000)
+    text = out.read_text()
+    section = text.split("## Law `kaplan-schedule`")[1].split("## ")[0]
+    # 12 runs, every eval point from 100k tokens on: more points than runs (a final-loss fit has 12)
+    points = int(re.search(r"on (\d+) points", section).group(1))
+    assert points > 12
+    kaplan = text.split("## Law `kaplan`")[1].split("## ")[0]
+    assert "on 12 points" in kaplan
+    assert "| kaplan-schedule |" in text.split("## Backtest")[1]
+    with pytest.raises(ValueError, match="leave no rows"):
+        write_report(sweep, tmp_path / "r2.md", laws=("kaplan",), min_tokens=1e30)
