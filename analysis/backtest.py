@@ -10,8 +10,9 @@ and compare with what they actually reached.
 - `leaderboard(table, laws)`: several laws scored on the same split.
 
 Per held-out run: relative error of the final loss, ARE over its curve
-(mean |pred - actual| / actual over its eval points; the error measure of
-Tissue et al. 2024 for whole-curve laws), and whether the actual final loss lies
+(mean |pred - actual| / actual over its eval points from the fewest tokens the
+law was fitted on; the error measure of Tissue et al. 2024 for whole-curve
+laws), and whether the actual final loss lies
 inside the predicted interval (`level`, 90% by default). Two intervals are scored:
 
 - the parameter interval (`lower`, `upper`): the bootstrap-over-runs band of the
@@ -200,9 +201,12 @@ def _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs):
         lower = upper = np.full_like(point, np.nan)
     pred_lower, pred_upper = _predictive_band(result, train, law, select, cov, level, seed, bootstrap)
     actual = finals["loss"].to_numpy(dtype=float)
-    curve_pred = np.asarray(result.predict(**covariates_for(held, law)), float)
-    are = (pd.Series(np.abs(curve_pred - held["loss"].to_numpy(float)) / held["loss"].to_numpy(float),
-                     index=held.index).groupby(held["run"]).mean())
+    # the curve's eval points from the fewest tokens the law was fitted on (it says nothing before)
+    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
+    curve = held[held["D"] >= d_min] if "D" in held.columns else held
+    curve_pred = np.asarray(result.predict(**covariates_for(curve, law)), float)
+    are = (pd.Series(np.abs(curve_pred - curve["loss"].to_numpy(float)) / curve["loss"].to_numpy(float),
+                     index=curve.index).groupby(curve["run"]).mean())
     per_run = pd.DataFrame({
         "cutoff": cut, "run": finals["run"].to_numpy(), "N": finals["N"].to_numpy(float),
         "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),

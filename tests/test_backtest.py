@@ -56,6 +56,11 @@ def test_curve_are_is_mean_relative_error_over_eval_points(sweep_table):
     res = backtest(sweep_table, "chinchilla", bootstrap=0, **FAST)
     run = res.per_run["run"].iloc[-1]
     rows = sweep_table[sweep_table["run"] == run]
+    # only the eval points from the fewest tokens fitted on (a final-loss law says nothing before)
+    d_min = sweep_table[sweep_table["final"] & (sweep_table["C"] <= res.cutoffs[0])]["D"].min()
+    assert res.fits[0].inputs["ranges"]["D"][0] == d_min
+    assert (rows["D"] < d_min).any() and (rows["D"] >= d_min).any()
+    rows = rows[rows["D"] >= d_min]
     pred = res.fits[0].predict(N=rows["N"].to_numpy(), D=rows["D"].to_numpy())
     assert res.per_run["are_curve"].iloc[-1] == pytest.approx(np.mean(np.abs(pred - rows["loss"]) / rows["loss"]))
     # without bootstrap there is no interval, so no coverage
