@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import fit as fit_law
+from analysis.fitting import select_rows
 from analysis.laws import get_law
 
 PER_RUN_COLUMNS = ("cutoff", "run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower", "upper",
@@ -166,6 +167,13 @@ def default_select(law_name: str) -> str:
     return "all" if "S1" in get_law(law_name).covariates else "final"
 
 
+def log_residuals(result, table: pd.DataFrame, select: str = "final") -> np.ndarray:
+    """log(actual) - log(fit) on the rows a fit with `select` uses (`analysis.fitting.select_rows`)."""
+    rows = select_rows(table, select)
+    return np.log(rows["loss"].to_numpy(float)) - np.log(np.asarray(result.predict(**covariates_for(rows, result.law)),
+                                                                    float))
+
+
 def covariates_for(rows: pd.DataFrame, law_name: str) -> dict[str, np.ndarray]:
     """The covariate arrays a law predicts from, taken from tidy-table rows."""
     law = get_law(law_name)
@@ -232,8 +240,7 @@ def _predictive_band(result, train: pd.DataFrame, law: str, select: str, cov: di
     n = len(next(iter(cov.values())))
     if bootstrap <= 0:
         return np.full(n, np.nan), np.full(n, np.nan)
-    rows = train[train["final"]] if select == "final" and "final" in train.columns else train
-    resid = np.log(rows["loss"].to_numpy(float)) - np.log(np.asarray(result.predict(**covariates_for(rows, law)), float))
+    resid = log_residuals(result, train, select)
     log_samples_BxN = np.log(np.asarray(result.predict_samples(**cov), float))
     rng = np.random.default_rng(seed)
     noisy = log_samples_BxN + rng.choice(resid, size=log_samples_BxN.shape, replace=True)

@@ -42,7 +42,8 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
-from analysis.backtest import covariates_for, rollout
+from analysis.backtest import log_residuals, rollout
+from analysis.fitting import select_rows
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def attach(result, error: ExtrapolationError, table: pd.DataFrame, *, select: st
     largest 6ND, so a later forecast knows how far it extrapolates (`stored_error`)."""
     import dataclasses
 
-    rows = table[table["final"]] if select == "final" and "final" in table.columns else table
+    rows = select_rows(table, select)
     if "C" in result.law_obj.covariates:
         c_fit, conv = float(rows["C"].max()), "C"
     else:
@@ -115,13 +116,11 @@ def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_
     """
     law = result.law
     fit_kwargs = {"n_convention": result.convention.get("N"), **fit_kwargs}
-    rows = table[table["final"]] if select == "final" and "final" in table.columns else table
-    resid = np.log(rows["loss"].to_numpy(float)) - np.log(np.asarray(result.predict(**covariates_for(rows, law)), float))
-    s0 = float(np.sqrt(np.mean(resid ** 2)))
+    s0 = float(np.sqrt(np.mean(log_residuals(result, table, select) ** 2)))
     if min_train_runs is None:
         # a backtest fitted on barely more runs than the law has parameters measures that fit's
         # instability, not the law's error: every cutoff keeps at least half the ladder
-        n_runs = int(table["run"].nunique()) if "run" in table.columns else len(rows)
+        n_runs = int(table["run"].nunique()) if "run" in table.columns else len(table)
         min_train_runs = max(result.law_obj.n_params + 1, -(-n_runs // 2))
     bt = rollout(table, law, n_cutoffs=n_cutoffs, min_train_runs=min_train_runs, bootstrap=0, select=select,
                  **fit_kwargs)

@@ -75,7 +75,8 @@ def _source_columns(law: Law, table: pd.DataFrame) -> dict[str, tuple[str, ...]]
     return out
 
 
-def _select_rows(table: pd.DataFrame, select: str) -> pd.DataFrame:
+def select_rows(table: pd.DataFrame, select: str) -> pd.DataFrame:
+    """The rows a fit with `select` uses: every row ("all") or each run's last eval point ("final")."""
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     if select == "all" or "run" not in table.columns:
@@ -111,7 +112,7 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str = "final", weigh
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"law {law.name!r} needs table columns {needed}; missing {missing}")
-    rows = _select_rows(table, select)
+    rows = select_rows(table, select)
     if len(rows) == 0:
         raise ValueError("the table has no rows")
     for c in needed:
