@@ -177,3 +177,30 @@ def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, lev
     sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2)
     z = float(norm.ppf(0.5 + level / 2))
     return point, point * np.exp(-z * sigma), point * np.exp(z * sigma), sigma
+
+
+def stored_interval(result, *, level: float = 0.9, model=None, tokens=None, **covariates):
+    """The calibrated interval from the error stored in the fit (`attach`), or None without one.
+
+    The distance of each point is C / C_fit: for a planned run (`model`, a ModelConfig, and the
+    `tokens` seen at each point) C counts FLOPs as the fitted runs did; else C = 6ND from the
+    covariates (or C itself for a law of C). Returns (lower, upper, sigma, extrapolation).
+    """
+    from models.counting import CONVENTIONS, flops_per_token   # torch-free
+
+    stored = stored_error(result)
+    if stored is None:
+        return None
+    error, rec = stored
+    if model is not None and rec.get("runs_flop_convention") in CONVENTIONS:
+        c, c_fit = flops_per_token(model, rec["runs_flop_convention"]) * np.asarray(tokens, float), rec["C_fit_runs"]
+    elif rec["C_convention"] == "C" and "C" in covariates:
+        c, c_fit = np.asarray(covariates["C"], float), rec["C_fit"]
+    elif rec["C_convention"] == "6ND" and "N" in covariates:
+        d = covariates["D"] if "D" in covariates else tokens
+        c, c_fit = 6.0 * np.asarray(covariates["N"], float) * np.asarray(d, float), rec["C_fit"]
+    else:
+        return None
+    ext = np.maximum(np.atleast_1d(c) / c_fit, 1.0)
+    _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **covariates)
+    return lo, hi, sigma, ext

@@ -225,79 +225,22 @@ def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict
     has_band = np.isfinite(lo) and np.isfinite(hi)
     out = {"loss": _scalar(pred.point), "lower": lo if has_band else None, "upper": hi if has_band else None,
            "interval": "bootstrap" if has_band else None, **derived}
-    from analysis.calibrate import calibrated_interval, stored_error
+    from analysis.calibrate import stored_interval
 
-    stored = stored_error(result)
-    if stored:
-        error, rec = stored
-        n, d = derived.get("N", N), derived.get("D", D)
-        if tuple(result.law_obj.covariates) == ("C",):
-            cov, c = {"C": C}, C
-        else:
-            cov, c = {"N": n, "D": d}, 6.0 * n * d
-        ext = max(1.0, c / rec["C_fit"])
-        _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
-        out.update(lower=_scalar(lo), upper=_scalar(hi), interval="calibrated", extrapolation=ext,
+    n, d = derived.get("N", N), derived.get("D", D)
+    cov = {"C": C} if tuple(result.law_obj.covariates) == ("C",) else {"N": n, "D": d}
+    calibrated = stored_interval(result, level=level, **cov)
+    if calibrated is not None:
+        lo, hi, sigma, ext = calibrated
+        out.update(lower=_scalar(lo), upper=_scalar(hi), interval="calibrated", extrapolation=_scalar(ext),
                    sigma=_scalar(sigma))
     return out
 
 
-def forecast_run(result, config, *, level: float = 0.9) -> dict:
-    """The whole eval curve of a planned run (a RunConfig or its dict), with intervals.
-
-    Calibrated (`analysis.calibrate`) when the fit stores an extrapolation error (`testbed fit
-    --calibrate`, the demo's fit.json), each eval point at its own distance C / C_fit, C in the
-    FLOP convention the fitted runs recorded (6ND for tables without one); else the bootstrap band.
-    Returns {"loss", "lower", "upper", "interval", "N", "D", "curve": {steps, tokens, loss, lower, upper}};
-    curve points before the fewest tokens the law was fitted on are None.
-    """
-    from analysis.fitresult import percentile_band
-    from analysis.predict import run_covariates
-
-    from models.counting import CONVENTIONS, flops_per_token
-    from train.config import RunConfig
-
-    cfg = (config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))).resolved()
-    cov, steps, tokens_per_step, note = run_covariates(result, cfg)
-    point = np.asarray(result.predict(**cov), float)
-    if result.samples is not None and len(result.samples):
-        lo, hi = percentile_band(np.asarray(result.predict_samples(**cov), float), level)
-        kind = "bootstrap"
-    else:
-        lo = hi = np.full_like(point, np.nan)
-        kind = None
-    tokens = steps * tokens_per_step
-    extra: dict = {}
-    from analysis.calibrate import calibrated_interval, stored_error
-
-    stored = stored_error(result)
-    if stored and (stored[1]["C_convention"] == "6ND" or "C_fit_runs" in stored[1]):
-        error, rec = stored
-        if rec.get("runs_flop_convention") in CONVENTIONS:
-            # the distance in the FLOP convention the fitted runs recorded (as the demo measures it)
-            c = flops_per_token(cfg.model, rec["runs_flop_convention"]) * tokens
-            ext = np.maximum(c / rec["C_fit_runs"], 1.0)
-        else:
-            ext = np.maximum(6.0 * cov["N"] * tokens / rec["C_fit"], 1.0)
-        _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
-        kind, extra = "calibrated", {"extrapolation": float(ext[-1]), "sigma": float(sigma[-1])}
-    # the law says nothing about eval points before the fewest tokens it was fitted on
-    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
-    keep = tokens >= d_min
-    if not keep.all():
-        note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"
-
-    def listed(a):
-        return [float(v) if k and np.isfinite(v) else None for v, k in zip(a, keep)]
-
-    return {"loss": float(point[-1]), "lower": listed(lo)[-1], "upper": listed(hi)[-1], "interval": kind,
-            "N": float(cov["N"][0]), "D": float(tokens[-1]), **extra, "note": note,
-            "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(), "loss": listed(point),
-                      "lower": listed(lo), "upper": listed(hi)}}
-
-
 def _print_run_forecast(result, args) -> int:
     from train.config import load_config
+
+    from analysis.predict import forecast_run
 
     cfg = load_config(args.run, args.overrides).resolved()
     out = forecast_run(result, cfg, level=args.level)

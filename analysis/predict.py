@@ -298,3 +298,49 @@ def run_covariates(result: FitResult, config, *, steps=None, decay: float = 0.99
     cov, note = curve_covariates(result.law_obj, N=float(counts[conv]), steps=steps,
                                  tokens_per_step=cfg.train.batch_tokens, lr_curve=lr, decay=decay)
     return cov, steps, cfg.train.batch_tokens, note
+
+
+def forecast_run(result: FitResult, config, *, level: float = 0.9) -> dict:
+    """The forecast of a planned run (a RunConfig or its dict): its final loss and whole eval curve.
+
+    The interval is calibrated (`analysis.calibrate`) when the fit carries an extrapolation
+    error (`testbed fit --calibrate`, the demo's fit.json), each eval point at its own distance
+    C / C_fit, with C in the FLOP convention the fitted runs recorded (6ND for tables without
+    one); otherwise it is the bootstrap band, which is always returned too. Eval points before
+    the fewest tokens the law was fitted on are None in the curve: the law says nothing there.
+
+    Returns {"loss", "lower", "upper", "interval" ("calibrated" | "bootstrap" | None),
+    "bootstrap_lower", "bootstrap_upper", "N", "D", "note", "curve": {"steps", "tokens",
+    "loss", "lower", "upper"}} plus "extrapolation" and "sigma" (final step) when calibrated.
+    """
+    from analysis.calibrate import stored_interval
+    from train.config import RunConfig
+
+    cfg = (config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))).resolved()
+    cov, steps, tokens_per_step, note = run_covariates(result, cfg)
+    tokens = steps * tokens_per_step
+    point = np.asarray(result.predict(**cov), float)
+    if result.samples is not None and len(result.samples):
+        b_lo, b_hi = percentile_band(np.asarray(result.predict_samples(**cov), float), level)
+        kind = "bootstrap"
+    else:
+        b_lo = b_hi = np.full_like(point, np.nan)
+        kind = None
+    lo, hi, extra = b_lo, b_hi, {}
+    calibrated = stored_interval(result, level=level, model=cfg.model, tokens=tokens, **cov)
+    if calibrated is not None:
+        lo, hi, sigma, ext = calibrated
+        kind, extra = "calibrated", {"extrapolation": float(ext[-1]), "sigma": float(sigma[-1])}
+    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
+    keep = tokens >= d_min
+    if not keep.all():
+        note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"
+
+    def listed(a):
+        return [float(v) if k and np.isfinite(v) else None for v, k in zip(a, keep)]
+
+    return {"loss": float(point[-1]), "lower": listed(lo)[-1], "upper": listed(hi)[-1], "interval": kind,
+            "bootstrap_lower": listed(b_lo)[-1], "bootstrap_upper": listed(b_hi)[-1],
+            "N": float(cov["N"][0]), "D": float(tokens[-1]), **extra, "note": note,
+            "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(), "loss": listed(point),
+                      "lower": listed(lo), "upper": listed(hi)}}

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 LEVEL = 0.9
-METHOD = 3      # how forecasts are made; saved forecasts of another method are redone (ladders and targets are kept)
+METHOD = 4      # how forecasts are made; saved forecasts of another method are redone (ladders and targets are kept)
 
 
 @dataclass(frozen=True)
@@ -120,31 +120,22 @@ def demo_scale(bs: BenchScale, seed: int, jobs: int):
 def fit_and_forecast(spec: LawSpec, table, targets: dict, scale) -> dict:
     """Fit one law on the ladder table as the demo does and forecast every target: {ratio: forecast dict}.
 
-    The fit, the extrapolation error measured on the ladder and the forecast are the demo's own
-    (`testbed.demo.fit_ladder`'s steps and `testbed.demo.make_forecast`), with this spec's law
-    and rows; eval points before the scale's `fit_min_tokens` are left out of whole-curve fits.
+    The fit (with the extrapolation error measured on the ladder) and the forecast are the
+    demo's own code (`testbed.demo.fit_scale`, `testbed.demo.make_forecast`), with this spec's
+    law and rows; eval points before the scale's `fit_min_tokens` are left out of whole-curve fits.
     """
     from dataclasses import replace
 
-    from analysis.calibrate import extrapolation_error
-    from analysis.fitting import fit
-    from testbed.demo import _fit_rows, make_forecast
+    from testbed.demo import fit_scale, make_forecast
 
     sc = replace(scale, law=spec.law, select=spec.select)
-    floor = float(table["loss_floor"].iloc[0])
-    fixed = {"E": floor} if spec.fix_floor else None
-    rows = _fit_rows(table, sc)
+    fixed = {"E": float(table["loss_floor"].iloc[0])} if spec.fix_floor else None
     t0 = time.perf_counter()
-    result = fit(rows, spec.law, bootstrap=sc.bootstrap, level=LEVEL, seed=0, select=spec.select, fixed=fixed,
-                 n_convention=sc.n_params)
-    try:
-        error = extrapolation_error(rows, result, select=spec.select, fixed=fixed)
-    except ValueError:
-        error = None
+    result = fit_scale(table, sc, fixed=fixed)
     fit_s = time.perf_counter() - t0
     out = {}
     for ratio, cfg in targets.items():
-        fc = make_forecast(sc, result, table, cfg, error)
+        fc = make_forecast(sc, result, table, cfg)
         fc["label"] = spec.label
         fc["fit"]["seconds"] = fit_s
         out[ratio] = fc

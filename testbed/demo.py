@@ -225,28 +225,34 @@ def run_ladder(out: Path, scale: DemoScale, quiet: bool) -> Path:
 
 
 def fit_ladder(ladder_dir: Path, scale: DemoScale, out: Path):
-    """Fit the scale's law on the ladder and measure its extrapolation error on the ladder itself.
+    """Fit the scale's law on the ladder, measure its extrapolation error there, write DIR/fit.json.
 
-    Returns (table, fit, error): `error` is None when the ladder is too small for a backtest
-    (then the forecast falls back to the bootstrap interval and says so).
+    Returns (table, fit): the fit carries the measured error (`analysis.calibrate.attach`), so
+    `testbed predict DIR/fit.json --run ...` gives the demo's calibrated interval; it carries
+    none when the ladder is too small for a backtest (the forecast then says so).
     """
-    from analysis.calibrate import attach, extrapolation_error
-    from analysis.fitting import fit
     from analysis.load import load_runs
 
     table = load_runs(ladder_dir, n_convention=scale.n_params)
+    result = fit_scale(table, scale)
+    result.to_json(out / FIT_FILE)
+    return table, result
+
+
+def fit_scale(table, scale: DemoScale, fixed: dict | None = None):
+    """The scale's law fitted on its rows (`_fit_rows`), with the extrapolation error measured on
+    them attached when the ladder allows a backtest; `fixed` holds parameters (benchmarks)."""
+    from analysis.calibrate import attach, extrapolation_error
+    from analysis.fitting import fit
+
     fitted = _fit_rows(table, scale)
     result = fit(fitted, scale.law, bootstrap=scale.bootstrap, level=scale.level, seed=0,
-                 n_convention=scale.n_params, select=scale.select)
+                 n_convention=scale.n_params, select=scale.select, fixed=fixed)
     try:
-        error = extrapolation_error(fitted, result, select=scale.select)
+        error = extrapolation_error(fitted, result, select=scale.select, fixed=fixed)
     except ValueError:
-        error = None
-    else:
-        # stored in fit.json too, so `testbed predict DIR/fit.json --run ...` gives the calibrated interval
-        result = attach(result, error, fitted, select=scale.select)
-    result.to_json(out / FIT_FILE)
-    return table, result, error
+        return result
+    return attach(result, error, fitted, select=scale.select)
 
 
 def _fit_rows(table, scale: DemoScale):
@@ -256,62 +262,46 @@ def _fit_rows(table, scale: DemoScale):
     return table[(table["D"] >= scale.fit_min_tokens) | table["final"]]
 
 
-def make_forecast(scale: DemoScale, result, table, target: RunConfig, error=None) -> dict:
+def make_forecast(scale: DemoScale, result, table, target: RunConfig) -> dict:
     """Forecast the target's final loss and its whole curve from the fit alone (the target has not trained).
 
-    The headline interval is `analysis.calibrate.calibrated_interval` (bootstrap spread plus the
-    extrapolation error the ladder measured on itself); the bootstrap band alone is kept as
-    `bootstrap_lower`/`bootstrap_upper`. Without a backtest (a ladder too small) the headline
-    interval is the bootstrap band and `interval` says so.
+    The numbers are `analysis.predict.forecast_run`'s, as `testbed predict --run` prints them:
+    the headline interval is calibrated (bootstrap spread plus the extrapolation error the
+    ladder measured on itself) and the bootstrap band alone is kept as `bootstrap_lower`/
+    `bootstrap_upper`. Without a backtest (a ladder too small) the headline interval is the
+    bootstrap band and `interval` says so.
     """
-    import numpy as np
-
-    from analysis.calibrate import calibrated_interval
-    from analysis.fitresult import percentile_band
-    from analysis.predict import run_covariates
+    from analysis.calibrate import stored_error
+    from analysis.predict import forecast_run
     from models.counting import flops_per_token
 
-    cov, steps, tokens_per_step, note = run_covariates(result, target)
-    tokens = steps * tokens_per_step
-    fpt = flops_per_token(target.model, target.run.flop_convention)
-    finals = table[table["final"]]
-    c_ladder_max = float(finals["C"].max())
-    point = np.asarray(result.predict(**cov), float)
-    b_lo, b_hi = percentile_band(np.asarray(result.predict_samples(**cov), float), scale.level)
-    extrapolation = np.maximum(fpt * tokens / c_ladder_max, 1.0)
-    if error is not None:
-        _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=extrapolation, level=scale.level, **cov)
-        interval = {"kind": "calibrated", "sigma": float(sigma[-1]), "extrapolation_error": error.to_dict(),
+    fc = forecast_run(result, target, level=scale.level)
+    stored = stored_error(result)
+    if fc["interval"] == "calibrated":
+        interval = {"kind": "calibrated", "sigma": fc["sigma"], "extrapolation_error": stored[0].to_dict(),
                     "note": "bootstrap spread, run scatter s0 and extrapolation error k*ln(C/C_ladder) "
                             "measured by backtests inside the ladder (analysis.calibrate)"}
     else:
-        lo, hi = b_lo, b_hi
         interval = {"kind": "bootstrap", "note": "the ladder is too small for a backtest: parameter "
                                                  "(bootstrap over runs) interval only, which ignores law error"}
-    inside = np.ones(len(steps), bool)
-    if result.law_obj.covariates == ("N", "D"):
-        # a final-loss law says nothing below the ladder's smallest token budget: leave those points out
-        inside = tokens >= float(finals["D"].min())
-        note += f"; points below the ladder's smallest budget ({finals['D'].min():,.0f} tokens) are not forecast"
-    elif scale.select == "all" and scale.fit_min_tokens:
-        inside = tokens >= scale.fit_min_tokens
-        note += f"; points before {scale.fit_min_tokens:,} tokens (not fitted) are not forecast"
-    d_target = float(target.steps * target.train.batch_tokens)
-    c_target = fpt * d_target
+    finals = table[table["final"]]
+    c_ladder_max = float(finals["C"].max())
+    c_target = flops_per_token(target.model, target.run.flop_convention) * fc["D"]
+    curve = fc["curve"]
     return {
         "law": result.law,
         "level": scale.level,
-        "predicted": float(point[-1]),
-        "lower": float(lo[-1]),
-        "upper": float(hi[-1]),
-        "bootstrap_lower": float(b_lo[-1]),
-        "bootstrap_upper": float(b_hi[-1]),
+        "predicted": fc["loss"],
+        "lower": fc["lower"],
+        "upper": fc["upper"],
+        "bootstrap_lower": fc["bootstrap_lower"],
+        "bootstrap_upper": fc["bootstrap_upper"],
         "interval": interval,
         "actual": None,
         "abs_rel_error": None,
         "inside_interval": None,
         "compute_ratio": c_target / c_ladder_max,
-        "target": {"run_id": target.run_id(), "N": float(cov["N"][0]), "n_convention": scale.n_params, "D": d_target,
+        "target": {"run_id": target.run_id(), "N": fc["N"], "n_convention": scale.n_params, "D": fc["D"],
                    "C": c_target, "width": target.model.width, "depth": target.model.depth},
         "ladder": {"runs": int(finals["run"].nunique()), "max_C": c_ladder_max,
                    "N_range": [float(finals["N"].min()), float(finals["N"].max())],
@@ -319,16 +309,10 @@ def make_forecast(scale: DemoScale, result, table, target: RunConfig, error=None
         "fit": {"params": result.params, "intervals": {k: list(v) for k, v in result.intervals.items()},
                 "select": scale.select, "min_tokens": scale.fit_min_tokens if scale.select == "all" else None,
                 "warnings": list(result.warnings), "converged": result.converged},
-        "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(),
-                  "predicted": _masked(point, inside), "lower": _masked(lo, inside),
-                  "upper": _masked(hi, inside), "note": note, "actual": None},
+        "curve": {"steps": curve["steps"], "tokens": curve["tokens"], "predicted": curve["loss"],
+                  "lower": curve["lower"], "upper": curve["upper"], "note": fc["note"], "actual": None},
         "loss_floor": None,
     }
-
-
-def _masked(values, keep) -> list:
-    import numpy as np
-    return [float(v) if k else None for v, k in zip(np.ravel(values), keep)]
 
 
 def check_forecast(forecast: dict, target_dir: Path) -> dict:
@@ -455,9 +439,13 @@ def run_demo(out: str | Path, scale_name: str | None = None, quiet: bool = False
     ladder_dir = run_ladder(out, scale, quiet)
 
     console.rule("[bold]2/4 fit[/]")
-    table, result, error = fit_ladder(ladder_dir, scale, out)
+    from analysis.calibrate import stored_error
+
+    table, result = fit_ladder(ladder_dir, scale, out)
     console.print(result.summary())
-    if error is not None:
+    stored = stored_error(result)
+    if stored is not None:
+        error = stored[0]
         console.print(f"extrapolation error measured on the ladder ({error.n_forecasts} backtest forecasts): "
                       f"run scatter s0 = {error.s0:.2%}, growth k = {error.k:.2%} per unit ln(C/C_ladder)")
 
@@ -465,7 +453,7 @@ def run_demo(out: str | Path, scale_name: str | None = None, quiet: bool = False
     fc_path = out / FORECAST_FILE
     forecast = read_json(fc_path) if fc_path.exists() else None
     if forecast is None or forecast.get("target", {}).get("run_id") != target.run_id():
-        forecast = make_forecast(scale, result, table, target, error)
+        forecast = make_forecast(scale, result, table, target)
         atomic_write_json(fc_path, forecast)
     console.print(f"target N={forecast['target']['N']:,.0f} D={forecast['target']['D']:,.0f} "
                   f"({forecast['compute_ratio']:.1f}x the largest ladder compute): predicted final loss "
