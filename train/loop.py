@@ -137,7 +137,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_B
     return loss_sum
 
 
-def _finite_or_none(x: float) -> float | None:
+def finite_or_none(x: float) -> float | None:
+    """x, or None for NaN/inf (JSON rows hold null for a diverged loss)."""
     return x if math.isfinite(x) else None
 
 
@@ -293,11 +294,11 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
 
             log_now = step == 1 or step % log_every == 0 or step == total
             if log_now or step % check_every == 0:
-                w, cur = (ddp.all_sum(torch.stack([worst, loss_sum]), info) / info.world_size).tolist()
+                w, cur = ddp.all_mean(torch.stack([worst, loss_sum]), info).tolist()
                 first_loss = cur if first_loss is None else first_loss
                 diverged = not (math.isfinite(w) and w <= cfg.run.diverge_factor * first_loss)
                 if log_now or diverged:
-                    last_train = _finite_or_none(cur)
+                    last_train = finite_or_none(cur)
                     if trackers:
                         trackers.log(row("train", step, loss=last_train))
                 if diverged:
@@ -306,7 +307,7 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
                 worst = torch.zeros((), device=device)
             if step in evals:
                 last_val = evaluate(eval_model, val_NxT1, eval_rows, amp_factory, info)
-                r = row("eval", step, val_loss=_finite_or_none(last_val))
+                r = row("eval", step, val_loss=finite_or_none(last_val))
                 if trackers:
                     trackers.log(r)
                 if progress and info.is_main:

@@ -49,7 +49,8 @@ from train import checkpoint as ckpt
 from train import ddp
 from train.api import prepare_run_dir
 from train.config import ConfigError, OptimConfig, RunConfig, load_config
-from train.loop import autocast, eval_steps, load_data, metrics_row, resolve_device, run_summary, seed_everything
+from train.loop import (autocast, eval_steps, finite_or_none, load_data, metrics_row, resolve_device, run_summary,
+                        seed_everything)
 from train.optim import build_optimizer, plan_batches, set_lr
 from train.rundir import CKPT_DIR, METRICS, SUMMARY, atomic_write_json, read_metrics, write_metrics
 from train.schedules import lr_curve
@@ -315,10 +316,6 @@ class _Pack:
                 "optimizer": _export_optimizer(r.single, r.opt, self.optimizer, i, step, float(r.lrs[step - 1]))}
 
 
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def train_packed(cfgs: Sequence[RunConfig], out_dirs: Sequence[str | Path],
                  progress: Progress | None = None) -> list[dict[str, Any]]:
     """Train K compatible run configs as one packed computation; return their summaries (in order).
@@ -429,7 +426,7 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
                         r.first_loss = cur
                     ok = math.isfinite(w) and w <= r.cfg.run.diverge_factor * r.first_loss
                     if step == 1 or step % r.log_every == 0 or step == r.total or not ok:
-                        r.last_train = _finite_or_none(cur)
+                        r.last_train = finite_or_none(cur)
                         r.trackers.log(row(r, "train", step, loss=r.last_train))
                     if not ok:
                         finish(r, "diverged", step, error=(
@@ -446,7 +443,7 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
                 for i in evaluating:
                     r = pack.runs[i]
                     r.last_val = vals[i]
-                    er = row(r, "eval", step, val_loss=_finite_or_none(vals[i]))
+                    er = row(r, "eval", step, val_loss=finite_or_none(vals[i]))
                     r.trackers.log(er)
                     if progress:
                         progress({**er, "loss": r.last_train, "total_steps": r.total, "run_id": r.cfg.run_id()})
