@@ -182,7 +182,9 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name} must be a positive number, got {v}")
     result = FitResult.from_json(args.fit)
     if args.run is not None or args.overrides:
-        if args.run is None or any(getattr(args, k) is not None for k in ("N", "D", "C")):
+        if args.run is None:
+            raise ValueError(f"overrides {args.overrides} need --run CONFIG (the planned run they change)")
+        if any(getattr(args, k) is not None for k in ("N", "D", "C")):
             raise ValueError("--run CONFIG [key=value ...] forecasts a planned run; give it without --N/--D/--C")
         return _print_run_forecast(result, args)
     out = predict_point(result, N=args.N, D=args.D, C=args.C, level=args.level)
@@ -209,6 +211,9 @@ def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict
     from analysis import predict as P
 
     derived: dict[str, float] = {}
+    if "S1" in result.law_obj.covariates:
+        raise ValueError(f"the {result.law} law reads the planned run's lr schedule, not N and D alone: "
+                         "use --run CONFIG [key=value ...]")
     if N is not None and D is not None and C is None:
         pred = P.loss_at(result, level=level, N=N, D=D)
     elif C is not None and N is None and D is None:

@@ -187,3 +187,15 @@ def test_predict_a_planned_run_from_its_config(sweep, tmp_path, capsys):
     assert "final loss" in capsys.readouterr().out
     assert run_testbed(["predict", str(fit_path), "--run", str(cfg_path), "--N", "1e9"]) == 2
     assert "without --N/--D/--C" in capsys.readouterr().err
+    assert run_testbed(["predict", str(fit_path), "model.width=512"]) == 2
+    assert "need --run CONFIG" in capsys.readouterr().err
+
+
+def test_predict_with_a_schedule_law_asks_for_the_run(sweep, tmp_path, capsys):
+    fit_path = tmp_path / "ks.json"
+    assert run_testbed(["fit", str(sweep), "--law", "kaplan-schedule", "--select", "all", "--out", str(fit_path),
+                        "--starts", "1"]) == 0
+    capsys.readouterr()
+    assert run_testbed(["predict", str(fit_path), "--N", "1e7", "--D", "2e8"]) == 2
+    err = capsys.readouterr().err
+    assert "use --run CONFIG" in err and len(err.strip().splitlines()) == 1
