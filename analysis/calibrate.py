@@ -31,6 +31,10 @@ to overstate the full fit's error: the interval errs on the wide side.
 This is the "extrapolation error grows with distance" model that
 benchmarks/forecast.py checks for coverage; it assumes the error keeps the
 rate measured inside the ladder, which nothing guarantees beyond it.
+
+`attach` stores the measured error in a fit (it travels in the fit JSON, with the
+compute scale of the fitted runs), and `stored_interval` turns it into the
+calibrated interval of a later forecast (`testbed predict`, `analysis.predict.forecast_run`).
 """
 from __future__ import annotations
 
