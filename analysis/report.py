@@ -169,23 +169,36 @@ def _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, ba
 
 
 def _forecast_section(table, fits: dict, factor: float, level: float) -> list[str]:
+    from analysis.backtest import default_select
+    from analysis.calibrate import attach, extrapolation_error
     from analysis.cli import predict_point
 
     c_target = float(table["C"].max()) * factor
     md = ["## Forecast", "", f"Loss of a compute-optimal run with {factor:g}x the largest compute "
-          f"(C = {c_target:.3g} FLOPs), {level:.0%} interval:", ""]
-    rows = []
+          f"(C = {c_target:.3g} FLOPs), {level:.0%} intervals: the bootstrap band (parameter uncertainty "
+          "over runs) and the calibrated interval, which adds the run scatter and the extrapolation error "
+          "the law made in rollout backtests inside these runs, grown with the distance "
+          "(`analysis.calibrate`; what `testbed fit --calibrate` stores).", ""]
+    rows, notes = [], []
     for name, result in fits.items():
         try:
             p = predict_point(result, C=c_target, level=level)
         except (ValueError, ImportError, AttributeError) as e:
             log.info("no forecast for %s: %s", name, e)
             continue
-        rows.append({"law": name, "loss": p["loss"], "interval": _interval((p["lower"], p["upper"])),
-                     "N": p.get("N", np.nan), "D": p.get("D", np.nan)})
+        calibrated = "-"
+        try:
+            select = default_select(name)
+            error = extrapolation_error(table, result, select=select)
+            c = predict_point(attach(result, error, table, select=select), C=c_target, level=level)
+            calibrated = _interval((c["lower"], c["upper"]))
+        except (ValueError, RuntimeError) as e:
+            notes.append(f"- `{name}`: no calibrated interval: {str(e).splitlines()[0]}")
+        rows.append({"law": name, "loss": p["loss"], "bootstrap interval": _interval((p["lower"], p["upper"])),
+                     "calibrated interval": calibrated, "N": p.get("N", np.nan), "D": p.get("D", np.nan)})
     if not rows:
         return md + ["No law could forecast at this compute.", ""]
-    return md + _md_table(pd.DataFrame(rows)) + [""]
+    return md + _md_table(pd.DataFrame(rows)) + ([""] + notes if notes else []) + [""]
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,12 @@ def test_report_writes_markdown_and_the_pngs_it_links(tmp_path):
     board = text.split("## Backtest")[1]
     assert "| chinchilla |" in board and "| compute |" in board
     forecast = text.split("## Forecast")[1]
-    assert re.search(r"\| chinchilla \| [\d.]+ \| \[[\d.]+, [\d.]+\] \|", forecast)
+    row = re.search(r"\| chinchilla \| ([\d.]+) \| \[([\d.]+), ([\d.]+)\] \| \[([\d.]+), ([\d.]+)\] \|", forecast)
+    assert row, forecast
+    loss, b_lo, b_hi, c_lo, c_hi = map(float, row.groups())
+    # the calibrated interval adds run scatter and the backtests' extrapolation error to the bootstrap band
+    assert c_lo <= loss <= c_hi
+    assert c_hi - c_lo > b_hi - b_lo
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert {"report_files/curves.png", "report_files/fit_chinchilla.png", "report_files/backtest.png"} <= set(links)
     for link in links:
