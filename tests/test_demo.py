@@ -120,6 +120,29 @@ def test_rerun_trains_nothing_again(finished_demo):
     assert ladder_mtimes and all(p.stat().st_mtime_ns == m for p, m in ladder_mtimes.items())
 
 
+def test_the_ladder_is_the_grid_plus_the_extra_runs(finished_demo):
+    out, *_ = finished_demo
+    from analysis.load import load_runs
+
+    scale = demo.SCALES["mini"]
+    finals = load_runs(out / "ladder", n_convention=scale.n_params)
+    finals = finals[finals["final"]]
+    trained = sorted(zip(finals["width"], finals["depth"], finals["D"]))
+    planned = sorted((r["width"], r["depth"], r["tokens"]) for r in demo.ladder_shapes(scale))
+    assert trained == planned
+    assert len(planned) == len(scale.sizes) * len(scale.tokens) + len(scale.extra)
+    assert (16, 1, 20480) in trained
+
+
+def test_an_extra_run_repeating_a_grid_run_is_refused(tmp_path, monkeypatch):
+    mini = demo.SCALES["mini"]
+    bad = demo.DemoScale(**{**demo.asdict(mini), "extra": ({"width": 16, "depth": 1, "tokens": 5120},)})
+    monkeypatch.setitem(demo.SCALES, "mini", bad)
+    with pytest.raises(demo.DemoError, match="repeats a grid run"):
+        demo.run_demo(tmp_path / "x", "mini", quiet=True)
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_directory_holding_another_demo_is_refused(finished_demo, monkeypatch):
     out, *_ = finished_demo
     other = demo.DemoScale(**{**demo.asdict(demo.SCALES["mini"]), "bootstrap": 7})
