@@ -31,6 +31,12 @@ finished ladders and targets.
 
     python benchmarks/forecast.py --out /tmp/forecast-bench --seeds 0,1,2 --ratios 10:64,30:96
     python benchmarks/forecast.py --out /tmp/forecast-bench-cpu --seeds 0,1,2,3,4,5 --ratios 10:96 --demo-cpu
+
+One target width per ratio per output directory; to compare target shapes at one ratio, run
+once per width with its own --out (a copy of the first one's seed*/ladder directories saves
+retraining the ladders), then pool the outputs, per shape and all together:
+
+    python benchmarks/forecast.py --summarize /tmp/fcb/w96 /tmp/fcb/w64 /tmp/fcb/w128
 """
 from __future__ import annotations
 
@@ -263,38 +269,61 @@ def score_seed(plan: SeedPlan, laws: list) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], by_target: bool = False) -> None:
+    """One row per (law, ratio); with `by_target`, one per target shape too, then all shapes pooled."""
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"forecast accuracy: final val loss of the target, {LEVEL:.0%} intervals")
-    for col in ("law", "ratio", "cases", "median |rel err|", "max |rel err|", "mean curve ARE",
+    for col in ("law", "ratio", "target", "cases", "median |rel err|", "max |rel err|", "mean curve ARE",
                 "coverage (calibrated)", "coverage (bootstrap)", "mean width (calibrated)", "mean width (bootstrap)"):
         t.add_column(col, justify="right")
-    keys = []
+    groups: dict = {}
     for r in rows:
-        if (r["law"], r["ratio"]) not in keys:
-            keys.append((r["law"], r["ratio"]))
-    for law, ratio in keys:
-        rs = [r for r in rows if r["law"] == law and r["ratio"] == ratio and "actual" in r]
+        groups.setdefault((r["law"], r["ratio"]), []).append(r)
+    for (law, ratio), group in groups.items():
         label = LAW_SPECS[law].label
-        if not rs:
-            err = next(r.get("error") for r in rows if r["law"] == law and r["ratio"] == ratio)
-            t.add_row(label, f"{ratio:g}x", "0", f"failed: {err}", "", "", "", "", "", "")
-            continue
-        e = np.array([r["abs_rel_error"] for r in rs])
-        width = np.mean([(r["upper"] - r["lower"]) / r["actual"] for r in rs])
-        bwidth = np.mean([(r["bootstrap_upper"] - r["bootstrap_lower"]) / r["actual"] for r in rs])
-        t.add_row(label, f"{np.mean([r['compute_ratio'] for r in rs]):.1f}x", str(len(rs)), f"{np.median(e):.2%}",
-                  f"{e.max():.2%}", f"{np.mean([r['curve_are'] for r in rs]):.2%}",
-                  f"{np.mean([r['inside'] for r in rs]):.0%}", f"{np.mean([r['inside_bootstrap'] for r in rs]):.0%}",
-                  f"{width:.2%}", f"{bwidth:.2%}")
-    Console(width=160).print(t)
+        shapes = sorted({(r["target_width"], r["target_tokens"]) for r in group})
+        parts = [(f"w{w} {d / 1e6:.2f}M", [r for r in group if (r["target_width"], r["target_tokens"]) == (w, d)])
+                 for w, d in shapes] if by_target and len(shapes) > 1 else []
+        pooled = "all shapes" if parts else (f"w{shapes[0][0]}" if len(shapes) == 1 else "mixed")
+        for target, rs in parts + [(pooled, group)]:
+            done = [r for r in rs if "actual" in r]
+            if not done:
+                err = next((r.get("error") for r in rs if r.get("error")), "no trained target")
+                t.add_row(label, f"{ratio:g}x", target, "0", f"failed: {err}", "", "", "", "", "", "")
+                continue
+            e = np.array([r["abs_rel_error"] for r in done])
+            width = np.mean([(r["upper"] - r["lower"]) / r["actual"] for r in done])
+            bwidth = np.mean([(r["bootstrap_upper"] - r["bootstrap_lower"]) / r["actual"] for r in done])
+            t.add_row(label, f"{np.mean([r['compute_ratio'] for r in done]):.1f}x", target, str(len(done)),
+                      f"{np.median(e):.2%}", f"{e.max():.2%}", f"{np.mean([r['curve_are'] for r in done]):.2%}",
+                      f"{sum(r['inside'] for r in done)}/{len(done)}",
+                      f"{sum(r['inside_bootstrap'] for r in done)}/{len(done)}", f"{width:.2%}", f"{bwidth:.2%}")
+    Console(width=190).print(t)
+
+
+def summarize(paths: list[str]) -> int:
+    """The table over several benchmark outputs' cases.json (e.g. one per target shape), per shape and pooled."""
+    rows = []
+    for p in paths:
+        path = Path(p)
+        path = path / "cases.json" if path.is_dir() else path
+        if not path.is_file():
+            raise SystemExit(f"--summarize: {str(path)!r} is not a cases.json file or a benchmark --out directory")
+        rows += json.loads(path.read_text())
+    unknown = sorted({r["law"] for r in rows} - set(LAW_SPECS))
+    if unknown:
+        raise SystemExit(f"--summarize: rows of unknown laws {unknown}")
+    print_table(rows, by_target=True)
+    return 0
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory (a rerun reuses finished runs)")
+    ap.add_argument("--out", help="output directory (a rerun reuses finished runs)")
+    ap.add_argument("--summarize", nargs="+", metavar="OUT",
+                    help="train nothing: print the table over these outputs' cases.json, per target shape and pooled")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ratios", default="10:64,30:96",
                     help="compute ratio:target width pairs (depth as the ladder's)")
@@ -304,6 +333,10 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-cpu", action="store_true",
                     help="use the demo's cpu scale (its ladder, batch and LR rule); give --ratios for its depth-2 targets")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
+    if not args.out:
+        ap.error("--out is required (or --summarize OUT ...)")
 
     laws = [s for s in args.laws.split(",") if s]
     bad = [s for s in laws if s not in LAW_SPECS]

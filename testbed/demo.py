@@ -99,8 +99,8 @@ SCALES: dict[str, DemoScale] = {
         lr_rule="3e-3 * (24736 / N) ** 0.5",
         # Kaplan's form read in the lr schedule's forward area, fitted on every eval point from
         # 200 steps on (before that the runs sit on the early plateau): the best forecasts of the
-        # laws compared in benchmarks/forecast.py at this scale (median error 0.46% over 9 seeds,
-        # Kaplan's law of final losses 1.07%)
+        # laws compared in benchmarks/forecast.py at this scale (median error on this target 0.46%
+        # over 9 seeds, Kaplan's law of final losses 1.07%; over three 10x target shapes 0.90%)
         law="kaplan-schedule", select="all", fit_min_tokens=204_800,
     ),
     # a real experiment on one GPU
