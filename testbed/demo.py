@@ -93,8 +93,9 @@ SCALES: dict[str, DemoScale] = {
         # two longer runs at 3.072M tokens (w32 there costs exactly the grid's largest compute:
         # 1.875 = the ratio of w48's to w32's FLOPs per token): they show how a curve bends past
         # the grid's longest budget, toward the target's. In benchmarks/forecast.py they took the
-        # median 10x error from 1.04% to 0.50% on the same 6 seeds (0.43% on 3 new ones) and the
-        # calibrated interval's mean width from 13% to 9% (benchmarks/README.md).
+        # median error on this 10x target from 1.04% to 0.50% on the same 6 seeds (0.43% on 3 new
+        # ones) and the calibrated interval's mean width from 13% to 9%; they help a longer, narrower
+        # 10x target too and cost a wider, shorter one a little (benchmarks/README.md).
         extra=({"width": 24, "depth": 2, "tokens": 3_072_000}, {"width": 32, "depth": 2, "tokens": 3_072_000}),
         lr_rule="3e-3 * (24736 / N) ** 0.5",
         # Kaplan's form read in the lr schedule's forward area, fitted on every eval point from
