@@ -33,7 +33,7 @@ benchmarks/forecast.py checks for coverage; it assumes the error keeps the
 rate measured inside the ladder, which nothing guarantees beyond it.
 
 `attach` stores the measured error in a fit (it travels in the fit JSON, with the
-compute scale of the fitted runs), and `stored_interval` turns it into the
+compute scale of the fitted runs; `with_extrapolation_error` measures and stores it), and `stored_interval` turns it into the
 calibrated interval of a later forecast (`testbed predict`, `analysis.predict.forecast_run`).
 """
 from __future__ import annotations
@@ -106,6 +106,13 @@ def stored_error(result) -> tuple[ExtrapolationError, dict] | None:
     if not d:
         return None
     return ExtrapolationError.from_dict(d), d
+
+
+def with_extrapolation_error(result, table: pd.DataFrame, *, select: str = "final", **fit_kwargs):
+    """`result` with its extrapolation error measured on `table` (`extrapolation_error`, the same
+    rows and `select` as the fit) and stored in it (`attach`): what `testbed fit --calibrate`, the
+    demo and the report use. Raises ValueError when the table is too small for a backtest."""
+    return attach(result, extrapolation_error(table, result, select=select, **fit_kwargs), table, select=select)
 
 
 def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_train_runs: int | None = None,

@@ -100,6 +100,7 @@ def fit_main(argv: list[str] | None = None) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from analysis.calibrate import stored_error, with_extrapolation_error
     from analysis.fitting import fit
     from analysis.laws import get_law
 
@@ -112,19 +113,13 @@ def _fit(args: argparse.Namespace) -> int:
                                           n_starts=args.starts)
     out = result.to_json(args.out)
     print_fit(result)
-    err = result.settings.get("extrapolation_error")
-    if err:
-        print(f"extrapolation error from {err['n_forecasts']} backtest forecasts: run scatter s0 = {err['s0']:.3%}, "
-              f"growth k = {err['k']:.3%} per unit ln(C / C_fit)")
+    stored = stored_error(result)
+    if stored:
+        err = stored[0]
+        print(f"extrapolation error from {err.n_forecasts} backtest forecasts: run scatter s0 = {err.s0:.3%}, "
+              f"growth k = {err.k:.3%} per unit ln(C / C_fit)")
     print(f"wrote {out}")
     return 0
-
-
-def with_extrapolation_error(result, table, *, select: str = "final", **fit_kwargs):
-    """The fit with its extrapolation error (analysis.calibrate) measured on `table` and stored in it."""
-    from analysis.calibrate import attach, extrapolation_error
-
-    return attach(result, extrapolation_error(table, result, select=select, **fit_kwargs), table, select=select)
 
 
 def print_fit(result) -> None:

@@ -67,7 +67,7 @@ def write_report(input_path: str | Path, out_path: str | Path | None = None, law
         if fit is not None:
             fits[name] = fit
     md += _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, out.parent)
-    md += _forecast_section(table, fits, forecast_factor, level)
+    md += _forecast_section(table, fits, forecast_factor, level, n_starts)
     out.write_text("\n".join(md) + "\n")
     return out
 
@@ -168,9 +168,9 @@ def _backtest_section(table, laws, bootstrap, level, seed, n_starts, fig_dir, ba
     return md + [""]
 
 
-def _forecast_section(table, fits: dict, factor: float, level: float) -> list[str]:
+def _forecast_section(table, fits: dict, factor: float, level: float, n_starts: int | None) -> list[str]:
     from analysis.backtest import default_select
-    from analysis.calibrate import attach, extrapolation_error
+    from analysis.calibrate import with_extrapolation_error
     from analysis.cli import predict_point
 
     c_target = float(table["C"].max()) * factor
@@ -188,9 +188,8 @@ def _forecast_section(table, fits: dict, factor: float, level: float) -> list[st
             continue
         calibrated = "-"
         try:
-            select = default_select(name)
-            error = extrapolation_error(table, result, select=select)
-            c = predict_point(attach(result, error, table, select=select), C=c_target, level=level)
+            calibrated_fit = with_extrapolation_error(result, table, select=default_select(name), n_starts=n_starts)
+            c = predict_point(calibrated_fit, C=c_target, level=level)
             calibrated = _interval((c["lower"], c["upper"]))
         except (ValueError, RuntimeError) as e:
             notes.append(f"- `{name}`: no calibrated interval: {str(e).splitlines()[0]}")

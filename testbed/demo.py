@@ -266,17 +266,16 @@ def fit_ladder(ladder_dir: Path, scale: DemoScale, out: Path):
 def fit_scale(table, scale: DemoScale, fixed: dict | None = None):
     """The scale's law fitted on its rows (`_fit_rows`), with the extrapolation error measured on
     them attached when the ladder allows a backtest; `fixed` holds parameters (benchmarks)."""
-    from analysis.calibrate import attach, extrapolation_error
+    from analysis.calibrate import with_extrapolation_error
     from analysis.fitting import fit
 
     fitted = _fit_rows(table, scale)
     result = fit(fitted, scale.law, bootstrap=scale.bootstrap, level=scale.level, seed=0,
                  n_convention=scale.n_params, select=scale.select, fixed=fixed)
     try:
-        error = extrapolation_error(fitted, result, select=scale.select, fixed=fixed)
-    except ValueError:
+        return with_extrapolation_error(result, fitted, select=scale.select, fixed=fixed)
+    except ValueError:   # a ladder too small for a backtest: the forecast says its interval is the bootstrap band
         return result
-    return attach(result, error, fitted, select=scale.select)
 
 
 def _fit_rows(table, scale: DemoScale):
