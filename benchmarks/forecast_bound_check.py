@@ -4,8 +4,8 @@ On the demo's CPU ladders the Kaplan-form fits put log Nc at its upper bound (80
 the size term stands in for an irreducible loss the law lacks. This refits the
 ladders that `benchmarks/forecast.py --demo-cpu` trained (reusing its output
 directory; nothing is trained) with the bound as shipped and widened, and prints
-each forecast's error on the seed's 10x target. Eval points before 204,800 tokens
-are left out of the whole-curve fit, as the demo does.
+each forecast's error on the seed's 10x target. The rows fitted are the demo's
+(`testbed.demo._fit_rows`: eval points from the cpu scale's fit_min_tokens on).
 
     python benchmarks/forecast_bound_check.py --out /tmp/fcb/democpu --seeds 0,1,2 --bound 150
 """
@@ -19,8 +19,7 @@ from pathlib import Path
 from analysis.fitting import fit
 from analysis.laws import get_law
 from analysis.load import load_runs
-
-MIN_TOKENS = 204_800     # testbed.demo.SCALES["cpu"].fit_min_tokens
+from testbed.demo import SCALES, _fit_rows
 
 
 def main(argv=None) -> int:
@@ -38,7 +37,7 @@ def main(argv=None) -> int:
             seed_dir = Path(args.out) / f"seed{s}"
             t = load_runs(seed_dir / "ladder", n_convention="non_embedding")
             target = load_runs(seed_dir / "target-x10", n_convention="non_embedding")
-            rows = t[(t["D"] >= MIN_TOKENS) | t["final"]] if select == "all" else t
+            rows = _fit_rows(t, dataclasses.replace(SCALES["cpu"], select=select))
             final = target[target["final"]]
             cov = {c: final[c].to_numpy() for c in law.covariates}
             errs = [100 * (fit(rows, lw, select=select, n_convention="non_embedding").predict(**cov)[0]
