@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-EXIT_BAD_INPUT = 2
+from train.contract import EXIT_BAD_INPUT
 
 
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,

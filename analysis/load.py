@@ -19,9 +19,10 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from train.contract import N_CONVENTIONS
+
 log = logging.getLogger(__name__)
 
-N_CONVENTIONS = ("total", "non_embedding")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 # the columns every tidy table has, in this order
 TIDY_COLUMNS = ("run", "N", "D", "C", "step", "lr", "loss", "status", "final")

@@ -280,6 +280,7 @@ def run_covariates(result: FitResult, config, *, steps=None, decay: float = 0.99
     """(covariates, steps, tokens per step, note) of a planned run at `steps` (default: its eval steps)."""
     from models.counting import param_counts
     from train.config import RunConfig
+    from train.contract import eval_steps
     from train.schedules import lr_curve
 
     cfg = (config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))).resolved()
@@ -290,7 +291,7 @@ def run_covariates(result: FitResult, config, *, steps=None, decay: float = 0.99
     total = cfg.steps
     if steps is None:
         # the trainer's eval rule: log-spaced from step 1, rounded and deduplicated, plus the final step
-        steps = sorted(set(np.unique(np.rint(np.geomspace(1, total, cfg.eval.points)).astype(int)).tolist()) | {total})
+        steps = eval_steps(total, cfg.eval.points)
     steps = np.asarray(steps, dtype=int)
     if np.any(steps < 1) or np.any(steps > total):
         raise ValueError(f"steps must lie in [1, {total}] (the run's optimizer steps)")

@@ -51,12 +51,6 @@ class PlannedRun:
         return f"{m.kind} w{m.width} d{m.depth} h{m.n_heads}" if m.kind == "gpt" else f"{m.kind} w{m.width} d{m.depth}"
 
 
-def ckpt_file(run_dir: Any, step: int):
-    """Checkpoint file of `step` in a run directory (the naming of train.checkpoint.ckpt_path)."""
-    from pathlib import Path
-    return Path(run_dir) / "ckpt" / f"step_{step:08d}.pt"
-
-
 # ---------------------------------------------------------------------------
 # sizes
 

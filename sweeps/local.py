@@ -30,10 +30,10 @@ from pathlib import Path
 
 from sweeps.expand import PlannedRun
 from sweeps.spec import SweepError
-from sweeps.sweepdir import FINAL_STATES, SweepDir, run_state
+from sweeps.sweepdir import SweepDir, run_state
+from train.contract import EXIT_BAD_INPUT as RC_CONFIG, EXIT_DIVERGED as RC_DIVERGED, FINISHED
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-RC_DIVERGED, RC_CONFIG = 3, 2  # exit codes of `python -m train`
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -123,8 +123,8 @@ def run_local(sd: SweepDir, runs: list[PlannedRun], jobs: int = 1, retries: int 
     queue: list[PlannedRun] = []
     for r in runs:
         s = run_state(sd.run_dir(r.run_id))
-        out.state[r.run_id] = s if s in FINAL_STATES else "pending"
-        if s not in FINAL_STATES:
+        out.state[r.run_id] = s if s in FINISHED else "pending"
+        if s not in FINISHED:
             queue.append(r)
         out.attempts[r.run_id] = 0
     packs: dict[str, list[PlannedRun]] = {}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sweeps.expand import PlannedRun
 from sweeps.spec import SlurmDefaults, SweepError
-from sweeps.sweepdir import FINAL_STATES, SweepDir, run_state
+from sweeps.sweepdir import SweepDir, run_state
+from train.contract import FINISHED
 
 
 def train_task(command: list[str], run_dir: str, log_file: str, wait_for: str = "", wait_s: float = 86400.0) -> dict:
@@ -59,7 +60,7 @@ def make_executor(folder: Path, opts: SlurmDefaults, cluster: str | None = None,
 
 def submit(sd: SweepDir, runs: list[PlannedRun], opts: SlurmDefaults, cluster: str | None = None) -> list:
     """Submit every run that is not final; return submitit jobs (parents' array first)."""
-    todo = [r for r in runs if run_state(sd.run_dir(r.run_id)) not in FINAL_STATES]
+    todo = [r for r in runs if run_state(sd.run_dir(r.run_id)) not in FINISHED]
     if not todo:
         return []
     ex = make_executor(sd.root / "slurm", opts, cluster)

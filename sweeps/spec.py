@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 
 from train.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict
+from train.contract import N_CONVENTIONS
 
 FAMILIES = ("grid", "isoflop", "ladder", "wsd_branches")
-N_CONVENTIONS = ("total", "non_embedding")
 TOP_KEYS = (
     "name", "description", "base", "base_config", "overrides", "family", "axes", "zip", "sizes",
     "budgets", "tokens_per_param", "tokens", "rules", "n_params", "tokens_per_param_range",

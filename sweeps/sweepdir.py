@@ -16,13 +16,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps.expand import PlannedRun, ckpt_file
+from sweeps.expand import PlannedRun
+from train.contract import ckpt_file
 from sweeps.spec import SweepError, SweepSpec
 from train.config import config_hash
 from train.rundir import atomic_write_json, read_json, read_metrics
 
 SWEEP_FILE = "sweep.json"
-FINAL_STATES = ("completed", "diverged")
 
 
 @dataclass(frozen=True)

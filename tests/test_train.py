@@ -10,7 +10,7 @@ import pytest
 
 from train.api import train_run
 from train.config import RunConfig
-from train.loop import eval_steps
+from train.contract import eval_steps
 from train.rundir import read_metrics, read_run, write_metrics
 
 TINY = {

@@ -17,6 +17,7 @@ from typing import Any
 
 from train import ddp
 from train.config import ConfigError, RunConfig, flatten
+from train.contract import FINISHED
 from train.optim import plan_batches
 from train.rundir import CKPT_DIR, CONFIG, METRICS, SUMMARY, atomic_write_json, read_json
 
@@ -27,7 +28,6 @@ RESUMABLE_KEYS = frozenset({
     "data.cache_dir", "data.num_proc",
     "run.name", "run.sweep", "run.tracker", "run.wandb_project", "run.wandb_group",
 })
-FINISHED = ("completed", "diverged")
 
 
 def config_difference(stored: dict[str, Any], cfg: RunConfig) -> str | None:

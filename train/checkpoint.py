@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from train.contract import CKPT_PATTERN, ckpt_name
 from train.rundir import atomic_write
 
-_NAME = re.compile(r"^step_(\d{8})\.pt$")
-
-
 def ckpt_path(ckpt_dir: str | Path, step: int) -> Path:
-    return Path(ckpt_dir) / f"step_{step:08d}.pt"
+    return Path(ckpt_dir) / ckpt_name(step)
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
@@ -32,7 +29,7 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), d / name) for name in os.listdir(d) if (m := _NAME.match(name))]
+    found = [(int(m.group(1)), d / name) for name in os.listdir(d) if (m := CKPT_PATTERN.match(name))]
     return sorted(found)
 
 

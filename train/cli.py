@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from train.config import ConfigError, load_config
+from train.contract import EXIT_BY_STATUS as EXIT
 
-EXIT = {"completed": 0, "failed": 1, "diverged": 3}
 CONFIG_ERROR = 2
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from models.config import ModelConfig
+from train.contract import FLOP_CONVENTIONS
 from train.data.config import DataConfig, SyntheticConfig  # noqa: F401  (re-exported)
 
 
@@ -27,7 +28,6 @@ class ConfigError(ValueError):
 
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "inv_sqrt")
 DECAY_SHAPES = ("linear", "sqrt", "cosine")
-FLOP_CONVENTIONS = ("6N", "kaplan", "exact")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from models.counting import flops_per_token, param_counts
 from train import checkpoint as ckpt
 from train import ddp
 from train.config import ConfigError, RunConfig
+from train.contract import COMPLETED, DIVERGED, eval_steps
 from train.data import build_data
 from train.optim import BatchPlan, build_optimizer, clip_grads, plan_batches, set_lr
 from train.provenance import provenance
@@ -41,12 +42,6 @@ Progress = Callable[[dict[str, Any]], None]
 
 class Diverged(RuntimeError):
     """The train loss became NaN/inf or exceeded run.diverge_factor x its first value."""
-
-
-def eval_steps(total_steps: int, points: int) -> list[int]:
-    """`points` log-spaced steps in [1, total_steps], rounded, deduplicated, plus the last step."""
-    steps = np.unique(np.rint(np.geomspace(1, total_steps, num=points)).astype(int))
-    return sorted(set(steps.tolist()) | {total_steps})
 
 
 def resolve_device(spec: str, info: ddp.DistInfo) -> torch.device:
@@ -319,9 +314,9 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
                     "elapsed_s": elapsed + time.perf_counter() - t_start, "rng": ckpt.rng_state(),
                     "tracker": trackers.state() if trackers else {}, "config": cfg.to_dict()})
                 policy.prune(ckpt_dir)
-        return summary("completed")
+        return summary(COMPLETED)
     except Diverged as e:
-        return summary("diverged", error=str(e))
+        return summary(DIVERGED, error=str(e))
     except BaseException as e:
         summary("failed", error=f"{type(e).__name__}: {e}")
         raise

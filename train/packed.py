@@ -49,7 +49,8 @@ from train import checkpoint as ckpt
 from train import ddp
 from train.api import prepare_run_dir
 from train.config import ConfigError, OptimConfig, RunConfig, load_config
-from train.loop import (autocast, eval_steps, finite_or_none, load_data, metrics_row, resolve_device, run_summary,
+from train.contract import EXIT_BY_STATUS as EXIT, eval_steps
+from train.loop import (autocast, finite_or_none, load_data, metrics_row, resolve_device, run_summary,
                         seed_everything)
 from train.optim import build_optimizer, plan_batches, set_lr
 from train.rundir import CKPT_DIR, METRICS, SUMMARY, atomic_write_json, read_metrics, write_metrics
@@ -512,7 +513,6 @@ def _restore(runs: list[_Run], device: torch.device) -> int:
 # ---------------------------------------------------------------------------
 # command line
 
-EXIT = {"completed": 0, "failed": 1, "diverged": 3}
 
 
 def _parser() -> argparse.ArgumentParser:

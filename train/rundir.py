@@ -13,10 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, IO, Iterable
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-CKPT_DIR = "ckpt"
+from train.contract import CKPT_DIR, CONFIG, METRICS, SUMMARY  # noqa: F401  (re-exported: the run directory's names)
 
 
 def _fsync_dir(path: Path) -> None:
