@@ -13,7 +13,7 @@ per-size rules and executor defaults:
     tokens_per_param: [5, 10, 20]                               # ladder
     budgets: [1e12, 3e12]                                       # isoflop (FLOPs, by run.flop_convention)
     tokens: [2e5, 4e5, 8e5]                                     # wsd_branches (token counts of the cooldowns)
-    rules: {optim.lr: "0.003 * (N / 1e6) ** -0.3"}              # per-size rules of N (models.rules)
+    rules: {optim.lr: "0.003 * (N / 1e6) ** -0.3"}              # per-size rules of N (sweeps.rules)
     executor: {jobs: 2, retries: 1, slurm: {partition: gpu, gpus_per_job: 1, time_min: 60}}
 
 `load_spec` checks every key and value and raises `SweepError` naming the
@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from sweeps.rules import rule_value
 from train.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict
 from train.contract import N_CONVENTIONS
 
@@ -74,7 +75,7 @@ class SweepSpec:
     budgets: tuple = ()
     tokens_per_param: tuple = ()
     tokens: tuple = ()
-    rules: dict = field(default_factory=dict)           # dotted key -> rule of N (models.rules)
+    rules: dict = field(default_factory=dict)           # dotted key -> rule of N (sweeps.rules)
     n_params: str = "total"         # which parameter count N means (tokens/param, rules, plan)
     tokens_per_param_range: tuple = (1.0, 1000.0)     # isoflop: combos outside are dropped with a warning
     budget_tolerance: float = 0.01  # isoflop: |C_run / C_budget - 1| allowed after rounding to whole batches
@@ -317,8 +318,7 @@ def grid_points(spec: SweepSpec) -> list[dict]:
 
 
 def evaluate_rule(rule: Any, n_params: float, key: str = "rule") -> float:
-    """A per-size rule (number, formula string of N, or {coef, exponent, ref}) at N; see models.rules."""
-    from models.rules import rule_value
+    """A per-size rule (number, formula string of N, or {coef, exponent, ref}) at N; see sweeps.rules."""
     try:
         return rule_value(rule, float(n_params), key=key)
     except ValueError as e:

@@ -201,8 +201,8 @@ def data_vocab_size(d: DataConfig) -> int:
     if d.tokenizer == "byte" and d.source != "synthetic":
         return 256
     if d.tokenizer.endswith(".json") and d.source != "synthetic":
-        with open(d.tokenizer) as f:
-            return len(json.load(f)["model"]["vocab"])
+        from train.data.tokenize import tokenizer_file_vocab_size  # counts added tokens; a missing file is a ConfigError
+        return tokenizer_file_vocab_size(d.tokenizer)
     return d.vocab_size
 
 
