@@ -1,0 +1,7 @@
+"""Sweeps: specs expanded into run configs, executed locally or on SLURM, and their status.
+
+The library entry point is `run_sweep` (see sweeps/run.py); `testbed sweep` is its command line.
+"""
+from sweeps.run import SweepOutcome, run_sweep
+
+__all__ = ["SweepOutcome", "run_sweep"]

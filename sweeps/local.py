@@ -196,8 +196,8 @@ def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display, packs=None) -
             cmd = sd.command(r)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=_env(slot, jobs, n_gpus), preexec_fn=lambda: _die_with_parent(pid))
-        sd.pid_file(r.run_id).write_text(str(proc.pid))
         for m in members:
+            sd.pid_file(m.run_id).write_text(str(proc.pid))
             out.attempts[m.run_id] += 1
             out.state[m.run_id] = "running"
         workers[slot] = Worker(r, proc, slot, time.monotonic(), log)
@@ -214,7 +214,8 @@ def _reap(sd, workers, out, queue, retries, display, packs=None) -> None:
         if len(members) > 1:
             del workers[slot]
             w.log.close()
-            sd.pid_file(w.run.run_id).unlink(missing_ok=True)
+            for m in members:
+                sd.pid_file(m.run_id).unlink(missing_ok=True)
             _reap_pack(sd, w, members, rc, out, queue, retries, display)
             continue
         del workers[slot]

@@ -107,12 +107,17 @@ def test_dry_run_prints_one_runnable_command_per_run(tmp_path, capsys):
     assert len(lines) == len(runs)
     for line, r in zip(lines, runs):
         argv = shlex.split(line)
-        assert argv[:3] == ["python", "-m", "train"] and argv[4] == "--out"
-        assert Path(argv[5]) == out / r.run_id
+        # this interpreter and absolute paths: a scheduler's job starts elsewhere, without our venv on PATH
+        assert argv[:3] == [sys.executable, "-m", "train"] and argv[4] == "--out"
+        assert Path(argv[3]).is_absolute() and Path(argv[5]) == (out / r.run_id).resolve()
         # the config file the command names is exactly the planned run
         assert load_config(argv[3]).resolved().run_id() == r.run_id
     assert not any((out / r.run_id).exists() for r in runs)  # nothing trained
     assert json.loads((out / "sweep.json").read_text())["runs"][0]["run_id"] == runs[0].run_id
+    # a line runs as printed from another directory
+    done = subprocess.run(shlex.split(lines[0]), cwd="/", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / runs[0].run_id / "summary.json").read_text())["status"] == "completed"
 
 
 def test_an_output_dir_holding_another_sweep_is_refused_before_any_run(tmp_path, capsys):
@@ -159,6 +164,8 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
     wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
     status = {r["run_id"]: r["status"] for r in sweep_status(out)["runs"]}
     assert list(status.values()).count("completed") < len(runs)
+    # dead at once, whatever the files' age: nothing holds the runs, so none is "running"
+    assert "running" not in status.values() and "interrupted" in status.values(), status
 
     def workers():
         return workers_of(out)
