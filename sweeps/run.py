@@ -89,8 +89,9 @@ def check_executor(executor: str, cluster: str | None, pack: int) -> None:
         import submitit  # noqa: F401
     except ImportError:
         raise SweepError("--executor slurm needs submitit: pip install 'scaling-testbed[slurm]'") from None
-    if cluster in (None, "slurm") and shutil.which("sbatch") is None:
-        raise SweepError("--executor slurm: there is no SLURM here (sbatch is not on PATH); use --dry-run "
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if cluster in (None, "slurm") and missing:
+        raise SweepError(f"--executor slurm: there is no SLURM here ({' and '.join(missing)} not on PATH); use --dry-run "
                          "(optionally with --sbatch FILE) to get the commands for another machine, or "
                          "--cluster local to run them through submitit on this machine")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import typing
@@ -171,6 +172,9 @@ class RunConfig:
             raise ConfigError(f"run.diverge_factor must be > 1, got {r.diverge_factor}")
         if r.tracker not in ("jsonl", "wandb"):
             raise ConfigError(f"run.tracker must be jsonl or wandb, got {r.tracker!r}")
+        if r.tracker == "wandb" and importlib.util.find_spec("wandb") is None:
+            # checked here, not when the run opens its tracker: a sweep then refuses before launching anything
+            raise ConfigError("run.tracker=wandb needs the wandb package: pip install 'scaling-testbed[wandb]'")
         if d.vocab_size <= 0:
             raise ConfigError(f"data.vocab_size must be positive, got {d.vocab_size}")
         try:
