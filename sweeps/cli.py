@@ -78,20 +78,23 @@ def _console():
 
 
 def cmd_plan(ns) -> int:
-    from sweeps.plan import diagnostics, fixed_rate, measure_rates, plan_rows, totals
+    from sweeps.plan import diagnostics, plan_rows, totals
     spec = load_spec(ns.spec)
     runs, warnings = _expand(spec)
+    jobs = ns.jobs or spec.executor.jobs
     if ns.throughput == "none":
         rates = None
     elif ns.throughput == "measure":
-        rates = measure_rates(runs)
+        from sweeps.estimate import measure_rates
+        rates = measure_rates(runs, jobs=jobs)
     else:
+        from sweeps.estimate import fixed_rate
         try:
             rates = fixed_rate(float(ns.throughput))
         except ValueError:
             raise SweepError(f"--throughput must be measure, none or a FLOP/s number, got {ns.throughput!r}") from None
     rows = plan_rows(runs, rates)
-    tot = totals(rows, ns.jobs or spec.executor.jobs)
+    tot = totals(rows, jobs)
     diags = diagnostics(runs, spec.family, ns.prior)
     if ns.json:
         print(json.dumps({"name": spec.name, "family": spec.family, "runs": rows, "totals": tot,
@@ -100,13 +103,19 @@ def cmd_plan(ns) -> int:
         return 0
     from rich.table import Table
     console = _console()
+    seeds = len({(r["seed"], r["data_seed"]) for r in rows}) > 1
+    data_seeds = len({r["data_seed"] for r in rows}) > 1
     t = Table(title=f"sweep {spec.name} ({spec.family}): {len(rows)} runs")
-    for col in ("run id", "shape", "N", "D", "D/N", "C (FLOPs)", "steps", "lr", "est. time"):
+    cols = ["run id", "shape", "N", "D", "D/N", "C (FLOPs)", "steps", "lr"]
+    cols += ["seed (run/data)" if data_seeds else "seed"] if seeds else []
+    for col in cols + ["est. time"]:
         t.add_column(col, justify="left" if col in ("run id", "shape") else "right")
     for r in rows:
-        t.add_row(r["run_id"] + (" ↳" if r["parent"] else ""), r["shape"], f"{r['N']:,}", f"{r['D']:,}",
-                  f"{r['tokens_per_param']:.3g}", f"{r['C']:.3g}", str(r["steps"]), f"{r['lr']:.3g}",
-                  _fmt_s(r["est_seconds"]) if "est_seconds" in r else "-")
+        cells = [r["run_id"] + (" ↳" if r["parent"] else ""), r["shape"], f"{r['N']:,}", f"{r['D']:,}",
+                 f"{r['tokens_per_param']:.3g}", f"{r['C']:.3g}", str(r["steps"]), f"{r['lr']:.3g}"]
+        if seeds:
+            cells.append(f"{r['seed']}/{r['data_seed']}" if data_seeds else str(r["seed"]))
+        t.add_row(*cells, _fmt_s(r["est_seconds"]) if "est_seconds" in r else "-")
     console.print(t)
     line = f"total compute {tot['C']:.3g} FLOPs"
     if "est_seconds_serial" in tot:

@@ -95,9 +95,14 @@ def lock_sweep_dir(root: str | Path) -> _Lock:
     return _Lock(Path(root))
 
 
+def worker_threads(jobs: int, requested: int = 0) -> int:
+    """CPU threads a worker's torch uses: train.threads when the config sets it, else cores / jobs."""
+    return requested or max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _env(slot: int, jobs: int, n_gpus: int) -> dict:
     env = dict(os.environ)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(worker_threads(jobs))
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
     if n_gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -42,6 +42,7 @@ class SweepOutcome:
     warnings: list[str] = field(default_factory=list)    # about the data (vocabulary, epochs)
     commands: list[str] = field(default_factory=list)    # dry run: one shell line per worker
     sbatch_files: list[Path] = field(default_factory=list)
+    wall: dict[str, float] = field(default_factory=dict)  # local: seconds each run's worker ran, start-up included
     submitted: int = 0                                   # slurm: runs submitted
     waited: bool = True                                  # slurm: False when submitted without waiting
 
@@ -213,4 +214,4 @@ def _local(sd, outcome: SweepOutcome, jobs: int, retries: int, pack: int, quiet:
     finally:
         if own:
             display.close()
-    outcome.state, outcome.interrupted = done.state, done.interrupted
+    outcome.state, outcome.interrupted, outcome.wall = done.state, done.interrupted, done.wall

@@ -30,9 +30,10 @@ from typing import Any
 import yaml
 
 from sweeps.rules import rule_value
-from train.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict
+from train.config import ConfigError, RunConfig, apply_overrides, did_you_mean, from_dict, to_dict
 from train.contract import N_CONVENTIONS
 
+PRESETS = Path(__file__).parent / "presets"
 FAMILIES = ("grid", "isoflop", "ladder", "wsd_branches")
 TOP_KEYS = (
     "name", "description", "base", "base_config", "overrides", "family", "axes", "zip", "sizes",
@@ -207,13 +208,14 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
         raise SweepError("a sweep spec must be a mapping")
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
-        raise SweepError(f"unknown sweep key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})")
+        raise SweepError(f"unknown sweep key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)} "
+                         f"(known: {', '.join(TOP_KEYS)})")
     name = raw.get("name")
     if not name or not isinstance(name, str):
         raise SweepError("name: every sweep needs a name (a string)")
     family = raw.get("family", "grid")
     if family not in FAMILIES:
-        raise SweepError(f"family must be one of {FAMILIES}, got {family!r}")
+        raise SweepError(f"family must be one of {FAMILIES}, got {family!r}{did_you_mean(str(family), FAMILIES)}")
     base_d = _load_base(raw, Path(base_dir))
     base = from_dict(RunConfig, base_d)
 
@@ -295,9 +297,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a YAML/JSON sweep spec. A bare name resolves to a preset."""
     p = Path(path)
     if not p.exists() and not p.suffix:
-        preset = Path(__file__).parent / "presets" / f"{p.name}.yaml"
-        if preset.exists():
-            p = preset
+        preset = PRESETS / f"{p.name}.yaml"
+        if not preset.exists():
+            names = sorted(q.stem for q in PRESETS.glob("*.yaml"))
+            raise SweepError(f"{str(path)!r} is neither a spec file nor a preset{did_you_mean(p.name, names)}; "
+                             f"presets: {', '.join(names)}")
+        p = preset
     raw = _read_yaml(p)
     return spec_from_dict(raw or {}, base_dir=p.parent)
 

@@ -173,8 +173,7 @@ def prepare_text(cfg: DataConfig, quiet: bool = False) -> tuple[Path, dict[str, 
     docs_iter, ident = _inputs(cfg)
     key = {"version": CACHE_VERSION, "inputs": ident, "tokenizer": spec.identity(),
            "val_frac": cfg.val_frac, "max_docs": cfg.max_docs, "text_field": cfg.text_field}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = default_cache_dir(cfg) / "text" / digest
+    path = _cache_path(cfg, key)
     meta = _cache_ok(path)
     if meta is not None:
         return path, meta, False
@@ -194,6 +193,25 @@ def prepare_text(cfg: DataConfig, quiet: bool = False) -> tuple[Path, dict[str, 
         return path, _build(cfg, spec, path, docs_iter, key, quiet), True
     finally:
         lock.release()
+
+
+def cache_ready(cfg: DataConfig) -> bool:
+    """Whether a local-file corpus is already tokenized (Hub sources are not checked: that needs the Hub)."""
+    if cfg.source.startswith("hf:"):
+        return False
+    try:
+        spec = TokenizerSpec.from_config(cfg)
+        _, ident = _inputs(cfg)
+    except (DataError, OSError):
+        return False
+    key = {"version": CACHE_VERSION, "inputs": ident, "tokenizer": spec.identity(),
+           "val_frac": cfg.val_frac, "max_docs": cfg.max_docs, "text_field": cfg.text_field}
+    return _cache_ok(_cache_path(cfg, key)) is not None
+
+
+def _cache_path(cfg: DataConfig, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return default_cache_dir(cfg) / "text" / digest
 
 
 def data_warnings(cfg: DataConfig, meta: dict[str, Any], train_tokens: int | None = None) -> list[str]:
