@@ -14,8 +14,10 @@ submit to SLURM. `testbed sweep run` is this function plus printing.
 from __future__ import annotations
 
 import errno
+import json
 import shlex
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,21 +99,43 @@ def check_executor(executor: str, cluster: str | None, pack: int) -> None:
                          "--cluster local to run them through submitit on this machine")
 
 
+# The cache is built in a child process: the driver stays small (tokenizing a 100 MB shard
+# takes ~800 MB) and single-threaded (the tokenizer's thread pool would otherwise live on in
+# the process that forks the workers; see sweeps/local.py). Its progress goes to our stderr.
+_PREPARE = """
+import json, sys
+from train.config import ConfigError, from_dict
+from train.data.config import DataConfig
+from train.data.text import prepare_text
+try:
+    _, meta, _ = prepare_text(from_dict(DataConfig, json.loads(sys.argv[1]), prefix="data."), quiet=sys.argv[2] == "1")
+except ConfigError as e:
+    print(json.dumps({"error": str(e)}))
+    sys.exit(2)
+print(json.dumps({"meta": meta}))
+"""
+
+
 def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
     """Build the token cache of every text corpus the runs use, once each; return data warnings."""
-    from train.data.text import data_warnings, prepare_text
+    from train.config import to_dict
+    from train.data.text import data_warnings
     by_data: dict[str, tuple[Any, int]] = {}
     for r in runs:
         d = r.config.data
         if d.source == "synthetic":
             continue
         key = repr(d)
-        most = max(by_data.get(key, (d, 0))[1], r.tokens)
-        by_data[key] = (d, most)
+        by_data[key] = (d, max(by_data.get(key, (d, 0))[1], r.tokens))
     warnings = []
     for d, most_tokens in by_data.values():
-        _, meta, _ = prepare_text(d, quiet=quiet)
-        warnings += data_warnings(d, meta, most_tokens)
+        r = subprocess.run([sys.executable, "-c", _PREPARE, json.dumps(to_dict(d)), "1" if quiet else "0"],
+                           stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        lines = r.stdout.strip().splitlines()
+        got = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        if "meta" not in got:
+            raise SweepError(got.get("error") or f"preparing the data {d.source!r} failed (exit {r.returncode})")
+        warnings += data_warnings(d, got["meta"], most_tokens)
     return warnings
 
 

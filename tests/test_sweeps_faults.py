@@ -187,3 +187,14 @@ def test_run_sweep_returns_each_runs_state(tmp_path):
     assert o.state == {r.run_id: "completed" for r in o.runs} and o.counts == {"completed": 2}
     again = run_sweep(str(spec), tmp_path / "sweep", dry_run=True)
     assert len(again.commands) == 2 and again.state == o.state
+
+
+def test_a_corpus_that_cannot_be_read_stops_the_sweep_before_any_worker(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine text\n\nmore \xc3\x28 broken")
+    base = {**TINY, "data": {"source": str(bad), "tokenizer": "byte", "cache_dir": str(tmp_path / "cache")}}
+    spec = write_spec(tmp_path / "s.yaml", base=base, seeds=(0, 1))
+    assert main(["run", str(spec), "--out", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.txt: not valid UTF-8" in err and "Traceback" not in err
+    assert not list((tmp_path / "sweep" / "logs").glob("*.log"))   # no worker started
