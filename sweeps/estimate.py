@@ -130,39 +130,92 @@ def _measure_model(run: PlannedRun, min_steps: int, max_steps: int, budget_s: fl
             len(val) * cfg.model.context * fpt / 3.0 / fwd_s)
 
 
-def measure_startup(run: PlannedRun, threads: int) -> float:
-    """Seconds of a worker's fixed cost: a one-step, one-eval version of `run` through `python -m train`,
-    minus nothing (its step and eval are negligible next to imports, data and model set-up)."""
+def _one_step_command(run: PlannedRun, tmp: Path, i: int) -> list[str]:
     cfg = run.config.with_overrides({"train.tokens": run.config.train.batch_tokens, "eval.points": 1,
                                      "schedule.warmup_steps": 0, "train.init_from": "", "run.ckpt_steps": []})
+    cfg_file = tmp / f"config{i}.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    return [sys.executable, "-m", "train", str(cfg_file), "--out", str(tmp / f"run{i}"), "--quiet"]
+
+
+def measure_startup(run: PlannedRun, threads: int, jobs: int = 1) -> float:
+    """Seconds of a worker's fixed cost: `jobs` one-step, one-eval versions of `run` started at once
+    through `python -m train`, as the pool starts its workers (median wall time). Their one step and
+    eval are negligible next to imports, data and model set-up, checkpoint and summary."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory(prefix="plan-startup-") as tmp:
-        cfg_file = Path(tmp) / "config.json"
-        cfg_file.write_text(json.dumps(cfg.to_dict()))
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "train", str(cfg_file), "--out", str(Path(tmp) / "run"),
-                            "--quiet"], capture_output=True, text=True, env=env, timeout=600)
-        sec = time.perf_counter() - t0
-    if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or ["?"])[-1]
-        raise RuntimeError(f"timing a one-step run of {run.run_id} failed: {tail}")
-    return sec
+        procs = [subprocess.Popen(_one_step_command(run, Path(tmp), i), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, env=env) for i in range(max(1, jobs))]
+        walls, errors = [], []
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            walls.append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                errors.append((err.strip().splitlines() or ["?"])[-1])
+    if errors:
+        raise RuntimeError(f"timing a one-step run of {run.run_id} failed: {errors[0]}")
+    return float(np.median(walls))
+
+
+_CHILD = """
+import json, sys
+from sweeps.estimate import measure_in_child
+print(json.dumps(measure_in_child(sys.argv[1])))
+"""
+
+
+def measure_in_child(spec_file: str) -> list[list[float]]:
+    """A measuring worker (see `measure_rates`): [train FLOP/s, forward FLOP/s] of each model in the file."""
+    from train.config import RunConfig, from_dict
+    d = json.loads(Path(spec_file).read_text())
+    out = []
+    for cfg, fpt in zip(d["configs"], d["fpt"], strict=True):
+        run = PlannedRun("probe", from_dict(RunConfig, cfg), 1, {}, fpt)
+        out.append(list(_measure_model(run, d["min_steps"], d["max_steps"], d["budget_s"])))
+    return out
+
+
+def _measure_concurrently(picks: list[PlannedRun], jobs: int, threads: int, min_steps: int, max_steps: int,
+                          budget_s: float) -> list[tuple[float, float]]:
+    """Each model measured by `jobs` processes at once, as the sweep's workers will share the machine."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory(prefix="plan-rates-") as tmp:
+        spec_file = Path(tmp) / "probe.json"
+        spec_file.write_text(json.dumps({"configs": [r.config.to_dict() for r in picks],
+                                         "fpt": [r.flops_per_token for r in picks], "min_steps": min_steps,
+                                         "max_steps": max_steps, "budget_s": budget_s}))
+        procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(spec_file)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) for _ in range(jobs)]
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            if p.returncode != 0:
+                raise RuntimeError(f"measuring step times failed: {(err.strip().splitlines() or ['?'])[-1]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    return [(float(np.median([res[i][0] for res in results])), float(np.median([res[i][1] for res in results])))
+            for i in range(len(picks))]
 
 
 def measure_rates(runs: list[PlannedRun], jobs: int = 1, min_steps: int = 3, max_steps: int = 30,
                   budget_s: float = 1.0, startup: bool = True) -> RateModel:
-    """Time the sweep's smallest and largest model here, with the threads each of `jobs` workers gets."""
+    """Time the sweep's smallest and largest model here as `jobs` workers would run them: with the
+    threads each gets and, for jobs > 1, in `jobs` processes at once (sharing cores, caches and memory
+    bandwidth as the workers will)."""
     import torch
 
     by_fpt = sorted(runs, key=lambda r: r.flops_per_token)
     picks = [by_fpt[0]] if by_fpt[0].flops_per_token == by_fpt[-1].flops_per_token else [by_fpt[0], by_fpt[-1]]
     threads = worker_threads(jobs, by_fpt[0].config.train.threads)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        measured = [_measure_model(r, min_steps, max_steps, budget_s) for r in picks]
-    finally:
-        torch.set_num_threads(saved)
+    if jobs > 1:
+        measured = _measure_concurrently(picks, jobs, threads, min_steps, max_steps, budget_s)
+    else:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            measured = [_measure_model(r, min_steps, max_steps, budget_s) for r in picks]
+        finally:
+            torch.set_num_threads(saved)
     data = by_fpt[0].config.data
     if startup and data.source != "synthetic":
         from train.data.text import cache_ready
@@ -170,12 +223,12 @@ def measure_rates(runs: list[PlannedRun], jobs: int = 1, min_steps: int = 3, max
         start_note = "" if startup else ", start-up not measured: the corpus is not tokenized yet"
     else:
         start_note = ""
-    start_s = measure_startup(by_fpt[0], threads) if startup else 0.0
+    start_s = measure_startup(by_fpt[0], threads, jobs) if startup else 0.0
     device = picks[0].config.train.device
     return RateModel(tuple(r.flops_per_token for r in picks), tuple(m[0] for m in measured),
                      tuple(m[1] for m in measured), start_s,
-                     f"measured here ({device}, {threads} thread{'s' if threads > 1 else ''} per worker, "
-                     f"{start_s:.1f}s start-up per run{start_note})")
+                     f"measured here ({device}, {jobs} worker{'s' if jobs > 1 else ''} of {threads} "
+                     f"thread{'s' if threads > 1 else ''} at once, {start_s:.1f}s start-up per run{start_note})")
 
 
 def schedule(seconds: list[float], jobs: int) -> float:

@@ -8,7 +8,6 @@ import pytest
 
 from models.counting import flops_per_token
 from sweeps.expand import branch_step, expand
-from sweeps.estimate import eval_tokens, fixed_rate
 from sweeps.plan import diagnostics, n_opt, plan_rows, totals
 from sweeps.spec import SweepError, load_spec, spec_from_dict
 from train.schedules import lr_curve
@@ -242,6 +241,7 @@ def test_a_good_design_is_quiet():
 
 
 def test_plan_rows_and_totals():
+    from sweeps.estimate import eval_tokens, fixed_rate
     runs = _runs("ladder", sizes=SIZES, tokens_per_param=[5, 10])
     rows = plan_rows(runs, fixed_rate(1e9))
     assert [r["run_id"] for r in rows] == [r.run_id for r in runs]
@@ -289,11 +289,17 @@ def test_estimates_use_the_workers_threads_and_the_real_batch(monkeypatch):
         return real(run, *a)
 
     monkeypatch.setattr(est, "_measure_model", spy)
-    monkeypatch.setattr(est.os, "cpu_count", lambda: 4)
     import sweeps.local
-    monkeypatch.setattr(sweeps.local.os, "cpu_count", lambda: 4)
-    est.measure_rates(runs, jobs=4, min_steps=1, max_steps=1, budget_s=0.0, startup=False)
-    assert seen == [(1, runs[0].config.batch_size)]   # one thread each for 4 workers on 4 cores
+    monkeypatch.setattr(sweeps.local.os, "cpu_count", lambda: 3)
+    est.measure_rates(runs, jobs=1, min_steps=1, max_steps=1, budget_s=0.0, startup=False)
+    assert seen == [(3, runs[0].config.batch_size)]   # one worker gets every core, as the pool gives it
+
+
+def test_several_workers_are_measured_side_by_side(tmp_path):
+    from sweeps.estimate import measure_rates
+    runs = _runs("ladder", sizes=SIZES[:2], tokens_per_param=[5])
+    rates = measure_rates(runs, jobs=2, min_steps=1, max_steps=2, budget_s=0.0, startup=False)
+    assert "2 workers of" in rates.how and all(r > 0 for r in rates.train_flops_per_s + rates.eval_flops_per_s)
 
 
 def test_startup_is_timed_through_the_workers_command():
