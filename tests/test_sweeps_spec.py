@@ -280,19 +280,23 @@ def test_estimates_use_the_workers_threads_and_the_real_batch(monkeypatch):
     import torch
 
     import sweeps.estimate as est
-    runs = _runs("ladder", sizes=SIZES[:1], tokens_per_param=[5])
-    seen = []
-    real = est._measure_model
-
-    def spy(run, *a):
-        seen.append((torch.get_num_threads(), run.config.batch_size))
-        return real(run, *a)
-
-    monkeypatch.setattr(est, "_measure_model", spy)
     import sweeps.local
+    import train.loop
+    # 8192-token batches: larger than a small probe batch, which a GPU would run launch-bound
+    runs = expand(spec_from_dict({"name": "t", "base": {**BASE, "train": {"batch_tokens": 8192, "tokens": 16384}},
+                                  "family": "grid", "axes": {"run.seed": [0]}}))
+    seen = []
+    real = train.loop.train_step
+
+    def spy(model, optimizer, batch, *a, **kw):
+        seen.append((torch.get_num_threads(), tuple(batch.shape)))
+        return real(model, optimizer, batch, *a, **kw)
+
+    monkeypatch.setattr(train.loop, "train_step", spy)
     monkeypatch.setattr(sweeps.local.os, "cpu_count", lambda: 3)
     est.measure_rates(runs, jobs=1, min_steps=1, max_steps=1, budget_s=0.0, startup=False)
-    assert seen == [(3, runs[0].config.batch_size)]   # one worker gets every core, as the pool gives it
+    # one worker gets every core, as the pool gives it, and steps on the run's whole batch
+    assert seen and all(s == (3, (8192 // 32, 33)) for s in seen)
 
 
 def test_several_workers_are_measured_side_by_side(tmp_path):
