@@ -40,6 +40,7 @@ class SweepOutcome:
     runs: list[PlannedRun]
     state: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    dry_run: bool = False
     dropped: list[str] = field(default_factory=list)     # design combos the expansion left out, with why
     warnings: list[str] = field(default_factory=list)    # about the data (vocabulary, epochs)
     commands: list[str] = field(default_factory=list)    # dry run: one shell line per worker
@@ -59,7 +60,7 @@ class SweepOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if self.commands or not self.waited:
+        if self.dry_run or not self.waited:
             return EXIT_OK
         return EXIT_OK if all(s == COMPLETED for s in self.state.values()) else EXIT_FAILED
 
@@ -165,7 +166,7 @@ def run_sweep(spec: SweepSpec | dict | str | Path, out: str | Path, executor: st
     anything trains. Interrupts (SIGINT/SIGTERM) stop the workers and return interrupted=True.
     """
     spec = _as_spec(spec)
-    outcome = SweepOutcome(spec.name, Path(out), [])
+    outcome = SweepOutcome(spec.name, Path(out), [], dry_run=dry_run)
     outcome.runs = expand(spec, outcome.dropped)
     jobs = jobs or spec.executor.jobs
     retries = spec.executor.retries if retries < 0 else retries
