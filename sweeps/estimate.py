@@ -17,8 +17,8 @@ Each part is measured the way a sweep worker will run it, because each can domin
 - evaluations by timing forward passes of the eval batch (32 eval points of 64k tokens
   cost more than the training of the smallest ladder runs).
 
-Rates are measured on the sweep's smallest and largest model and interpolated log-log in
-FLOPs/token between them (constant outside).
+Rates are measured on the sweep's smallest and largest model of each kind (GPT, LSTM) and
+interpolated log-log in FLOPs/token between them (constant outside).
 """
 from __future__ import annotations
 
@@ -54,21 +54,26 @@ def train_tokens(run: PlannedRun) -> int:
 
 @dataclass(frozen=True)
 class RateModel:
-    """Training and evaluation FLOP/s as functions of FLOPs/token, plus a fixed start-up per run."""
+    """Training and evaluation FLOP/s as functions of FLOPs/token, per model kind (a GPT and an LSTM
+    of one FLOP count run at different rates), plus a fixed start-up per run."""
     fpt: tuple[float, ...]
     train_flops_per_s: tuple[float, ...]
     eval_flops_per_s: tuple[float, ...]
     startup_s: float
     how: str
+    kinds: tuple[str, ...] = ()     # model kind of each measurement; () or a kind not here: all of them
 
-    def _rate(self, fpt: float, rates: tuple[float, ...]) -> float:
-        return math.exp(np.interp(math.log(fpt), np.log(self.fpt), np.log(rates)))
+    def _rate(self, run: PlannedRun, rates: tuple[float, ...]) -> float:
+        mine = [i for i, k in enumerate(self.kinds) if k == run.config.model.kind] or list(range(len(self.fpt)))
+        order = sorted(mine, key=lambda i: self.fpt[i])
+        xs, ys = np.log([self.fpt[i] for i in order]), np.log([rates[i] for i in order])
+        return math.exp(np.interp(math.log(run.flops_per_token), xs, ys))
 
     def parts(self, run: PlannedRun) -> dict[str, float]:
         fpt = run.flops_per_token
         return {"startup": self.startup_s,
-                "train": train_tokens(run) * fpt / self._rate(fpt, self.train_flops_per_s),
-                "eval": eval_tokens(run) * fpt / 3.0 / self._rate(fpt, self.eval_flops_per_s)}
+                "train": train_tokens(run) * fpt / self._rate(run, self.train_flops_per_s),
+                "eval": eval_tokens(run) * fpt / 3.0 / self._rate(run, self.eval_flops_per_s)}
 
     def seconds(self, run: PlannedRun) -> float:
         return sum(self.parts(run).values())
@@ -205,7 +210,11 @@ def measure_rates(runs: list[PlannedRun], jobs: int = 1, min_steps: int = 3, max
     import torch
 
     by_fpt = sorted(runs, key=lambda r: r.flops_per_token)
-    picks = [by_fpt[0]] if by_fpt[0].flops_per_token == by_fpt[-1].flops_per_token else [by_fpt[0], by_fpt[-1]]
+    picks: list[PlannedRun] = []
+    for kind in dict.fromkeys(r.config.model.kind for r in by_fpt):   # smallest and largest of each kind
+        of_kind = [r for r in by_fpt if r.config.model.kind == kind]
+        picks += [of_kind[0]] if of_kind[0].flops_per_token == of_kind[-1].flops_per_token else \
+            [of_kind[0], of_kind[-1]]
     threads = worker_threads(jobs, by_fpt[0].config.train.threads)
     if jobs > 1:
         measured = _measure_concurrently(picks, jobs, threads, min_steps, max_steps, budget_s)
@@ -225,10 +234,10 @@ def measure_rates(runs: list[PlannedRun], jobs: int = 1, min_steps: int = 3, max
         start_note = ""
     start_s = measure_startup(by_fpt[0], threads, jobs) if startup else 0.0
     device = picks[0].config.train.device
+    how = (f"measured here ({device}, {jobs} worker{'s' if jobs > 1 else ''} of {threads} "
+           f"thread{'s' if threads > 1 else ''} at once, {start_s:.1f}s start-up per run{start_note})")
     return RateModel(tuple(r.flops_per_token for r in picks), tuple(m[0] for m in measured),
-                     tuple(m[1] for m in measured), start_s,
-                     f"measured here ({device}, {jobs} worker{'s' if jobs > 1 else ''} of {threads} "
-                     f"thread{'s' if threads > 1 else ''} at once, {start_s:.1f}s start-up per run{start_note})")
+                     tuple(m[1] for m in measured), start_s, how, kinds=tuple(r.config.model.kind for r in picks))
 
 
 def schedule(seconds: list[float], jobs: int) -> float:

@@ -323,3 +323,14 @@ def test_plan_table_shows_the_seed_axis(tmp_path, capsys):
     lines = [ln for ln in text.splitlines() if "gpt-" in ln]
     assert "seed" in text
     assert len(lines) == 2 and lines[0].split("│")[-3].strip() == "0" and lines[1].split("│")[-3].strip() == "7"
+
+
+def test_gpt_and_lstm_runs_are_timed_at_their_own_rates():
+    from sweeps.estimate import measure_rates
+    runs = _runs("grid", axes={"model.kind": ["gpt", "lstm"], "model.width": [32, 64]})
+    rates = measure_rates(runs, min_steps=1, max_steps=2, budget_s=0.0, startup=False)
+    assert sorted(rates.kinds) == ["gpt", "gpt", "lstm", "lstm"]
+    for r in runs:   # a measured model's own estimate is its own measurement
+        i = next(i for i, (k, f) in enumerate(zip(rates.kinds, rates.fpt))
+                 if k == r.config.model.kind and f == r.flops_per_token)
+        assert rates.parts(r)["train"] == pytest.approx(r.flops / rates.train_flops_per_s[i])
