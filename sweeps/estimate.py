@@ -9,8 +9,9 @@ Each part is measured the way a sweep worker will run it, because each can domin
 - with the CPU threads a worker gets (`sweeps.local.worker_threads`: cores / jobs unless
   train.threads is set): torch's default thread count on a shared 2-core machine made an
   estimate 13x too optimistic;
-- on the run's real micro-batch, not a small probe batch: a GPU step of a few thousand
+- on the run's real batch, not a small probe batch: a GPU step of a few thousand
   tokens is bound by kernel launches and looks ~10x slower per token than the real one;
+  the data source's time to make that batch is added;
 - the start-up by timing a one-step run through the worker's own command (interpreter,
   imports, data and validation set, loss floor, model, checkpoint, summary), which is
   seconds per run for tiny models;
@@ -119,7 +120,7 @@ def _measure_model(run: PlannedRun, min_steps: int, max_steps: int, budget_s: fl
     amp = lambda: autocast(device, cfg.train.dtype)  # noqa: E731
     batch = torch.randint(0, cfg.model.vocab_size, (plan.global_rows, cfg.model.context + 1), device=device)
     step_s = _time_steps(lambda: train_step(model, opt, batch, plan, amp, cfg.train.grad_clip, False),
-                         min_steps, max_steps, budget_s, sync)
+                         min_steps, max_steps, budget_s, sync) + _batch_seconds(cfg, plan.global_rows, min_steps)
     eval_rows = cfg.eval.batch_size or plan.micro_rows
     val = batch[:eval_rows] if eval_rows <= plan.global_rows else \
         torch.randint(0, cfg.model.vocab_size, (eval_rows, cfg.model.context + 1), device=device)
@@ -141,6 +142,19 @@ def _one_step_command(run: PlannedRun, tmp: Path, i: int) -> list[str]:
     cfg_file = tmp / f"config{i}.json"
     cfg_file.write_text(json.dumps(cfg.to_dict()))
     return [sys.executable, "-m", "train", str(cfg_file), "--out", str(tmp / f"run{i}"), "--quiet"]
+
+
+def _batch_seconds(cfg, rows: int, n: int) -> float:
+    """Seconds the run's data source takes to make one training batch (several % of a tiny model's
+    step for the synthetic language); 0 for a corpus not tokenized yet."""
+    from train.data import build_data
+    if cfg.data.source != "synthetic":
+        from train.data.text import cache_ready
+        if not cache_ready(cfg.data):
+            return 0.0
+    data = build_data(cfg.data, cfg.model.context)
+    index = iter(range(1_000_000))
+    return _time_steps(lambda: data.train_batch(next(index), rows), max(n, 3), 50, 0.2, lambda: None)
 
 
 def measure_startup(run: PlannedRun, threads: int, jobs: int = 1) -> float:
