@@ -104,7 +104,7 @@ def check_executor(executor: str, cluster: str | None, pack: int) -> None:
 # takes ~800 MB) and single-threaded (the tokenizer's thread pool would otherwise live on in
 # the process that forks the workers; see sweeps/local.py). Its progress goes to our stderr.
 _PREPARE = """
-import json, sys
+import errno, json, sys
 from train.config import ConfigError, from_dict
 from train.data.config import DataConfig
 from train.data.text import prepare_text
@@ -112,6 +112,12 @@ try:
     _, meta, _ = prepare_text(from_dict(DataConfig, json.loads(sys.argv[1]), prefix="data."), quiet=sys.argv[2] == "1")
 except ConfigError as e:
     print(json.dumps({"error": str(e)}))
+    sys.exit(2)
+except OSError as e:
+    if e.errno != errno.ENOSPC:
+        raise
+    print(json.dumps({"error": f"no space left on the device holding the token cache (writing {e.filename}); "
+                               "free some space or point data.cache_dir elsewhere, and run the same command again"}))
     sys.exit(2)
 print(json.dumps({"meta": meta}))
 """

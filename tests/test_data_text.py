@@ -348,3 +348,20 @@ def test_a_vocabulary_far_above_what_the_corpus_yields_is_a_warning(tmp_path, ca
         for i in range(0, 200):
             src.train_array(i, 64)
     assert "epochs over the" in caplog.text and caplog.text.count("epochs over the") == 1
+
+
+def test_a_full_disk_while_tokenizing_leaves_no_half_cache(tmp_path, monkeypatch):
+    import errno
+
+    import train.data.text as text
+    cfg = cfg_for(write_txt(tmp_path / "a.txt", corpus()), tmp_path)
+
+    def full(docs, tokenizer, out, dtype, advance=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(text, "encode_to_file", full)
+    with pytest.raises(OSError, match="No space left"):
+        build_data(cfg, 16)
+    assert [p.name for p in (tmp_path / "cache" / "text").iterdir() if not p.name.endswith((".lock", ".json"))] == []
+    monkeypatch.undo()
+    assert build_data(cfg, 16).tokenized          # space freed: the same call builds it
