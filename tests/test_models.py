@@ -250,3 +250,10 @@ def test_cli_prints_counts():
     assert f"{counts['non_embedding']:,d}" in out and "kaplan" in out
     bad = subprocess.run([sys.executable, "-m", "models", "heads=5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "model.heads" in bad.stderr
+
+
+def test_models_never_import_train():
+    # layering: models <- train <- sweeps; the counting CLI must not reach up into train
+    code = ("import sys, models, models.__main__, models.gpt, models.packed, models.lstm; "
+            "assert not [m for m in sys.modules if m == 'train' or m.startswith('train.')]")
+    subprocess.run([sys.executable, "-c", code], check=True)

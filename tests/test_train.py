@@ -213,3 +213,10 @@ def test_cuda_bf16_run_tracks_the_cpu_run(tmp_path):
     assert gpu["status"] == "completed" and gpu["device"].startswith("cuda")
     # bf16 autocast on the GPU, fp32 on the CPU: the same curve within bf16 noise
     assert gpu["final_val_loss"] == pytest.approx(cpu["final_val_loss"], abs=0.05)
+
+
+def test_train_never_imports_sweeps():
+    # layering: models <- train <- sweeps; the packed trainer's pack rules live in train.packable
+    code = ("import sys, train.api, train.cli, train.loop, train.packed, train.coordcheck; "
+            "assert not [m for m in sys.modules if m == 'sweeps' or m.startswith('sweeps.')]")
+    subprocess.run([sys.executable, "-c", code], check=True)
