@@ -26,8 +26,7 @@ def _parser() -> argparse.ArgumentParser:
                     "with several --run, train them as one packed computation (runs of one model shape).",
         epilog="Config keys: `testbed train --print-config` prints every key with its default "
                "(add a CONFIG file or key=value overrides to see them resolved). "
-               "Example: testbed train --out runs/tiny model.width=64 train.tokens=200000 optim.lr=3e-3",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "Example: testbed train --out runs/tiny model.width=64 train.tokens=200000 optim.lr=3e-3")
     p.add_argument("args", nargs="*", metavar="[CONFIG] key=value",
                    help="an optional YAML/JSON config file, then dotted overrides such as optim.lr=3e-3 "
                         "(with --run: overrides applied to every run)")
