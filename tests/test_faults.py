@@ -16,7 +16,7 @@ from train.contract import EXIT_BAD_INPUT, EXIT_NO_SPACE
 from train.rundir import RunDirBusy, RunLock, read_metrics, read_run
 
 TINY = ["model.width=32", "model.depth=1", "model.context=32", "data.vocab_size=64", "train.batch_tokens=512",
-        "eval.tokens=512", "train.threads=1", "schedule.warmup_steps=2", "run.log_every=1"]
+        "eval.tokens=512", "train.threads=1", "train.device=cpu", "schedule.warmup_steps=2", "run.log_every=1"]
 TWENTY = TINY + ["train.tokens=10240", "run.ckpt_every=6", "eval.points=20"]   # 20 steps, checkpoints at 6, 12, 18, 20
 
 

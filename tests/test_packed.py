@@ -21,7 +21,7 @@ from train.rundir import read_run
 TINY = {
     "model.width": 32, "model.depth": 2, "model.context": 32, "data.vocab_size": 64,
     "train.batch_tokens": 512, "train.tokens": 512 * 24, "eval.tokens": 1024, "eval.points": 6,
-    "train.threads": 1, "run.log_every": 1, "run.ckpt_every": 5,
+    "train.threads": 1, "run.log_every": 1, "run.ckpt_every": 5, "train.device": "cpu",
 }
 # different seeds, peak LRs, schedules, optimizer settings and token budgets; run 0 and 2 clip
 VARIANTS = [

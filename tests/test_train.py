@@ -18,6 +18,8 @@ TINY = {
     "train.batch_tokens": 512, "train.tokens": 1024, "eval.tokens": 1024, "eval.points": 4,
     # one thread: tiny matmuls gain nothing from more, and tests share the cores with other work
     "train.threads": 1,
+    # exact-equality tests compare fp32 CPU runs: pinned, so a GPU host does not move them to bf16 CUDA
+    "train.device": "cpu",
 }
 SUMMARY_KEYS = {"status", "params_total", "params_non_embedding", "params_embedding", "flops_per_token",
                 "flop_convention", "final_train_loss", "final_val_loss", "loss_floor", "tokens", "steps",

@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         code = _exit_code(e)
         if code == EXIT_BAD_INPUT:
             print(f"{'config error' if isinstance(e, ConfigError) else 'refused'}: {e}", file=sys.stderr)
+        elif code == EXIT_OUT_OF_MEMORY:
+            print(f"run stopped: out of device memory even at one sequence per micro-batch ({e}); "
+                  f"a smaller model or context, or a device with more memory, is needed", file=sys.stderr)
         elif code is not None:
             print(f"run stopped: {e}", file=sys.stderr)
         else:  # the summary already records it; say it once, plainly

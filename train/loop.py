@@ -17,6 +17,7 @@ directory. Eval points: `eval.points` log-spaced steps from 1 to the last step
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import random
 import time
@@ -232,8 +233,11 @@ class SingleStep:
         # tables), not state to re-broadcast every step.
         self.model = model
         if info.enabled:
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            ddp_cls = torch.nn.parallel.DistributedDataParallel
+            no_buffer_sync = ({"forward_sync_buffers": False}   # torch >= 2.12 names it so
+                              if "forward_sync_buffers" in inspect.signature(ddp_cls.__init__).parameters
+                              else {"broadcast_buffers": False})
+            self.model = ddp_cls(model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)
         self.eval_model = model   # evaluation bypasses DDP: ranks evaluate different numbers of windows
         if compile:
             self.model = torch.compile(self.model)
@@ -261,13 +265,14 @@ class SingleStep:
         return None, []
 
 
-def run_loop(stepper: Any, step: int, batches: Batches, val_NxT1: torch.Tensor, eval_rows: int,
+def run_loop(stepper: Any, step: int, batches: Batches, val_NxT1: torch.Tensor, eval_batch: int,
              info: ddp.DistInfo, device: torch.device, progress: Progress | None,
              finish: Callable[[RunBook, str, int], Any]) -> None:
     """Train every run of `stepper.books` (None: a slot that no longer trains) from `step` to its end.
 
     The stepper takes one optimizer step of all its runs and returns their losses (K,) as a
-    device tensor; `finish(book, status, step, **extra)` writes a run's summary.
+    device tensor; `finish(book, status, step, **extra)` writes a run's summary. Evals take
+    `eval_batch` sequences a forward (eval.batch_size), else the stepper's micro-batch.
     """
     cpu = device.type == "cpu"
     worst_K = torch.zeros(len(stepper.books), device=device)   # max step loss per slot since the last check
@@ -299,7 +304,7 @@ def run_loop(stepper: Any, step: int, batches: Batches, val_NxT1: torch.Tensor, 
 
         live = [(k, b) for k, b in live if k not in stopped]
         if any(b.evaluates_at(step) for _, b in live):
-            vals = stepper.evaluate(val_NxT1, eval_rows)
+            vals = stepper.evaluate(val_NxT1, eval_batch or stepper.plan.micro_rows)
             for k, b in live:
                 if b.evaluates_at(step):
                     b.log_eval(step, vals[k], progress)
@@ -377,7 +382,7 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
         if step >= cfg.steps:
             return finish(book, COMPLETED, step)
         run_loop(stepper, step, Batches(data, plan, info.rank, device, cfg.steps), val_NxT1,
-                 cfg.eval.batch_size or plan.micro_rows, info, device, progress, finish)
+                 cfg.eval.batch_size, info, device, progress, finish)
         return book.summary
     except BaseException as e:
         book.fail(finish, e)

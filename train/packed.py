@@ -29,6 +29,7 @@ their checkpoint steps, then prunes each by its own policy).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -104,6 +105,12 @@ class PackStep:
 
     @classmethod
     def build(cls, books: list[RunBook], singles, opts, plan: BatchPlan, amp_factory, compile: bool) -> "PackStep":
+        if compile:
+            # a training and an eval graph for each pack size (K, K/2, ..., 1): more than dynamo's
+            # default limit of 8 per function for K > 8, past which it would silently run eager
+            import torch._dynamo.config as dynamo_config
+            needed = 2 * (math.ceil(math.log2(len(books))) + 2)
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, needed)
         model = PackedGPT.from_models(singles)
         optimizer = PackedAdamW(dict(model.named_parameters()),
                                 [model_hparams(s, o, b.cfg.optim) for s, o, b in zip(singles, opts, books)])
@@ -234,7 +241,7 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
     try:
         if live is not None:
             longest = max(b.total for b in live.books if b is not None)
-            run_loop(live, step, Batches(data, plan, 0, device, longest), val_NxT1, c0.eval.batch_size or plan.micro_rows,
+            run_loop(live, step, Batches(data, plan, 0, device, longest), val_NxT1, c0.eval.batch_size,
                      info, device, progress, finish)
         return [b.summary for b in books]
     except BaseException as e:
