@@ -56,9 +56,9 @@ def _check_writable(out: Path) -> None:
         raise ConfigError(f"run directory {str(out)!r} is not writable: {e.strerror or e}") from None
 
 
-def _stored_summary(out: Path) -> dict[str, Any] | None:
-    """The directory's summary.json, or None when absent; an unreadable one is moved aside
-    (the run then resumes and writes it again)."""
+def _stored_summary(out: Path, repair: bool) -> dict[str, Any] | None:
+    """The directory's summary.json, or None when absent; an unreadable one is moved aside when
+    `repair` (the run then resumes and writes it again)."""
     path = out / SUMMARY
     if not path.exists():
         return None
@@ -68,6 +68,8 @@ def _stored_summary(out: Path) -> dict[str, Any] | None:
             raise ValueError("not a JSON object")
         return summary
     except (ValueError, UnicodeDecodeError):
+        if not repair:
+            return None
         from train.book import warn
         bad = path.with_name(SUMMARY + ".corrupt")
         os.replace(path, bad)
@@ -75,9 +77,10 @@ def _stored_summary(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def inspect_run_dir(cfg: RunConfig, out: Path) -> dict[str, Any] | None:
-    """Read-only checks of a run directory: a different config or a foreign directory raise
-    ConfigError; a finished run returns its summary."""
+def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo()) -> dict[str, Any] | None:
+    """Checks of a run directory before it is locked: a different config or (rank 0) a foreign
+    directory raise ConfigError; a finished run returns its summary on every rank. Nothing is
+    written, except that rank 0 moves an unreadable summary aside."""
     cfg_path = out / CONFIG
     if cfg_path.exists():
         try:
@@ -88,10 +91,10 @@ def inspect_run_dir(cfg: RunConfig, out: Path) -> dict[str, Any] | None:
         if diff:
             raise ConfigError(f"run directory {str(out)!r} holds a different config: {diff}; "
                               f"use another --out or delete that directory")
-        summary = _stored_summary(out)
+        summary = _stored_summary(out, repair=info.is_main)
         if summary is not None and summary.get("status") in FINISHED:
             return summary
-    elif out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+    elif info.is_main and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         stray = sorted(p.name for p in out.iterdir() if p.name != LOCK)[:3]
         raise ConfigError(f"run directory {str(out)!r} is not empty and has no {CONFIG} ({', '.join(stray)} ...); "
                           f"refusing to write a run into it")
@@ -101,7 +104,7 @@ def inspect_run_dir(cfg: RunConfig, out: Path) -> dict[str, Any] | None:
 def prepare_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo) -> dict[str, Any] | None:
     """Check (and on rank 0 create) the run directory; return the stored summary when the run is finished.
     Rank 0 calls it holding the directory's lock (`locked_run_dirs`)."""
-    done = inspect_run_dir(cfg, out) if info.is_main else None
+    done = inspect_run_dir(cfg, out, info)
     if done is not None:
         return done
     if info.is_main:
@@ -130,7 +133,7 @@ def locked_run_dirs(cfgs: Sequence[RunConfig], outs: Sequence[Path], info: ddp.D
     try:
         if info.is_main:
             for c, out in zip(cfgs, outs):
-                inspect_run_dir(c, out)
+                inspect_run_dir(c, out, info)
                 _check_writable(out)
                 locks.append(RunLock(out).acquire())
         yield
@@ -151,10 +154,9 @@ def train_run(cfg: RunConfig, out_dir: str | os.PathLike, progress: Any = None) 
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device={cfg.train.device!r} but CUDA is not available here")
     out = Path(out_dir)
-    if info.is_main:
-        done = inspect_run_dir(cfg, out)
-        if done is not None:
-            return done
+    done = inspect_run_dir(cfg, out, info)
+    if done is not None:
+        return done
     with locked_run_dirs([cfg], [out], info):
         done = prepare_run_dir(cfg, out, info)
         if done is not None:
