@@ -33,6 +33,17 @@ def apply_rope(x_BxHxTxD: torch.Tensor, cos_TxDh: torch.Tensor, sin_TxDh: torch.
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def add_rope_tables(module: nn.Module, cfg: ModelConfig) -> None:
+    """`module.rope_cos`/`rope_sin`: the rotary tables for pos=rope (else None). Not persistent
+    buffers: they are derived from the config, so checkpoints and numel stay clean."""
+    if cfg.pos == "rope":
+        cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
+        module.register_buffer("rope_cos", cos, persistent=False)
+        module.register_buffer("rope_sin", sin, persistent=False)
+    else:
+        module.rope_cos = module.rope_sin = None
+
+
 class Layers:
     """The layer factory a Block is built from: ordinary torch layers, one model.
 
@@ -124,13 +135,7 @@ class GPT(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.padded_vocab, cfg.width)
         self.wpe = nn.Embedding(cfg.context, cfg.width) if cfg.pos == "learned" else None
-        if cfg.pos == "rope":
-            cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
-            # not persistent: derived from the config, so checkpoints and numel stay clean
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        else:
-            self.rope_cos = self.rope_sin = None
+        add_rope_tables(self, cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_f = common.make_norm(cfg)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.width, cfg.padded_vocab, bias=False)

@@ -31,7 +31,7 @@ from torch import nn
 
 from models import common
 from models.config import ModelConfig
-from models.gpt import GPT, Block, Layers, rope_tables
+from models.gpt import GPT, Block, Layers, add_rope_tables
 
 
 def _stacked(k: int, *shape: int) -> nn.Parameter:
@@ -110,6 +110,7 @@ class PackedGPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig, k: int):
         super().__init__()
+        cfg.validate()
         if cfg.kind != "gpt":
             raise ValueError(f"packing supports model.kind=gpt only, got {cfg.kind!r}")
         if k < 1:
@@ -117,12 +118,7 @@ class PackedGPT(nn.Module):
         self.config, self.k = cfg, k
         self.wte = PackedEmbedding(k, cfg.padded_vocab, cfg.width)
         self.wpe = PackedEmbedding(k, cfg.context, cfg.width) if cfg.pos == "learned" else None
-        if cfg.pos == "rope":
-            cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        else:
-            self.rope_cos = self.rope_sin = None
+        add_rope_tables(self, cfg)
         layers = PackedLayers(k)
         self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.depth))   # gpt.py's own Block
         self.norm_f = layers.norm(cfg)
