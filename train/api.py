@@ -77,10 +77,11 @@ def _stored_summary(out: Path, repair: bool) -> dict[str, Any] | None:
         return None
 
 
-def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo()) -> dict[str, Any] | None:
-    """Checks of a run directory before it is locked: a different config or (rank 0) a foreign
-    directory raise ConfigError; a finished run returns its summary on every rank. Nothing is
-    written, except that rank 0 moves an unreadable summary aside."""
+def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo(),
+                    repair: bool = False) -> dict[str, Any] | None:
+    """Checks of a run directory: a different config or (rank 0) a foreign directory raise
+    ConfigError; a finished run returns its summary on every rank. Nothing is written, except
+    that with `repair` (rank 0, holding the lock) an unreadable summary is moved aside."""
     cfg_path = out / CONFIG
     if cfg_path.exists():
         try:
@@ -91,7 +92,7 @@ def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo
         if diff:
             raise ConfigError(f"run directory {str(out)!r} holds a different config: {diff}; "
                               f"use another --out or delete that directory")
-        summary = _stored_summary(out, repair=info.is_main)
+        summary = _stored_summary(out, repair=repair and info.is_main)
         if summary is not None and summary.get("status") in FINISHED:
             return summary
     elif info.is_main and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
@@ -104,7 +105,7 @@ def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo
 def prepare_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo) -> dict[str, Any] | None:
     """Check (and on rank 0 create) the run directory; return the stored summary when the run is finished.
     Rank 0 calls it holding the directory's lock (`locked_run_dirs`)."""
-    done = inspect_run_dir(cfg, out, info)
+    done = inspect_run_dir(cfg, out, info, repair=True)
     if done is not None:
         return done
     if info.is_main:

@@ -141,7 +141,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def quarantine(path: Path) -> Path:
     """Move an unreadable checkpoint aside (kept for inspection, no longer a resume candidate)."""
     bad = path.with_name(path.name + ".corrupt")
-    os.replace(path, bad)
+    try:
+        os.replace(path, bad)
+    except FileNotFoundError:   # another rank of the same run moved it first
+        pass
     return bad
 
 

@@ -35,6 +35,9 @@ def _fsync_dir(path: Path) -> None:
 class NoSpaceLeft(OSError):
     """A write failed because the file system is full; the message names the file and what it needed."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
