@@ -163,6 +163,7 @@ DISK_FULL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a user namespace to mount a small tmpfs")
 def test_a_full_disk_is_one_clear_error_and_a_rerun_after_freeing_space_resumes(tmp_path, straight):
     mnt, results = tmp_path / "mnt", tmp_path / "results"
