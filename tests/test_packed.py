@@ -262,7 +262,7 @@ def test_sweep_run_with_pack_writes_the_same_run_directories(tmp_path, capsys):
     commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("python")]
     # 4 runs of one shape: a pack of 3 and an ordinary run
     assert sorted(c.count("--run ") for c in commands) == [0, 3]
-    assert all(c.split()[:3] == ["python", "-m", "train"] for c in commands)
+    assert all(c.split()[1:3] == ["-m", "train"] for c in commands)   # packs train through `python -m train --run ...`
 
     assert sweep_main(["run", str(spec), "--out", str(out), "--pack", "3", "--jobs", "2", "--quiet"]) == 0
     run_dirs = sorted(p.parent for p in out.glob("*/summary.json"))
