@@ -324,15 +324,13 @@ def test_a_save_to_disk_folder_loads_with_load_from_disk(tmp_path):
 
 def test_start_up_on_a_cached_corpus_reads_neither_source_nor_shards_again(tmp_path, monkeypatch):
     import train.data.documents as documents
-    import train.data.text as text
     cfg = cfg_for(write_txt(tmp_path / "a.txt", corpus()), tmp_path)
     first = build_data(cfg, 16)
 
     def no_hashing(path):
         raise AssertionError(f"{path} was read again to hash it")
 
-    monkeypatch.setattr(documents, "_sha256", no_hashing)
-    monkeypatch.setattr(text, "_sha256_file", no_hashing)
+    monkeypatch.setattr(documents, "sha256_file", no_hashing)
     again = build_data(cfg, 16)
     assert not again.tokenized and again.cache_path == first.cache_path
 

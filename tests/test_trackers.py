@@ -90,37 +90,35 @@ def _wandb_records(path):
             yield pending + data
 
 
-def read_wandb_log(path):
-    """History rows and config of an offline wandb run, read from its transaction log."""
+def read_wandb_run(path):
+    """History rows, config, summary, tags, exit code and name of an offline wandb run, from its
+    transaction log."""
     from wandb.proto import wandb_internal_pb2
-    history, config = [], {}
+    run = {"history": [], "config": {}, "summary": {}, "tags": [], "exit_code": None, "name": None}
     for data in _wandb_records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
         if kind == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
-        elif kind in ("config", "run"):
-            updates = rec.config.update if kind == "config" else rec.run.config.update
-            config.update({i.key: json.loads(i.value_json) for i in updates})
-    return history, config
-
-
-def read_wandb_run(path):
-    """Summary, tags and exit code of an offline wandb run, from its transaction log."""
-    from wandb.proto import wandb_internal_pb2
-    summary, tags, exit_code, name = {}, [], None, None
-    for data in _wandb_records(path):
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
-        kind = rec.WhichOneof("record_type")
-        if kind == "summary":
-            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
-        elif kind == "run":
-            tags, name = list(rec.run.tags), rec.run.display_name
+            run["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in rec.history.item})
+        elif kind == "summary":
+            run["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in rec.summary.update})
         elif kind == "exit":
-            exit_code = rec.exit.exit_code
-    return {"summary": summary, "tags": tags, "exit_code": exit_code, "name": name}
+            run["exit_code"] = rec.exit.exit_code
+        if kind in ("config", "run"):
+            updates = rec.config.update if kind == "config" else rec.run.config.update
+            run["config"].update({i.key: json.loads(i.value_json) for i in updates})
+        if kind == "run":
+            run["tags"], run["name"] = list(rec.run.tags), rec.run.display_name
+    return run
+
+
+def read_wandb_log(path):
+    """History rows and config of an offline wandb run."""
+    run = read_wandb_run(path)
+    return run["history"], run["config"]
 
 
 def test_wandb_with_packed_runs_records_each_run_its_summary_tags_and_exit_code(tmp_path):

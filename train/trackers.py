@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
+from train.config import flatten
 from train.contract import COMPLETED, SUMMARY
 from train.rundir import JsonlWriter, read_json
 
@@ -109,16 +110,6 @@ def run_tags(config: dict[str, Any]) -> list[str]:
     if t.get("tokens"):
         tags.append(f"tokens:{float(t['tokens']):.3g}")
     return tags
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}/"))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 class Trackers:

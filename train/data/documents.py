@@ -159,7 +159,7 @@ def read_documents(path: Path, text_field: str) -> Iterator[str]:
 # ---------------------------------------------------------------------------
 # the sources' content digest, remembered by (path, size, mtime)
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -186,7 +186,7 @@ def files_digest(files: list[Path], memo_file: Path | None = None) -> str:
         st = f.stat()
         key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in memo:
-            memo[key] = _sha256(f)
+            memo[key] = sha256_file(f)
             changed = True
         h.update(str(f.resolve()).encode() + b"\0" + memo[key].encode())
     if changed and memo_file is not None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from train.data import documents
 from train.data.config import DataConfig
 from train.data.documents import (DataError, files_digest, hf_documents, read_documents,  # noqa: F401 (DataError
                                   resolve_files)                                            # is re-exported)
@@ -61,14 +62,6 @@ def default_cache_dir(cfg: DataConfig) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "scaling-testbed"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cache_ok(d: Path) -> dict[str, Any] | None:
     """meta.json when the cache at `d` is complete and its shards match it.
 
@@ -82,7 +75,7 @@ def _cache_ok(d: Path) -> dict[str, Any] | None:
             if st.st_size != meta[f"{split}_tokens"] * np.dtype(meta["dtype"]).itemsize:
                 return None
             if st.st_mtime_ns != meta.get(f"{split}_mtime_ns") and \
-                    _sha256_file(d / f"{split}.bin") != meta[f"{split}_sha256"]:
+                    documents.sha256_file(d / f"{split}.bin") != meta[f"{split}_sha256"]:
                 return None
         if meta["tokenizer"]["kind"] != "byte" and not (d / "tokenizer.json").is_file():
             return None
@@ -149,7 +142,7 @@ def _build(cfg: DataConfig, spec: TokenizerSpec, path: Path, docs_iter, key: dic
                 "tokenizer": {"kind": spec.kind}, "train_docs": len(train_docs), "val_docs": len(val_docs),
                 "train_tokens": counts["train"], "val_tokens": counts["val"]}
         for split in ("train", "val"):
-            meta[f"{split}_sha256"] = _sha256_file(tmp / f"{split}.bin")
+            meta[f"{split}_sha256"] = documents.sha256_file(tmp / f"{split}.bin")
             meta[f"{split}_mtime_ns"] = (tmp / f"{split}.bin").stat().st_mtime_ns
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))   # last: marks the cache complete
         shutil.rmtree(path, ignore_errors=True)
