@@ -11,7 +11,6 @@ finished runs and skips them, and an interrupted run resumes from its checkpoint
 from __future__ import annotations
 
 import errno
-import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from train.contract import ckpt_file
 from sweeps.spec import SweepError, SweepSpec
 from train.config import config_hash
 from train.contract import METRICS, SUMMARY
-from train.rundir import atomic_write_json, read_json
+from train.rundir import atomic_write_json, read_json, salvage_metrics
 
 SWEEP_FILE = "sweep.json"
 
@@ -139,37 +138,16 @@ def run_state(run_dir: Path) -> str:
     return str(d.get("status", "failed")) if d is not None else "pending"
 
 
-def read_metrics_tolerant(path: Path) -> tuple[list[dict], str | None]:
-    """The readable rows of a metrics.jsonl and what was wrong with it (damaged lines), never raising
-    for the file's content. A torn last line is normal after a kill and is not reported."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return [], None
-    except OSError as e:
-        return [], f"{METRICS} unreadable ({e.strerror or e})"
-    rows, bad = [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif i < len(lines) - 1:
-            bad.append(i + 1)
-    problem = None
-    if bad:
-        problem = f"{METRICS} line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:3]))}" \
-                  f"{' ...' if len(bad) > 3 else ''} damaged"
-    return rows, problem
-
-
 def progress(run_dir: Path) -> dict:
     """Tokens done, last val loss, throughput and any damage of a run so far (from its files)."""
-    rows, problem = read_metrics_tolerant(run_dir / METRICS)
+    try:
+        rows, damaged = salvage_metrics(run_dir / METRICS)   # never raises for the file's content
+    except OSError as e:
+        rows, damaged = [], []
+        problem = f"{METRICS} unreadable ({e.strerror or e})"
+    else:
+        problem = (f"{METRICS} line{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged[:3]))}"
+                   f"{' ...' if len(damaged) > 3 else ''} damaged") if damaged else None
     out = {"tokens": 0, "step": 0, "val_loss": None, "tokens_per_s": None, "problem": problem}
     nums = [r for r in rows if isinstance(r.get("step"), int) and isinstance(r.get("tokens"), (int, float))]
     if nums:
