@@ -2,6 +2,7 @@
 
 The library entry point is `run_sweep` (see sweeps/run.py); `testbed sweep` is its command line.
 """
-from sweeps.run import SweepOutcome, run_sweep
+from sweeps.run import SweepNoSpace, SweepOutcome, run_sweep
+from sweeps.spec import SweepError
 
-__all__ = ["SweepOutcome", "run_sweep"]
+__all__ = ["SweepError", "SweepNoSpace", "SweepOutcome", "run_sweep"]

@@ -6,8 +6,8 @@
     testbed sweep status DIR [--json]
 
 SPEC is a YAML file or the name of a preset in sweeps/presets/. Exit codes: 0 every run
-completed, 1 some run failed or diverged, 2 a bad spec or sweep directory (nothing ran),
-130 interrupted.
+completed, 1 some run failed or diverged, 2 a bad spec, flag or sweep directory (nothing
+ran), 4 the disk holding the sweep directory is full (free space, rerun), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import json
 import shlex
 import sys
 
-from sweeps.run import CLUSTERS, EXECUTORS, run_sweep
+from sweeps.run import CLUSTERS, EXECUTORS, SweepNoSpace, run_sweep
 from sweeps.spec import SweepError, load_spec
+from train.contract import EXIT_BAD_INPUT, EXIT_NO_SPACE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -183,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return {"plan": cmd_plan, "run": cmd_run, "status": cmd_status}[ns.cmd](ns)
+    except SweepNoSpace as e:
+        print(f"sweep error: {e}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except SweepError as e:
         print(f"sweep error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the executor took over signals: nothing was started
         print("sweep interrupted", file=sys.stderr)
         return 130

@@ -116,8 +116,8 @@ except ConfigError as e:
 except OSError as e:
     if e.errno != errno.ENOSPC:
         raise
-    print(json.dumps({"error": f"no space left on the device holding the token cache (writing {e.filename}); "
-                               "free some space or point data.cache_dir elsewhere, and run the same command again"}))
+    print(json.dumps({"no_space": True, "error": f"no space left on device writing {e.filename} (the token "
+                      "cache); free some space or point data.cache_dir elsewhere, and run the same command again"}))
     sys.exit(2)
 print(json.dumps({"meta": meta}))
 """
@@ -141,17 +141,21 @@ def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
         lines = r.stdout.strip().splitlines()
         got = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
         if "meta" not in got:
-            raise SweepError(got.get("error") or f"preparing the data {d.source!r} failed (exit {r.returncode})")
+            error = got.get("error") or f"preparing the data {d.source!r} failed (exit {r.returncode})"
+            raise SweepNoSpace(error) if got.get("no_space") else SweepError(error)
         warnings += data_warnings(d, got["meta"], most_tokens)
     return warnings
 
 
-def _no_space(e: OSError, out: Path) -> SweepError:
+class SweepNoSpace(SweepError):
+    """A write of the sweep directory failed on a full disk (exit code EXIT_NO_SPACE)."""
+
+
+def _no_space(e: OSError, out: Path) -> SweepNoSpace:
     where = next((p for p in (out, *out.resolve().parents) if p.exists()), Path("/"))
-    free_mb = shutil.disk_usage(where).free / 2**20
-    return SweepError(f"no space left on the device holding {str(out)!r} ({free_mb:.0f} MB free; writing "
-                      f"{e.filename or 'a file'} failed); free some space and run the same command again "
-                      f"(nothing half-written was left)")
+    free_kb = shutil.disk_usage(where).free / 1024
+    return SweepNoSpace(f"no space left on device writing {e.filename or str(out)} ({free_kb:,.0f} kB free); "
+                        f"free some space and run the same command again (nothing half-written was left)")
 
 
 def run_sweep(spec: SweepSpec | dict | str | Path, out: str | Path, executor: str = "local", jobs: int = 0,

@@ -18,6 +18,7 @@ from sweeps.cli import main
 from sweeps.expand import expand
 from sweeps.spec import load_spec
 from sweeps.status import sweep_status
+from train.contract import EXIT_NO_SPACE
 
 TINY = {
     "model": {"kind": "gpt", "width": 32, "depth": 1, "context": 32, "head_dim": 16},
@@ -119,9 +120,9 @@ def test_a_full_disk_while_preparing_gives_one_message_and_a_rerun_works(tmp_pat
         real(path, obj)
 
     monkeypatch.setattr(sweepdir, "atomic_write_json", full_disk)
-    assert main(["run", str(spec), "--out", str(out)]) == 2
+    assert main(["run", str(spec), "--out", str(out)]) == EXIT_NO_SPACE
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no space left" in err and str(out) in err, err
+    assert len(err.splitlines()) == 1 and "no space left on device" in err and str(out) in err, err
     assert "Traceback" not in err
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]       # nothing half-written
     monkeypatch.setattr(sweepdir, "atomic_write_json", real)                # space freed
@@ -198,3 +199,38 @@ def test_a_corpus_that_cannot_be_read_stops_the_sweep_before_any_worker(tmp_path
     err = capsys.readouterr().err
     assert "bad.txt: not valid UTF-8" in err and "Traceback" not in err
     assert not list((tmp_path / "sweep" / "logs").glob("*.log"))   # no worker started
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    return bool(shutil.which("unshare")) and subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True).returncode == 0
+
+
+SWEEP_DISK_FULL = """
+set -u
+mount -t tmpfs -o size=8k tmpfs "$MNT"
+"$PY" -m sweeps run "$SPEC" --out "$MNT/sweep" --quiet 2> "$RESULTS/first.err"; echo $? > "$RESULTS/first.rc"
+ls -aR "$MNT/sweep" > "$RESULTS/first.ls" 2>&1
+mount -o remount,size=64m "$MNT"          # space freed
+"$PY" -m sweeps run "$SPEC" --out "$MNT/sweep" --quiet 2> "$RESULTS/second.err"; echo $? > "$RESULTS/second.rc"
+"$PY" -m sweeps status "$MNT/sweep" --json > "$RESULTS/status.json"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a user namespace to mount a small tmpfs")
+def test_a_real_full_disk_under_the_sweep_directory(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml")
+    mnt, results = tmp_path / "mnt", tmp_path / "results"
+    mnt.mkdir()
+    results.mkdir()
+    env = {**os.environ, "MNT": str(mnt), "RESULTS": str(results), "PY": sys.executable, "SPEC": str(spec)}
+    subprocess.run(["unshare", "-rm", "bash", "-c", SWEEP_DISK_FULL], env=env, check=True, timeout=600)
+    err = (results / "first.err").read_text()
+    assert int((results / "first.rc").read_text()) == EXIT_NO_SPACE, err
+    assert len(err.strip().splitlines()) == 1 and "no space left on device" in err and "Traceback" not in err, err
+    listing = (results / "first.ls").read_text()
+    assert "sweep.json" in listing and ".tmp" not in listing, listing          # this sweep's, nothing half-written
+    assert int((results / "second.rc").read_text()) == 0, (results / "second.err").read_text()
+    assert json.loads((results / "status.json").read_text())["counts"] == {"completed": 3}
