@@ -234,3 +234,30 @@ def test_a_real_full_disk_under_the_sweep_directory(tmp_path):
     assert "sweep.json" in listing and ".tmp" not in listing, listing          # this sweep's, nothing half-written
     assert int((results / "second.rc").read_text()) == 0, (results / "second.err").read_text()
     assert json.loads((results / "status.json").read_text())["counts"] == {"completed": 3}
+
+
+CACHE_DISK_FULL = """
+set -u
+mount -t tmpfs -o size=16k tmpfs "$MNT"
+"$PY" -m sweeps run "$SPEC" --out "$OUT" --quiet 2> "$RESULTS/err"; echo $? > "$RESULTS/rc"
+ls -aR "$MNT" > "$RESULTS/ls" 2>&1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a user namespace to mount a small tmpfs")
+def test_a_full_disk_under_the_token_cache_stops_the_sweep_with_one_line(tmp_path):
+    corpus = small_corpus(tmp_path / "c.txt", n_docs=400)
+    mnt, results = tmp_path / "mnt", tmp_path / "results"
+    mnt.mkdir()
+    results.mkdir()
+    base = {**TINY, "data": {"source": str(corpus), "tokenizer": "byte", "cache_dir": str(mnt / "cache")}}
+    spec = write_spec(tmp_path / "s.yaml", base=base, seeds=(0,))
+    env = {**os.environ, "MNT": str(mnt), "RESULTS": str(results), "PY": sys.executable, "SPEC": str(spec),
+           "OUT": str(tmp_path / "sweep")}
+    subprocess.run(["unshare", "-rm", "bash", "-c", CACHE_DISK_FULL], env=env, check=True, timeout=600)
+    err = (results / "err").read_text()
+    assert int((results / "rc").read_text()) == EXIT_NO_SPACE, err
+    assert len(err.strip().splitlines()) == 1 and "no space left on device" in err and "token cache" in err, err
+    assert ".tmp" not in (results / "ls").read_text()                 # the half-built cache is gone
+    assert not list((tmp_path / "sweep" / "logs").glob("*.log"))       # no worker started
