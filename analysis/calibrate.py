@@ -32,14 +32,14 @@ This is the "extrapolation error grows with distance" model that
 benchmarks/forecast.py checks for coverage; it assumes the error keeps the
 rate measured inside the ladder, which nothing guarantees beyond it.
 
-`attach` stores the measured error in a fit (it travels in the fit JSON, with the
-compute scale of the fitted runs; `with_extrapolation_error` measures and stores it), and `stored_interval` turns it into the
-calibrated interval of a later forecast (`testbed predict`, `analysis.predict.forecast_run`).
+`attach` stores the measured error in a fit (`FitResult.extrapolation`, which travels
+in the fit JSON with the compute scale of the fitted runs; `with_extrapolation_error`
+measures and stores it), and `stored_interval` turns it into the calibrated interval
+of a later forecast (`analysis.predict.forecast`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -47,76 +47,53 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
 from analysis.backtest import log_residuals, rollout
-from analysis.fitting import select_rows
+from analysis.fitresult import ExtrapolationError
+from analysis.laws import with_derived
+from analysis.load import select_rows, use_n_convention
 
 
-@dataclass(frozen=True)
-class ExtrapolationError:
-    """The ladder's own measure of how fast a law's forecast error grows with extrapolation."""
-    law: str
-    s0: float                   # scatter of single runs about the full fit (RMS log residual)
-    k: float                    # growth of the log error's std per unit of ln(extrapolation factor)
-    n_forecasts: int            # backtest forecasts the rate was measured on
-    max_extrapolation: float    # the largest factor among them
-    per_run: pd.DataFrame = field(repr=False, default=None)   # x = ln factor, e = ln(actual / predicted)
-
-    def sigma(self, extrapolation) -> np.ndarray:
-        """Std of the log error (without the parameter part) at compute factor(s) beyond the ladder."""
-        x = np.log(np.maximum(np.asarray(extrapolation, dtype=float), 1.0))
-        return np.sqrt(self.s0 ** 2 + (self.k * x) ** 2)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"law": self.law, "s0": self.s0, "k": self.k, "n_forecasts": self.n_forecasts,
-                "max_extrapolation": self.max_extrapolation,
-                "model": "ln(actual/predicted) ~ Normal(0, s0^2 + (k ln(C/C_fit))^2)"}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExtrapolationError":
-        return cls(law=d["law"], s0=float(d["s0"]), k=float(d["k"]), n_forecasts=int(d["n_forecasts"]),
-                   max_extrapolation=float(d["max_extrapolation"]))
-
-
-SETTINGS_KEY = "extrapolation_error"
-
-
-def attach(result, error: ExtrapolationError, table: pd.DataFrame, *, select: str = "final"):
-    """The fit with `error` stored in its settings (so it travels in the fit JSON), with the compute
-    scale of the fitted runs: `C_fit`, the largest C of the fitted rows for a law of C, else the
-    largest 6ND, so a later forecast knows how far it extrapolates (`stored_error`)."""
-    import dataclasses
-
-    rows = select_rows(table, select)
+def attach(result, error: ExtrapolationError, table: pd.DataFrame, *, select: str | None = None):
+    """The fit with `error` stored in it (`FitResult.extrapolation`, so it travels in the fit JSON), with
+    the compute scale of the fitted rows: `C_fit`, the largest C of the fitted rows for a law of C,
+    else the largest 6ND, so a later forecast knows how far it extrapolates."""
+    rows = select_rows(use_n_convention(table, result.law_obj, result.convention.get("N"))[0],
+                       select or result.settings.get("select") or result.law_obj.fitted_on)
     if "C" in result.law_obj.covariates:
         c_fit, conv = float(rows["C"].max()), "C"
     else:
         c_fit, conv = float((6.0 * rows["N"] * rows["D"]).max()), "6ND"
-    stored = {**error.to_dict(), "C_fit": c_fit, "C_convention": conv}
+    runs_fit = {}
     flops = result.convention.get("flops")
     if "C" in rows.columns and flops and not str(flops).startswith("mixed"):
         # the runs' own FLOP count, in which the backtests measured their distances: a planned
         # run's config gives its C in the same convention (`testbed predict --run`)
-        stored.update(C_fit_runs=float(rows["C"].max()), runs_flop_convention=str(flops))
-    return dataclasses.replace(result, settings={**result.settings, SETTINGS_KEY: stored})
+        runs_fit = dict(C_fit_runs=float(rows["C"].max()), runs_flop_convention=str(flops))
+    stored = dataclasses.replace(error, C_fit=c_fit, C_convention=conv, **runs_fit)
+    return dataclasses.replace(result, extrapolation=stored)
 
 
-def stored_error(result) -> tuple[ExtrapolationError, dict] | None:
-    """(error, its stored record: C_fit, C_convention, and C_fit_runs with runs_flop_convention where
-    the runs recorded their FLOPs) from `attach`, or None for a fit without one."""
-    d = result.settings.get(SETTINGS_KEY)
-    if not d:
-        return None
-    return ExtrapolationError.from_dict(d), d
-
-
-def with_extrapolation_error(result, table: pd.DataFrame, *, select: str = "final", **fit_kwargs):
+def with_extrapolation_error(result, table: pd.DataFrame, *, select: str | None = None, **fit_kwargs):
     """`result` with its extrapolation error measured on `table` (`extrapolation_error`, the same
     rows and `select` as the fit) and stored in it (`attach`): what `testbed fit --calibrate`, the
     demo and the report use. Raises ValueError when the table is too small for a backtest."""
     return attach(result, extrapolation_error(table, result, select=select, **fit_kwargs), table, select=select)
 
 
+def calibrated(result, table: pd.DataFrame, **fit_kwargs):
+    """`with_extrapolation_error`, or, when the runs are too few for a backtest, `result` with a warning
+    saying so: its forecasts then carry the bootstrap band only. What `testbed fit --calibrate`, the
+    report and the demo call."""
+    try:
+        return with_extrapolation_error(result, table, **fit_kwargs)
+    except ValueError as e:
+        why = str(e).splitlines()[0]
+        return dataclasses.replace(result, warnings=[*result.warnings, (
+            f"the extrapolation error could not be measured ({why}); forecasts give the bootstrap band, which "
+            "ignores the law's own error")])
+
+
 def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_train_runs: int | None = None,
-                        select: str = "final", **fit_kwargs) -> ExtrapolationError:
+                        select: str | None = None, **fit_kwargs) -> ExtrapolationError:
     """Measure s0 (on `result`, the full-ladder fit) and k (on rollout backtests of the same law).
 
     Each backtest cutoff keeps at least `min_train_runs` runs (default: half the ladder, and
@@ -126,6 +103,7 @@ def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_
     message says how many runs and budgets it has).
     """
     law = result.law
+    select = select or result.settings.get("select") or result.law_obj.fitted_on
     fit_kwargs = {"n_convention": result.convention.get("N"), **fit_kwargs}
     s0 = float(np.sqrt(np.mean(log_residuals(result, table, select) ** 2)))
     if min_train_runs is None:
@@ -194,24 +172,25 @@ def stored_interval(result, *, level: float = 0.9, model=None, tokens=None, **co
     """The calibrated interval from the error stored in the fit (`attach`), or None without one.
 
     The distance of each point is C / C_fit: for a planned run (`model`, a ModelConfig, and the
-    `tokens` seen at each point) C counts FLOPs as the fitted runs did; else C = 6ND from the
-    covariates (or C itself for a law of C). Returns (lower, upper, sigma, extrapolation).
+    `tokens` seen at each point) C counts FLOPs as the fitted runs did; else C from the
+    covariates for a law of C (a law of C asked at N and D gets C = 6ND), or C = 6ND.
+    Returns (lower, upper, sigma, extrapolation).
     """
     from models.counting import CONVENTIONS, flops_per_token   # torch-free
 
-    stored = stored_error(result)
-    if stored is None:
+    error = result.extrapolation
+    if error is None:
         return None
-    error, rec = stored
-    if model is not None and rec.get("runs_flop_convention") in CONVENTIONS:
-        c, c_fit = flops_per_token(model, rec["runs_flop_convention"]) * np.asarray(tokens, float), rec["C_fit_runs"]
-    elif rec["C_convention"] == "C" and "C" in covariates:
-        c, c_fit = np.asarray(covariates["C"], float), rec["C_fit"]
-    elif rec["C_convention"] == "6ND" and "N" in covariates:
+    cov = with_derived(covariates, ("C",), 6.0) if error.C_convention == "C" else covariates
+    if model is not None and error.runs_flop_convention in CONVENTIONS:
+        c, c_fit = flops_per_token(model, error.runs_flop_convention) * np.asarray(tokens, float), error.C_fit_runs
+    elif error.C_convention == "C" and "C" in cov:
+        c, c_fit = np.asarray(cov["C"], float), error.C_fit
+    elif error.C_convention == "6ND" and "N" in covariates:
         d = covariates["D"] if "D" in covariates else tokens
-        c, c_fit = 6.0 * np.asarray(covariates["N"], float) * np.asarray(d, float), rec["C_fit"]
+        c, c_fit = 6.0 * np.asarray(covariates["N"], float) * np.asarray(d, float), error.C_fit
     else:
         return None
     ext = np.maximum(np.atleast_1d(c) / c_fit, 1.0)
-    _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **covariates)
+    _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
     return lo, hi, sigma, ext
