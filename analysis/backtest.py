@@ -90,7 +90,7 @@ def backtest(table: pd.DataFrame, law: str = "chinchilla", *, cutoff: float | No
     cut = default_cutoff(table, holdout_frac) if cutoff is None else float(cutoff)
     per_run, result = _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs)
     return BacktestResult(law=law, level=level, cutoffs=(cut,), per_run=per_run,
-                          summary=_summarize(per_run, [result], table, cut), fits=(result,))
+                          summary=_summarize(per_run, [result], table, cut, select, fit_kwargs), fits=(result,))
 
 
 def rollout_cutoffs(table: pd.DataFrame, n_cutoffs: int, min_train_runs: int) -> tuple[float, ...]:
@@ -125,7 +125,7 @@ def rollout(table: pd.DataFrame, law: str = "chinchilla", *, n_cutoffs: int = 4,
         frames.append(per_run)
         fits.append(result)
     per_run = pd.concat(frames, ignore_index=True)
-    summary = _summarize(per_run, fits, table, cutoffs[-1])
+    summary = _summarize(per_run, fits, table, cutoffs[-1], select, fit_kwargs)
     summary["n_cutoffs"] = len(cutoffs)
     return BacktestResult(law=law, level=level, cutoffs=cutoffs, per_run=per_run, summary=summary,
                           fits=tuple(fits))
@@ -285,7 +285,8 @@ def _predictive_band(result, train: pd.DataFrame, law: str, select: str, cov: di
     return lo, hi
 
 
-def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut: float) -> dict[str, Any]:
+def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut: float, select: str,
+               fit_kwargs: dict) -> dict[str, Any]:
     abs_err = per_run["rel_err"].abs()
     covered = per_run["covered"].dropna()
     covered_pred = per_run["covered_predictive"].dropna()
@@ -300,6 +301,7 @@ def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut:
         "coverage_predictive": float(covered_pred.mean()) if len(covered_pred) else float("nan"),
         "max_extrapolation": float(per_run["extrapolation"].max()),
         "converged": bool(all(getattr(f, "converged", True) for f in fits)),
+        "select": select, "n_convention": fit_kwargs.get("n_convention"),
     }
 
 

@@ -121,12 +121,12 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
             best = (theta, res)
     theta_hat, res = best
 
-    warnings = list(data.notes) + _diagnose(law, theta_hat, free, data)
+    theta_hat, res, converged, message, stop_warning = _confirm_optimum(law, data, delta, theta_hat, res, free)
+    warnings = list(data.notes) + design_warnings(law, data, free, bootstrap) + _diagnose(law, theta_hat, free, data)
     if "S1" in law.covariates and select == "final":
         warnings.append(f"the {law.name} law describes whole loss curves; select='all' fits every eval point, "
                         "select='final' only each run's last one")
-    if not res.success:
-        warnings.append(f"optimizer did not converge: {res.message}")
+    warnings += stop_warning
     samples = None
     intervals: dict[str, tuple[float, float]] = {}
     boot_info: dict[str, Any] = {}
@@ -148,7 +148,7 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
     return FitResult(
         law=law.name, law_version=law.version, params=params,
         intervals=intervals, interval_level=level if bootstrap else None, samples=samples,
-        objective=float(res.fun), converged=bool(res.success), message=str(res.message),
+        objective=float(res.fun), converged=converged, message=message,
         residuals=residual_stats(law, theta_hat, data), warnings=warnings,
         settings={"loss": "huber", "delta": delta, "objective": "sum of weighted Huber(log L_hat - log L)",
                   "grid_starts": int(len(grid)), "polished_starts": int(len(best_starts)),
@@ -161,6 +161,55 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
                 "content_hash": data.content_hash, "ranges": dict(data.ranges or {})},
         n_points=data.n, param_names=law.param_names,
     )
+
+
+def _confirm_optimum(law: Law, data: FitData, delta: float, theta: np.ndarray, res, free: np.ndarray):
+    """(theta, result, converged, message, warnings): what an L-BFGS-B stop short of its tolerance means.
+
+    L-BFGS-B also stops when its line search finds no lower point along its last direction
+    (scipy's message "ABNORMAL"), which near an optimum is rounding in the objective, not a
+    failure. A restart from where it stopped tells the two apart: if it cannot lower the
+    objective by more than 1e-9 of itself, the fit is at its optimum up to rounding and its
+    forecasts are unaffected; otherwise the better point is kept and the fit is flagged.
+    """
+    said = str(res.message).strip().rstrip(":").strip() or "no reason given"
+    if res.success:
+        return theta, res, True, said, []
+    theta2, res2 = polish(law, data, delta, theta, free)
+    gain = float(res.fun - res2.fun)
+    if res2.fun < res.fun:
+        theta, res = theta2, res2
+    if res.success:
+        return theta, res, True, str(res.message).strip(), []
+    if gain <= 1e-9 * max(abs(float(res.fun)), 1e-300):
+        return theta, res, True, (f"at the optimum up to rounding (L-BFGS-B stopped with {said!r}: its line search "
+                                  "found no lower point, and a restart from there does not lower the objective)"), []
+    return theta, res, False, said, [
+        f"the optimizer did not converge (L-BFGS-B stopped with {said!r}) and a restart still lowered the objective "
+        f"by {gain / max(abs(float(res.fun)), 1e-300):.1e} of itself: the fit may not be at its optimum, so its "
+        "forecasts may be off; try more starts (--starts) or check the data"]
+
+
+def design_warnings(law: Law, data: FitData, free: np.ndarray, bootstrap: int) -> list[str]:
+    """Designs that give a fit false confidence: too few rows or runs for the parameters, duplicated rows,
+    a bootstrap over a handful of runs. (Too few distinct sizes or budgets: `_diagnose`.)"""
+    k = int(free.sum())
+    out = []
+    if data.n <= k:
+        out.append(f"only {data.n} rows for {k} free parameters: the law passes through every point, so the "
+                   "residuals are zero and nothing (bootstrap included) can say how uncertain the fit is")
+    elif data.n_runs <= k:
+        out.append(f"only {data.n_runs} runs for {k} free parameters: a law fitted to that few runs can pass through "
+                   "them all, and the bootstrap band over runs comes out too narrow")
+    rows = pd.DataFrame({**{c: v for c, v in data.covariates.items()}, "loss": data.loss})
+    dup = int(rows.duplicated().sum())
+    if dup:
+        out.append(f"{dup} of {data.n} rows repeat another row exactly (same covariates and loss): repeated rows "
+                   "weigh twice in the fit and narrow the bootstrap band as if they were independent runs; drop them")
+    if bootstrap and data.n_runs < 5:
+        out.append(f"the bootstrap resamples only {data.n_runs} runs: with fewer than about 5 its band is unreliable "
+                   "(often too narrow)")
+    return out
 
 
 def _degenerate_replicates(data: FitData, counts_BxR: np.ndarray) -> int:
@@ -207,7 +256,9 @@ def _diagnose(law: Law, theta: np.ndarray, free: np.ndarray, data: FitData) -> l
             warnings.append(f"irreducible loss {law.irreducible} = {E:.4g} is above the lowest observed loss {data.loss.min():.4g}")
     if "S2" in data.covariates and free[law.param_names.index("C")] and not np.any(data.covariates["S2"] > 0):
         warnings.append("S2 (annealing area) is zero in every row: no run decayed its learning rate, so C is not determined")
-    for c in ("N", "D"):
+    for c, what in (("N", "model sizes N"), ("D", "token counts D"), ("C", "compute budgets C"),
+                    ("M", "tokens-per-parameter ratios M")):
         if c in data.covariates and np.unique(data.covariates[c]).size < 3:
-            warnings.append(f"fewer than 3 distinct {c} values ({np.unique(data.covariates[c]).size}); its exponent is poorly determined")
+            warnings.append(f"fewer than 3 distinct {what} ({np.unique(data.covariates[c]).size}); "
+                            "the exponent on it is poorly determined")
     return warnings

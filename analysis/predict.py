@@ -258,7 +258,9 @@ def _interval(result, point, b_lo, b_hi, level, cov, model=None, tokens=None, ch
     if not np.all(np.isfinite(b_lo[check]) & np.isfinite(b_hi[check])):
         raise ValueError(f"no interval: the {result.law} fit has no bootstrap samples and no measured extrapolation "
                          "error; refit with --bootstrap B (B >= 200), or --calibrate")
-    if np.any(b_hi[check] - b_lo[check] <= 1e-12 * np.abs(point[check])):
+    # a band narrower than a millionth of the loss is rounding, not uncertainty: it comes from refits that
+    # all pass through every point (no more rows or runs than parameters)
+    if np.any(b_hi[check] - b_lo[check] <= 1e-6 * np.abs(point[check])):
         raise ValueError(f"no interval: every bootstrap refit of the {result.law} fit gives the same forecast "
                          f"({result.n_points} points, {result.inputs.get('n_runs', '?')} runs for "
                          f"{len(result.params)} parameters); the data cannot say how uncertain it is")

@@ -219,7 +219,7 @@ def test_warnings_and_fixed_parameters():
     N = np.repeat(np.geomspace(1e7, 1e10, 6), 2)
     D = np.tile([1e9, 1e10], 6)                    # only two token counts
     two_d = pd.DataFrame({"N": N, "D": D, "loss": get_law("chinchilla").predict(CHIN, N=N, D=D)})
-    assert any("fewer than 3 distinct D values (2)" in w for w in fit(two_d).warnings)
+    assert any("fewer than 3 distinct token counts D (2)" in w for w in fit(two_d).warnings)
     high_E = fit(t, fixed={"E": 3.0})              # E above every observed loss
     assert high_E.params["E"] == 3.0
     assert any("irreducible loss E = 3 is above the lowest observed loss" in w for w in high_E.warnings)
