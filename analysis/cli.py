@@ -243,31 +243,13 @@ def _predict_targets(result, args) -> int:
     import pandas as pd
 
     from analysis.predict import forecast
+    from analysis.tables import load_targets
 
-    path = Path(args.targets)
-    if not path.is_file():
-        raise ValueError(f"--targets {str(path)!r} does not exist")
-    try:
-        targets = pd.read_csv(path)
-    except Exception as e:   # pandas raises many parser types; the user needs one line naming the file
-        raise ValueError(f"--targets {str(path)!r} is not a readable CSV ({str(e).splitlines()[0]})") from None
-    cols = {c.strip(): c for c in targets.columns}
-    asked = [k for k in ("N", "D", "C") if k in cols]
-    if sorted(asked) not in (["D", "N"], ["C"]):
-        raise ValueError(f"--targets {str(path)!r} needs columns N and D, or C alone; it has {list(targets.columns)}")
-    if targets.empty:
-        raise ValueError(f"--targets {str(path)!r} has no rows")
-    values = {}
-    for k in asked:
-        v = pd.to_numeric(targets[cols[k]], errors="coerce").to_numpy(float)
-        bad = ~(np.isfinite(v) & (v > 0))
-        if bad.any():
-            raise ValueError(f"--targets {str(path)!r}: column {k} has {int(bad.sum())} value(s) that are not "
-                             f"positive numbers (first at row {int(np.argmax(bad)) + 2})")
-        values[k] = v
+    targets, values = load_targets(args.targets)
     fc = forecast(result, values, level=args.level)
     rows = [fc.point(i) for i in range(len(targets))]
-    out = pd.concat([targets.reset_index(drop=True), pd.DataFrame(rows).drop(columns=asked, errors="ignore")], axis=1)
+    out = pd.concat([targets.reset_index(drop=True), pd.DataFrame(rows).drop(columns=list(values), errors="ignore")],
+                    axis=1)
     if args.json:
         print(json.dumps(rows))
     elif args.out:

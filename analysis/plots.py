@@ -74,8 +74,26 @@ def readable_log_axis(axis, lo: float, hi: float, max_ticks: int = 6) -> None:
     if len(values) < 3:   # less than about half a decade: round values on a linear grid
         linear = ticker.MaxNLocator(nbins=max_ticks - 1, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
         values = [v for v in linear if lo <= v <= hi and v > 0] or [lo, hi]
-    axis.set_major_locator(ticker.FixedLocator(values))
+    axis.set_major_locator(ticker.FixedLocator(_spaced(axis, values, lo, hi)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: compact_number(v)))
+
+
+def _spaced(axis, values: list[float], lo: float, hi: float) -> list[float]:
+    """`values` thinned so that neighbours sit far enough apart on the drawn axis for their labels.
+
+    On a log axis the upper values of a linear sequence crowd together; a label such as "800k" needs
+    about half an inch beside its neighbour, a row of text about a quarter inch above it.
+    """
+    fig = axis.axes.figure
+    box = axis.axes.get_position()
+    inches = box.width * fig.get_figwidth() if axis.axis_name == "x" else box.height * fig.get_figheight()
+    gap = 0.55 if axis.axis_name == "x" else 0.3
+    span = np.log(hi / lo) if hi > lo else 1.0
+    kept: list[float] = []
+    for v in values:
+        if not kept or np.log(v / kept[-1]) / span * inches >= gap:
+            kept.append(v)
+    return kept
 
 
 def compact_number(v: float) -> str:

@@ -210,6 +210,10 @@ def _forecast_section(table, fits: dict, factor: float, level: float) -> list[st
           "(`analysis.calibrate`; what `testbed fit --calibrate` stores).", ""]
     rows, notes = [], []
     for name, result in fits.items():
+        if "S1" in result.law_obj.covariates:
+            notes.append(f"- `{name}`: a law of the lr schedule forecasts a planned run, not a compute budget "
+                         "(`testbed report --target CONFIG`)")
+            continue
         try:
             fc = forecast(result, {"C": c_target}, level=level)
         except ValueError as e:

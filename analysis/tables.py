@@ -141,3 +141,33 @@ def check_table(table: pd.DataFrame, source: str = "table", columns: Iterable[st
         nonpos = int((values <= 0).sum())
         if nonpos:
             raise ValueError(f"{source}: column {c!r} has {nonpos} zero or negative value(s) of {len(values)}")
+
+
+def load_targets(path: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A CSV of forecast targets (columns N and D, or C; others kept): (the table, the target arrays).
+
+    Every problem is one ValueError naming the file (`testbed predict --targets`).
+    """
+    path = Path(path)
+    where = f"--targets {str(path)!r}"
+    if not path.is_file():
+        raise ValueError(f"{where} does not exist")
+    try:
+        targets = pd.read_csv(path)
+    except Exception as e:   # pandas raises many parser types; the user needs one line naming the file
+        raise ValueError(f"{where} is not a readable CSV ({str(e).splitlines()[0]})") from None
+    cols = {str(c).strip(): c for c in targets.columns}
+    asked = [k for k in ("N", "D", "C") if k in cols]
+    if sorted(asked) not in (["D", "N"], ["C"]):
+        raise ValueError(f"{where} needs columns N and D, or C alone; it has {list(targets.columns)}")
+    if targets.empty:
+        raise ValueError(f"{where} has no rows")
+    values = {}
+    for k in asked:
+        v = pd.to_numeric(targets[cols[k]], errors="coerce").to_numpy(float)
+        bad = ~(np.isfinite(v) & (v > 0))
+        if bad.any():
+            raise ValueError(f"{where}: column {k} has {int(bad.sum())} value(s) that are not positive numbers "
+                             f"(first on line {int(np.argmax(bad)) + 2})")
+        values[k] = v
+    return targets, values

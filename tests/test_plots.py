@@ -129,3 +129,21 @@ def test_readable_log_axis_picks_round_values_for_narrow_ranges():
     assert [t.get_text() for t in ax.xaxis.get_ticklabels()] == ["100k", "200k", "500k", "1M", "2M"]
     assert plots.compact_number(1.5e6) == "1.5M" and plots.compact_number(3.2) == "3.2"
     assert plots.compact_number(1.3e22) == "1.3e+22"
+
+
+def test_the_overlap_check_catches_crowded_default_log_labels_and_readable_ticks_fix_them():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def narrow_axis():
+        fig = Figure(figsize=(3, 3))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.set_xscale("log")
+        ax.plot([1.1e5, 9.5e5], [1, 2])
+        ax.set_xlim(1.1e5, 9.5e5)
+        return fig, ax
+    fig, _ = narrow_axis()      # matplotlib's default: 2x10^5, 3x10^5, 4x10^5 ... crowd each other
+    assert any("overlap" in p for p in problems(fig))
+    fig, ax = narrow_axis()
+    plots.readable_log_axis(ax.xaxis, 1.1e5, 9.5e5)
+    assert not problems(fig)
