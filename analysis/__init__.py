@@ -9,7 +9,8 @@ can be fitted without a deep-learning stack. The library entry points:
   (`analysis.objective`, `analysis.uncertainty`), a `FitResult` (`analysis.fitresult`)
 - `analysis.predict.forecast`: the loss at a point, at a compute budget or along a planned
   run, with the bootstrap band or the calibrated interval (`analysis.calibrate`)
-- `analysis.backtest`: leave-largest-out backtests and a leaderboard of laws
+- `analysis.backtest`: leave-largest-out backtests and a leaderboard of laws;
+  `analysis.select.select_law`: the law chosen by those backtests (`testbed fit --law auto`)
 - `analysis.plots`, `analysis.report.write_report`: figures and a Markdown report
 - `analysis.cli`: `testbed fit|predict|backtest|report` (also `python -m analysis ...`)
 """

@@ -97,7 +97,10 @@ def _laws(names: str):
 def fit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed fit", description="Fit a scaling law; print its constants and write the fit JSON.")
     _input_args(p)
-    p.add_argument("--law", default="chinchilla", help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule)")
+    p.add_argument("--law", default="chinchilla",
+                   help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule), or auto: the "
+                        "law that forecasts best in rollout backtests inside these runs, far end weighted, among "
+                        "those whose fit leaves no parameter at a bound (analysis.select)")
     p.add_argument("--out", default="fit.json", help="where to write the fit result (JSON)")
     p.add_argument("--by", default=None, metavar="COLUMN",
                    help="one fit per value of this column (e.g. dataset), written to OUT with the value in its name")
@@ -124,12 +127,24 @@ def _fit(args: argparse.Namespace) -> int:
     from analysis.fitting import fit
     from analysis.load import split_by
 
-    _laws(args.law)
+    if args.law != "auto":
+        _laws(args.law)
     table = _load(args)
     groups = split_by(table, args.by)
     for label, rows in groups:
-        result = fit(rows, args.law, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed,
-                     select=args.select, n_convention=args.n_convention, level=args.level, n_starts=args.starts)
+        common = dict(delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, select=args.select,
+                      n_convention=args.n_convention, level=args.level, n_starts=args.starts)
+        if args.law == "auto":
+            from analysis.select import select_law
+
+            selection = select_law(rows, **common)
+            _print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
+                                                      "error") if c in selection.board]], "law selection")
+            for line in selection.reasons:
+                print(f"selection: {line}")
+            result = selection.result
+        else:
+            result = fit(rows, args.law, **common)
         if args.calibrate:
             result = calibrated(result, rows, delta=args.delta, n_starts=args.starts)
         out = Path(args.out) if not label else _group_path(Path(args.out), label)
