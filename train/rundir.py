@@ -127,3 +127,75 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]],
     summary_path = run_dir / SUMMARY
     summary = read_json(summary_path) if summary_path.exists() else None
     return read_json(cfg_path), read_metrics(run_dir / METRICS), summary
+
+
+# ---------------------------------------------------------------------------
+# one writer per run directory
+
+LOCK = ".lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process holds a run directory's lock; the message names its pid."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by the one process that writes it.
+
+    `fcntl.flock` on DIR/.lock: the kernel releases it when the holder exits, however it
+    exits (kill -9 included), so a dead writer never wedges a directory and a lock file
+    left behind means nothing by itself. The holder writes its pid into the file so that
+    a refused writer, or `sweep status`, can name it. POSIX only (the trainer's platforms).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_holder(self.path.parent)
+            who = f"process {holder}" if holder else "another process"
+            raise RunDirBusy(f"run directory {str(self.path.parent)!r} is being written by {who}; "
+                             f"wait for it to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_holder(run_dir: str | Path) -> int | None:
+    """The pid of the live process holding DIR's lock, or None when nobody holds it."""
+    import fcntl
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
