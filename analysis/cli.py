@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from analysis.console import print_fit, print_frame
 from train.contract import EXIT_BAD_INPUT, N_CONVENTIONS
 
 _NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
@@ -138,7 +137,7 @@ def _fit(args: argparse.Namespace) -> int:
             from analysis.select import select_law
 
             selection = select_law(rows, **common)
-            _print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
+            print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
                                                       "error") if c in selection.board]], "law selection")
             for line in selection.reasons:
                 print(f"selection: {line}")
@@ -163,31 +162,6 @@ def _fit(args: argparse.Namespace) -> int:
 def _group_path(out: Path, label: str) -> Path:
     value = re.sub(r"[^A-Za-z0-9._-]+", "_", label.split("=", 1)[1])
     return out.with_name(f"{out.stem}.{value}{out.suffix}")
-
-
-def print_fit(result) -> None:
-    """The parameter table (estimate, interval, bootstrap SE) with fit diagnostics, via rich."""
-    from rich.console import Console
-    from rich.table import Table
-
-    has_samples = result.samples is not None and len(result.samples) > 1
-    se = result.standard_errors() if has_samples else {}
-    level = f"{result.interval_level:.0%} interval" if result.interval_level else "interval"
-    table = Table(title=f"{result.law} (v{result.law_version}) on {result.n_points} points "
-                        f"(N: {result.convention.get('N')} parameters, {result.convention.get('N_source') or 'given'})")
-    for col in ("parameter", "estimate", level, "bootstrap SE"):
-        table.add_column(col, justify="right" if col != "parameter" else "left")
-    for name, value in result.params.items():
-        iv = result.intervals.get(name)
-        table.add_row(name, f"{value:.6g}", f"[{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "-",
-                      f"{se[name]:.3g}" if name in se else "-")
-    console = Console()
-    console.print(table)
-    status = "converged" if result.converged else "NOT converged"
-    resid = ", ".join(f"{k} {v:.4g}" for k, v in result.residuals.items() if isinstance(v, (int, float)))
-    console.print(f"objective {result.objective:.6g} ({status}); residuals: {resid}")
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +315,7 @@ def _backtest(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(B.jsonable(board.to_dict("records"))))
         else:
-            _print_frame(board, "backtest leaderboard (best first: " + B.RANKING + ")")
+            print_frame(board, "backtest leaderboard (best first: " + B.RANKING + ")")
         return 0
     if args.rollout:
         res = B.rollout(table, laws[0], **common)
@@ -353,22 +327,10 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.to_dict()))
     else:
-        _print_frame(res.per_run.drop(columns=["cutoff"]) if len(res.cutoffs) == 1 else res.per_run,
+        print_frame(res.per_run.drop(columns=["cutoff"]) if len(res.cutoffs) == 1 else res.per_run,
                      f"{res.law}: held-out runs (cutoffs {', '.join(f'{c:.3g}' for c in res.cutoffs)} FLOPs)")
         print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.summary.items()))
     return 0
-
-
-def _print_frame(frame, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in frame.columns:
-        t.add_column(str(c))
-    for row in frame.itertuples(index=False):
-        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    Console(width=200).print(t)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from analysis.laws import with_derived
 from analysis.rundirs import load_runs
 from analysis.tables import TABLE_SUFFIXES, load_table
 from train.contract import N_CONVENTIONS
@@ -154,7 +155,7 @@ def filter_rows(table: pd.DataFrame, *, min_tokens: float | None = None, min_tok
         if flag == "--min-tokens":
             keep &= D >= value
         elif flag == "--min-tokens-per-param":
-            keep &= D / table["N"].to_numpy(float) >= value
+            keep &= with_derived({"N": table["N"].to_numpy(float), "D": D}, ("M",))["M"] >= value
         else:
             d_end = table.groupby("run", sort=False)["D"].transform("max").to_numpy(float)
             keep &= (D >= value * d_end) | (D == d_end)

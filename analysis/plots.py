@@ -106,10 +106,10 @@ def compact_number(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _log_xy(ax, x=None, y=None) -> None:
-    """Log x (and log y when y is given); their ticks are made readable when the figure is saved."""
+def _log_xy(ax, log_y: bool = False) -> None:
+    """Log x (and log y); their ticks are made readable when the figure is saved (`_save`)."""
     ax.set_xscale("log")
-    if y is not None:
+    if log_y:
         ax.set_yscale("log")
 
 
@@ -142,7 +142,7 @@ def plot_curves(table: pd.DataFrame, path: str | Path, x: str = "D") -> Path:
         ax.plot(rows[x], rows["loss"], "-", color=c, lw=1.2, alpha=0.85)
         fin = rows[rows["final"]] if "final" in rows else rows.iloc[-1:]
         ax.plot(fin[x], fin["loss"], "o", color=c, ms=4)
-    _log_xy(ax, table[x], table["loss"])
+    _log_xy(ax, log_y=True)
     ax.set(xlabel=LABELS[x], ylabel=LOSS_LABEL, title=f"loss curves of {table['run'].nunique()} runs")
     ax.legend(handles=[Line2D([], [], color="grey", lw=1.2, label="a run's eval points"),
                        Line2D([], [], color="grey", marker="o", ls="", ms=4, label="its final point")],
@@ -265,22 +265,21 @@ def plot_fit(table: pd.DataFrame, fit, path: str | Path, extrapolate: float = 10
         if len(sizes) > 6:
             sizes = sizes[np.unique(np.round(np.linspace(0, len(sizes) - 1, 6)).astype(int))]
         d_grid = np.geomspace(data["D"].min(), data["D"].max() * extrapolate, 200)
-        lines = []
         for n in [*sizes, n_far]:
-            lines += list(_line_with_band(ax, fit, d_grid, {"N": n, "D": d_grid}, mappable.to_rgba(n),
-                                          has_band and n >= n_max, level, dashed=n > n_max))
+            _line_with_band(ax, fit, d_grid, {"N": n, "D": d_grid}, mappable.to_rgba(n), has_band and n >= n_max,
+                            level, dashed=n > n_max)
         ax.scatter(data["D"], data["loss"], c=mappable.to_rgba(data["N"].to_numpy(float)), s=14, zorder=3)
         _colorbar(fig, mappable, ax, LABELS["N"])
-        _log_xy(ax, d_grid, np.r_[data["loss"].to_numpy(float), *lines])
+        _log_xy(ax, log_y=True)
         ax.set(xlabel=LABELS["D"])
         handles += [Line2D([], [], color="grey", lw=1.2, label="the law at a fitted size"),
                     Line2D([], [], color="grey", lw=1.2, ls="--", label=f"{extrapolate:g}x the largest size")]
     elif tuple(law.covariates) == ("C",):
         c_grid = np.geomspace(data["C"].min(), data["C"].max() * extrapolate, 200)
-        point = _line_with_band(ax, fit, c_grid, {"C": c_grid}, "C1", has_band, level, dashed=False)
+        _line_with_band(ax, fit, c_grid, {"C": c_grid}, "C1", has_band, level, dashed=False)
         ax.axvline(data["C"].max(), color="grey", ls=":", lw=1)
         ax.scatter(data["C"], data["loss"], s=14, color="C0", zorder=3)
-        _log_xy(ax, c_grid, np.r_[data["loss"].to_numpy(float), *point])
+        _log_xy(ax, log_y=True)
         ax.set(xlabel=LABELS["C"])
         handles += [Line2D([], [], color="C1", lw=1.2, label="the fitted frontier"),
                     Line2D([], [], color="grey", ls=":", lw=1, label="largest fitted compute")]
@@ -299,7 +298,7 @@ def plot_fit(table: pd.DataFrame, fit, path: str | Path, extrapolate: float = 10
                 point = fit.predict(**cov)
             ax.plot(g["D"], point, "-", color=colour, lw=1.0)
         _colorbar(fig, mappable, ax, LABELS["N"])
-        _log_xy(ax, data["D"], data["loss"])
+        _log_xy(ax, log_y=True)
         ax.set(xlabel="tokens D (the law read along each run's lr schedule)")
         handles.append(Line2D([], [], color="grey", lw=1, label="the law along a run"))
     else:
@@ -320,15 +319,14 @@ def plot_fit(table: pd.DataFrame, fit, path: str | Path, extrapolate: float = 10
     return _save(fig, path)
 
 
-def _line_with_band(ax, fit, x, cov, colour, band, level, dashed):
-    """The law's line (and its bootstrap band when `band`); returns the plotted values."""
+def _line_with_band(ax, fit, x, cov, colour, band, level, dashed) -> None:
+    """The law's line, and its bootstrap band when `band`."""
     if band:
         point, lo, hi = fit.predict_interval(level=level, **cov)
         ax.fill_between(x, lo, hi, color=colour, alpha=0.25, lw=0)
     else:
         point = fit.predict(**cov)
     ax.plot(x, point, "--" if dashed else "-", color=colour, lw=1.2)
-    return [np.asarray(point, float)]
 
 
 def plot_residuals(table: pd.DataFrame, fit, path: str | Path) -> Path:
@@ -341,7 +339,7 @@ def plot_residuals(table: pd.DataFrame, fit, path: str | Path) -> Path:
     for ax, x in zip(axes, ("N", "D" if "D" in data else "C")):
         ax.scatter(data[x], resid, s=12, label="fitted points")
         ax.axhline(0.0, color="k", lw=1, label="the law")
-        _log_xy(ax, data[x])
+        _log_xy(ax)
         ax.set(xlabel=LABELS[x], ylabel="log residual ln(L / L_fit)", title=f"{fit.law}: residuals vs {x}")
         ax.legend(fontsize=8, loc="best")
         ax.grid(True, which="major", alpha=0.3)

@@ -257,7 +257,7 @@ def _interval(result, point, b_lo, b_hi, level, cov, model=None, tokens=None, ch
         return np.asarray(lo, float), np.asarray(hi, float), "calibrated", {"extrapolation": ext, "sigma": sigma}
     if not np.all(np.isfinite(b_lo[check]) & np.isfinite(b_hi[check])):
         raise ValueError(f"no interval: the {result.law} fit has no bootstrap samples and no measured extrapolation "
-                         "error; refit with --bootstrap B (B >= 200), or --calibrate")
+                         "error; refit with --bootstrap B (B >= 200; in Python, fit(..., bootstrap=B)) or --calibrate")
     # a band narrower than a millionth of the loss is rounding, not uncertainty: it comes from refits that
     # all pass through every point (no more rows or runs than parameters)
     if np.any(b_hi[check] - b_lo[check] <= 1e-6 * np.abs(point[check])):

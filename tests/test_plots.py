@@ -3,7 +3,6 @@ labels (matplotlib text bounding boxes), no text outside the figure, a legend, u
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
