@@ -93,12 +93,14 @@ def _runs_section(table: pd.DataFrame, laws: Sequence[str], requested: str | Non
     finals = table[table["final"]] if table["final"].any() else table.loc[table.groupby("run")["D"].idxmax()]
     convs = {name: n_convention(table, get_law(name), requested) for name in laws}
     both = {"N_total", "N_non_embedding"} <= set(finals.columns)
-    if len({c for c, _ in convs.values()}) == 1:
+    if not both:
+        n_cols, n_text = ["N"], "N as the table gives it"
+    elif len({c for c, _ in convs.values()}) == 1:
         conv, why = next(iter(convs.values()))
-        n_cols = [f"N_{conv}"] if both else ["N"]
+        n_cols = [f"N_{conv}"]
         n_text = f"N counts {conv} parameters ({why}), as every law below reads it"
     else:
-        n_cols = ["N_total", "N_non_embedding"] if both else ["N"]
+        n_cols = ["N_total", "N_non_embedding"]
         n_text = "each law reads its own parameter count: " + ", ".join(f"{n} {c}" for n, (c, _) in convs.items())
     cols = [c for c in ("run", "kind", "width", "depth", *n_cols, "D", "C", "loss", "schedule", "lr_peak", "status")
             if c in finals.columns]
