@@ -311,8 +311,9 @@ def plot_fit(table: pd.DataFrame, fit, path: str | Path, extrapolate: float = 10
                    Line2D([], [], color="k", ls="--", lw=1, label="fitted = observed")]
         has_band = False
     if has_band:
-        handles.append(Patch(color="grey", alpha=0.3, label=band_label + (
-            " (largest size and beyond)" if "N" in law.covariates else "")))
+        where = (" (largest size and beyond)" if set(law.covariates) == {"N", "D"} else
+                 " (largest size)" if "N" in law.covariates else "")
+        handles.append(Patch(color="grey", alpha=0.3, label=band_label + where))
     ax.set(ylabel=ax.get_ylabel() or LOSS_LABEL, title=f"{fit.law} fit")
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.grid(True, which="major", alpha=0.3)
