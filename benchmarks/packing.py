@@ -9,12 +9,18 @@ backward, gradient clipping, AdamW. "sequential" is one ordinary GPT stepped as
 another take K times as long, so their total throughput is this one's.
 "packed" runs K models as one `PackedGPT` with `train.packed`'s per-model AdamW
 and clipping; its throughput counts the tokens of all K models.
-Optionally ("--procs") the K models also run as K processes sharing the device.
+Optionally ("--procs") the K models also run as K processes sharing the device;
+those always run eager (K processes would each pay their own compile), and the
+driver waits for them at most --timeout seconds.
+
+With --compile, the sequential model compiles once per shape and each pack once
+per K (a pack of another size is another shape).
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue
 import time
 
 import torch
@@ -26,7 +32,8 @@ from models.packed import PackedGPT
 from train.config import OptimConfig
 from train.loop import autocast, lm_loss
 from train.optim import build_optimizer, clip_grads, set_lr
-from train.packed import PackedAdamW, clip_per_model, model_hparams, packed_lm_loss
+from train.packed import packed_lm_loss
+from train.packed_adamw import PackedAdamW, clip_per_model, model_hparams
 
 SHAPES = {"1M": dict(width=128, depth=4), "10M": dict(width=320, depth=8)}
 
@@ -68,11 +75,11 @@ def _models(cfg: ModelConfig, k: int, device: torch.device) -> list[torch.nn.Mod
     return out
 
 
-def sequential_step(cfg, batch_BxT1, device, args):
+def sequential_step(cfg, batch_BxT1, device, args, compile: bool | None = None):
     """One optimizer step of one ordinary GPT, as `train.loop` takes it."""
     model = _models(cfg, 1, device)[0]
     opt = build_optimizer(model, OptimConfig(fused=device.type == "cuda"), device)
-    fwd = torch.compile(model) if args.compile else model
+    fwd = torch.compile(model) if (args.compile if compile is None else compile) else model
 
     def step():
         set_lr(opt, 1e-3)
@@ -138,28 +145,46 @@ def vmap_step(cfg, k, batch_BxT1, device, args):
 def _proc_worker(cfg, batch, device_str, args, k, barrier, q) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads() // k))
     device = torch.device(device_str)
-    step = sequential_step(cfg, batch.to(device), device, args)
+    step = sequential_step(cfg, batch.to(device), device, args, compile=False)
     for _ in range(args.warmup):
         step()
     barrier.wait()   # all K processes time the same stretch of wall clock
     q.put(_block_s(step, args.steps * args.repeats, device))
 
 
+def collect(q, n: int, timeout: float, what: str) -> list:
+    """n results from a queue, waiting at most `timeout` seconds in all (a worker that died
+    never answers; without a limit the driver would wait forever)."""
+    deadline = time.monotonic() + timeout
+    out = []
+    for _ in range(n):
+        try:
+            out.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise TimeoutError(f"{what}: {len(out)} of {n} results after {timeout:.0f} s") from None
+    return out
+
+
 def processes_step_s(cfg, k, batch_BxT1, device, args) -> float:
-    """Seconds per step when K single-model processes share the device at once (the slowest one)."""
+    """Seconds per step when K single-model processes share the device at once (the slowest one);
+    waits at most args.timeout seconds for them."""
     ctx = mp.get_context("spawn")
-    q, barrier = ctx.Queue(), ctx.Barrier(k)
+    q, barrier = ctx.Queue(), ctx.Barrier(k, timeout=args.timeout)
     procs = [ctx.Process(target=_proc_worker, args=(cfg, batch_BxT1.cpu(), str(device), args, k, barrier, q))
              for _ in range(k)]
     for p in procs:
         p.start()
-    times = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
+    try:
+        times = collect(q, k, args.timeout, f"{k} worker processes")
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
     return max(times)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--ks", nargs="+", type=int, default=[4, 8])
@@ -173,7 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--procs", action="store_true", help="also time K processes sharing the device")
     ap.add_argument("--vmap", action="store_true", help="also time stack_module_state + vmap over the GPT")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for the --procs workers")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

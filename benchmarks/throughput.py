@@ -11,9 +11,16 @@ Two measurements per size:
 - "train_run": the whole trainer end to end (`train.api.train_run` on the synthetic data,
   metrics rows and checkpoint writing included), in steady state from its own per-step rows.
 
-MFU = FLOPs/token ("exact" convention: every matmul incl. attention and the output head, x3 for
-training) x tokens/s, divided by (a) the matmul rate measured on this device in the same run
-(fp32 on CPU, bf16 on CUDA) and (b) the datasheet dense bf16 peak for known GPUs.
+MFU = useful FLOPs/token x tokens/s, divided by (a) the sustained matmul rate measured on this
+device in the same run (fp32 on CPU, bf16 on CUDA; many matmuls between two syncs, so launch
+latency is not counted as slowness) and (b) the datasheet dense bf16 peak for known GPUs (H100
+SXM, PCIe and NVL differ). Useful FLOPs (`models.counting.useful_flops_per_token`) are the
+"exact" convention's matmuls (attention and the output head included, x3 for training) with
+causal attention counted over the lower triangle only: the masked half is work a causal kernel
+skips, and counting it would inflate MFU.
+
+    python benchmarks/throughput.py --sizes gpt:768x12 --context 1024 --vocab 50257 --vocab-pad 64 \
+        --batch-tokens 524288 --micro-batch-tokens 16384 --compile --dtype bfloat16   # GPT-2 124M on a GPU
 """
 from __future__ import annotations
 
@@ -31,48 +38,66 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import build_model
-from models.counting import flops_per_token, param_counts
+from models.counting import param_counts, useful_flops_per_token
 from train.api import train_run
 from train.config import RunConfig
 from train.data import build_data
-from train.loop import autocast, train_step
+from train.loop import autocast, precision, train_step
 from train.optim import build_optimizer, plan_batches, set_lr
 from train.rundir import read_metrics
 from train.schedules import lr_curve
 
-# Dense (not 2:4 sparse) bf16 tensor-core peaks from NVIDIA datasheets, FLOP/s.
+# Dense (not 2:4 sparse) bf16 tensor-core peaks from NVIDIA datasheets, FLOP/s; the first key
+# whose words all appear in the device name wins, so the specific variants come first.
 DATASHEET_BF16 = [
+    ("H100 NVL", 835e12),    # two-card PCIe part, lower clocks than SXM
     ("H100 PCIe", 756e12),
-    ("H100", 989e12),      # H100 SXM5
-    ("H200", 989e12),
+    ("H200 NVL", 835e12),
     ("GH200", 989e12),
+    ("H100", 989e12),        # H100 SXM5 (the name says "H100 80GB HBM3")
+    ("H200", 989e12),        # H200 SXM
     ("A100", 312e12),
 ]
+
+
+def peak_for_name(name: str) -> float | None:
+    for key, peak in DATASHEET_BF16:
+        if all(part in name for part in key.split()):
+            return peak
+    return None
 
 
 def datasheet_peak(device: torch.device) -> tuple[str, float | None]:
     if device.type != "cuda":
         return "cpu", None
     name = torch.cuda.get_device_name(device)
-    for key, peak in DATASHEET_BF16:
-        if all(part in name for part in key.split()):
-            return name, peak
-    return name, None
+    return name, peak_for_name(name)
 
 
-def measured_matmul_rate(device: torch.device, n: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of an n x n x n matmul (2 n^3 FLOPs): fp32 on CPU, bf16 on CUDA."""
+def sustained_rate(fn, flops: float, reps: int, sync, repeats: int = 3) -> float:
+    """FLOP/s of `fn` (`flops` each) run `reps` times between two syncs, best of `repeats` blocks.
+    One call between syncs would time launch latency and the sync, not the device."""
+    best = math.inf
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return flops * reps / best
+
+
+def measured_matmul_rate(device: torch.device, n: int = 4096, reps: int = 50) -> float:
+    """Sustained FLOP/s of n x n x n matmuls (2 n^3 FLOPs each): fp32 on CPU, bf16 on CUDA."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cpu":
+        n, reps = 1024, 5
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    best = math.inf
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    sustained_rate(lambda: torch.matmul(a, b, out=out), 2 * n ** 3, 2, lambda: sync(device), repeats=1)   # warm-up
+    return sustained_rate(lambda: torch.matmul(a, b, out=out), 2 * n ** 3, reps, lambda: sync(device))
 
 
 def sync(device: torch.device) -> None:
@@ -130,11 +155,13 @@ class RefTrainer:
                                       {"params": rest, "weight_decay": 0.0}], lr=cfg.optim.lr,
                                      betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda")
         self.device, self.clip = device, cfg.train.grad_clip
+        self.bf16 = precision(cfg.train.dtype, device) == "bfloat16"
+        self.fwd = torch.compile(self.model) if cfg.train.compile else self.model
 
     def step(self, batch_BxT1: torch.Tensor) -> torch.Tensor:
         batch_BxT1 = batch_BxT1.to(self.device, non_blocking=True)
-        with (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()):
-            logits = self.model(batch_BxT1[:, :-1])
+        with (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()):
+            logits = self.fwd(batch_BxT1[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch_BxT1[:, 1:].flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -152,7 +179,10 @@ class OurTrainer:
         self.opt = build_optimizer(self.model, cfg.optim, device)
         self.plan = plan_batches(cfg)
         self.lrs = lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule)
-        self.amp = lambda: autocast(device, cfg.train.dtype)
+        dtype = precision(cfg.train.dtype, device)
+        self.amp = lambda: autocast(device, dtype)
+        if cfg.train.compile:
+            self.model = torch.compile(self.model)
         self.device, self.clip, self.n = device, cfg.train.grad_clip, 0
 
     def step(self, batch_BxT1: torch.Tensor) -> torch.Tensor:
@@ -166,9 +196,10 @@ def interleaved_tokens_per_s(cfg: RunConfig, device: torch.device, steps: int, w
                              trainers: dict[str, object]) -> dict[str, float]:
     """Median tokens/s of each trainer's step, alternating blocks of steps on the same batches so
     that load from other processes hits every trainer alike. A block ends with a host sync (the
-    loop's own per-step divergence check on CPU; on CUDA blocks of 5 steps hide that sync)."""
+    loop's own per-step divergence check on CPU; on CUDA blocks of 20 steps, so the host runs ahead
+    of the device as the trainer's loop does between its log steps)."""
     data = build_data(cfg.data, cfg.model.context)
-    block = 5 if device.type == "cuda" else 1
+    block = 20 if device.type == "cuda" else 1
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for b in range(steps):
         batches = [data.train_batch(b * block + i, cfg.batch_size) for i in range(block)]
@@ -206,46 +237,74 @@ def parse_sizes(text: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+ARCH = {"rmsnorm": {"model.norm": "rmsnorm"}, "rope": {"model.pos": "rope"}, "swiglu": {"model.mlp": "swiglu"},
+        "untied": {"model.tie_embeddings": False}, "bias": {"model.bias": True}}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="gpt:128x4,gpt:256x4,lstm:128x2,lstm:256x2",
                    help="kind:WIDTHxDEPTH, comma separated")
     p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--vocab-pad", type=int, default=1, help="model.vocab_pad_multiple (64 on GPUs)")
     p.add_argument("--context", type=int, default=128)
+    p.add_argument("--head-dim", type=int, default=64, help="head size (heads = width / head size)")
+    p.add_argument("--arch", default="", help=f"comma-separated GPT variants: {', '.join(ARCH)} (default: GPT-2 layout)")
     p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument("--micro-batch-tokens", type=int, default=0, help="train.micro_batch_tokens (0: the whole batch)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="train.dtype")
+    p.add_argument("--compile", action="store_true", help="torch.compile the models (ours and the reference)")
     p.add_argument("--steps", type=int, default=30, help="timed blocks per trainer in the interleaved comparison")
     p.add_argument("--run-steps", type=int, default=20, help="steps of the end-to-end train_run")
     p.add_argument("--warmup", type=int, default=3, help="blocks / steps not timed")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
+    unknown = [a for a in args.arch.split(",") if a and a not in ARCH]
+    if unknown:
+        p.error(f"--arch: unknown variant {unknown[0]!r} (known: {', '.join(ARCH)})")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
     name, peak = datasheet_peak(device)
     rate = measured_matmul_rate(device)
+    dtype = precision(args.dtype, device)
     print(f"device: {name} ({torch.get_num_threads()} CPU threads), torch {torch.__version__}; "
-          f"measured matmul rate {rate / 1e9:.1f} GFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'})"
+          f"sustained matmul rate {rate / 1e12:.3g} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'})"
           + (f"; datasheet dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
-    print(f"V={args.vocab} T={args.context} batch={args.batch_tokens} tokens/step; step rates: median of "
-          f"{args.steps} interleaved blocks ({args.warmup} warm-up blocks dropped); train_run: steady state "
-          f"of {args.run_steps} steps\n")
+    print(f"V={args.vocab} (padded to a multiple of {args.vocab_pad}) T={args.context} batch={args.batch_tokens} "
+          f"tokens/step, micro-batch {args.micro_batch_tokens or args.batch_tokens}; dtype {dtype}; "
+          f"compile={args.compile}; arch {args.arch or 'gpt2'}; step rates: median of {args.steps} interleaved "
+          f"blocks ({args.warmup} warm-up blocks dropped); train_run: steady state of {args.run_steps} steps; "
+          f"MFU counts causal attention once (models.counting.useful_flops_per_token)\n")
 
-    head = ("| model | params | FLOPs/token | ours step tok/s | reference step tok/s | ours / ref "
-            "| train_run tok/s | MFU (measured) |" + (" MFU (datasheet) |" if peak else ""))
+    head = ("| model | params | useful FLOPs/token | ours step tok/s | reference step tok/s | ours / ref "
+            "| train_run tok/s | MFU (measured rate) |" + (" MFU (datasheet) |" if peak else ""))
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for kind, width, depth in parse_sizes(args.sizes):
-        cfg = RunConfig().with_overrides({
-            "model.kind": kind, "model.width": width, "model.depth": depth, "model.context": args.context,
-            "data.vocab_size": args.vocab, "train.batch_tokens": args.batch_tokens,
-            "train.tokens": args.batch_tokens * args.steps, "train.device": str(device),
-            "train.threads": args.threads, "run.name": "bench"}).resolved()
-        fpt = flops_per_token(cfg.model, "exact")
-        trainers = {"ours": OurTrainer(cfg, device)}
+        over = {"model.kind": kind, "model.width": width, "model.depth": depth, "model.context": args.context,
+                "model.vocab_pad_multiple": args.vocab_pad, "data.vocab_size": args.vocab,
+                "train.batch_tokens": args.batch_tokens, "train.micro_batch_tokens": args.micro_batch_tokens,
+                "train.tokens": args.batch_tokens * args.steps, "train.device": str(device),
+                "train.dtype": args.dtype, "train.compile": args.compile,
+                "train.threads": args.threads, "run.name": "bench"}
         if kind == "gpt":
+            over["model.head_dim"] = min(args.head_dim, width)
+            for variant in filter(None, args.arch.split(",")):
+                over.update(ARCH[variant])
+        cfg = RunConfig().with_overrides(over).resolved()
+        fpt = useful_flops_per_token(cfg.model)
+        trainers = {"ours": OurTrainer(cfg, device)}
+        if kind == "gpt" and not args.arch:
             trainers["ref"] = RefTrainer(cfg, device)
         rates = interleaved_tokens_per_s(cfg, device, args.steps, args.warmup, trainers)
         del trainers

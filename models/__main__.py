@@ -6,6 +6,7 @@ Keys are ModelConfig fields, with or without the `model.` prefix:
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from models.config import ModelConfig
@@ -14,12 +15,38 @@ from models.counting import CONVENTIONS, flops_per_token_by_name, param_counts
 DEFAULT_VOCAB = 256   # counting needs a vocabulary; the byte-level size when none is given
 
 
+def _value(key: str, text: str, kind: str):
+    """`text` as the field's type (ModelConfig's fields are int, float, bool or str)."""
+    try:
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if kind == "int":
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        return float(text) if kind == "float" else text
+    except ValueError:
+        raise ValueError(f"model.{key} must be {'an integer' if kind == 'int' else 'a ' + kind}, got {text!r}") from None
+
+
 def parse(argv: list[str]) -> ModelConfig:
-    from train.config import apply_overrides   # torch-free; owns the typed key=value parsing
-    overrides = [a[len("model."):] if a.startswith("model.") else a for a in argv]
-    cfg = apply_overrides(ModelConfig(), overrides)
+    """key=value pairs (ModelConfig fields, `model.` prefix optional) into a validated config."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
+    values = {}
+    for arg in argv:
+        key, sep, text = arg.partition("=")
+        key = key.strip().removeprefix("model.")
+        if not sep:
+            raise ValueError(f"{arg!r} must look like key=value (e.g. width=256)")
+        if key not in kinds:
+            raise ValueError(f"unknown config key 'model.{key}' (known keys: {', '.join(kinds)})")
+        values[key] = _value(key, text.strip(), kinds[key])
+    cfg = ModelConfig(**values)
     if cfg.vocab_size == 0:
-        cfg = apply_overrides(cfg, {"vocab_size": DEFAULT_VOCAB})
+        cfg = dataclasses.replace(cfg, vocab_size=DEFAULT_VOCAB)
     cfg.validate()
     return cfg
 
@@ -44,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = parse(argv)
-    except ValueError as e:     # ConfigError is a ValueError
+    except ValueError as e:
         print(f"models: {e}", file=sys.stderr)
         return 2
     print(report(cfg))

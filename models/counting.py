@@ -7,9 +7,16 @@ checks `param_counts` against the built models' `numel`, and
 
 Parameter split
 ---------------
-embedding      token embedding (all `padded_vocab` rows) + learned position
-               table (GPT, pos=learned) + the output head when it is untied.
+embedding      token embedding (`vocab_size` rows) + learned position table
+               (GPT, pos=learned) + the output head when it is untied.
 non_embedding  everything else: attention, MLP / LSTM gates, norms, biases.
+total          embedding + non_embedding.
+vocab_padding  the rows padding adds to the embedding (and an untied head) so that
+               `padded_vocab` is a multiple of `vocab_pad_multiple` (64 on GPUs).
+               They are never used (their logits are cut off), so they are counted
+               apart: a CPU run (no padding) and a GPU run (padding 64) of one shape
+               have the same N and FLOPs and mix in one fit. The built model's numel
+               is total + vocab_padding.
 
 Kaplan et al. 2020 (Sec. 2.1) exclude vocabulary and position embeddings from
 N; we count the untied head with the embeddings for the same reason (it scales
@@ -26,8 +33,13 @@ FLOP conventions (training = forward + backward = 3 x forward)
 "exact"   3 * every forward matmul at 2 FLOPs per multiply-add, with attention
           scores and values over the full T x T (what SDPA computes; the causal
           mask does not skip work in the math kernel) and the output head over
-          all `padded_vocab` rows. Elementwise ops, norms, softmax and biases
-          are not counted (as in torch.utils.flop_counter).
+          the `vocab_size` rows that are used (padding rows are compute spent
+          on nothing). Elementwise ops, norms, softmax and biases are not
+          counted (as in torch.utils.flop_counter).
+
+For MFU, `useful_flops_per_token` counts attention scores and values over the
+causal half of the T x T square (the other half is masked, and flash-style
+kernels skip it): the FLOPs that had to be done, not the ones a math kernel did.
 """
 from __future__ import annotations
 
@@ -60,11 +72,12 @@ def _lstm_layer_params(cfg: ModelConfig) -> int:
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
-    """{"total", "embedding", "non_embedding"}; equal to the built model's numel."""
-    d, vp = cfg.width, cfg.padded_vocab
-    embedding = vp * d
-    if not cfg.tie_embeddings:
-        embedding += vp * d                                   # untied output head (no bias)
+    """{"total", "embedding", "non_embedding", "vocab_padding"}; total + vocab_padding is the built
+    model's numel."""
+    d, v = cfg.width, cfg.vocab_size
+    tables = 1 if cfg.tie_embeddings else 2                   # the embedding, and an untied output head (no bias)
+    embedding = tables * v * d
+    padding = tables * (cfg.padded_vocab - v) * d
     if cfg.kind == "gpt":
         if cfg.pos == "learned":
             embedding += cfg.context * d
@@ -73,7 +86,8 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
         non_embedding = cfg.depth * _lstm_layer_params(cfg) + _norm_params(cfg)
     else:
         raise ValueError(f"model.kind must be gpt or lstm, got {cfg.kind!r}")
-    return {"total": embedding + non_embedding, "embedding": embedding, "non_embedding": non_embedding}
+    return {"total": embedding + non_embedding, "embedding": embedding, "non_embedding": non_embedding,
+            "vocab_padding": padding}
 
 
 def _gpt_forward_matmul_flops(cfg: ModelConfig) -> float:
@@ -84,7 +98,7 @@ def _gpt_forward_matmul_flops(cfg: ModelConfig) -> float:
     values = 2 * t * d          # softmax(qk) @ v
     out = 2 * d * d
     mlp = 2 * d * h * (2 if cfg.mlp == "gelu" else 3)
-    head = 2 * d * cfg.padded_vocab
+    head = 2 * d * cfg.vocab_size
     return l * (qkv + scores + values + out + mlp) + head
 
 
@@ -92,7 +106,7 @@ def _lstm_forward_matmul_flops(cfg: ModelConfig) -> float:
     """Per layer the four gates: W_ih x (4h x in) and W_hh h (4h x h); input width = h at every layer."""
     h = cfg.width
     gates = 2 * 4 * h * (h + h)
-    head = 2 * h * cfg.padded_vocab
+    head = 2 * h * cfg.vocab_size
     return cfg.depth * gates + head
 
 
@@ -109,6 +123,18 @@ def flops_per_token(cfg: ModelConfig, convention: str = "exact") -> float:
     forward = _gpt_forward_matmul_flops(cfg) if cfg.kind == "gpt" else _lstm_forward_matmul_flops(cfg)
     # backward = grad wrt inputs + grad wrt weights, each as large as the forward matmul
     return 3.0 * forward
+
+
+def useful_flops_per_token(cfg: ModelConfig) -> float:
+    """Training FLOPs per token for MFU: "exact" with causal attention counted over the lower
+    triangle only (T(T+1)/2 of the T x T scores, ~half; see the module doc)."""
+    full = flops_per_token(cfg, "exact")
+    if cfg.kind != "gpt":
+        return full
+    t = cfg.context
+    masked_fraction = (t - 1) / (2 * t)                       # 1 - (T+1)/(2T): the masked upper triangle
+    attention = 3 * cfg.depth * (2 * t * cfg.width) * 2       # scores and values, forward + backward
+    return full - attention * masked_fraction
 
 
 def flops_per_token_by_name(cfg: ModelConfig) -> dict[str, float]:

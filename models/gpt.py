@@ -4,7 +4,8 @@ Variants: LayerNorm or RMSNorm, learned or rotary positions, GELU or SwiGLU
 MLP, tied or untied embeddings, optional biases, SP or muP parametrization.
 
 Shapes in names: B batch, T time, C width (d_model), H heads, D head size,
-V vocabulary, Vp padded vocabulary.
+V vocabulary, Vp padded vocabulary; L the leading dims of a block's input
+((B,) for one model, (K, B) for a pack), M their product.
 """
 from __future__ import annotations
 
@@ -32,13 +33,42 @@ def apply_rope(x_BxHxTxD: torch.Tensor, cos_TxDh: torch.Tensor, sin_TxDh: torch.
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def add_rope_tables(module: nn.Module, cfg: ModelConfig) -> None:
+    """`module.rope_cos`/`rope_sin`: the rotary tables for pos=rope (else None). Not persistent
+    buffers: they are derived from the config, so checkpoints and numel stay clean."""
+    if cfg.pos == "rope":
+        cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
+        module.register_buffer("rope_cos", cos, persistent=False)
+        module.register_buffer("rope_sin", sin, persistent=False)
+    else:
+        module.rope_cos = module.rope_sin = None
+
+
+class Layers:
+    """The layer factory a Block is built from: ordinary torch layers, one model.
+
+    `models.packed.PackedLayers` makes the same Block hold K stacked models instead;
+    the Block's operations (and so its numerics) are the same code for both. The
+    creation order below is the order in which modules consume the global RNG at
+    construction, so it stays fixed (GPT.reset_parameters re-draws every weight).
+    """
+
+    def linear(self, fan_in: int, fan_out: int, bias: bool) -> nn.Module:
+        return nn.Linear(fan_in, fan_out, bias=bias)
+
+    def norm(self, cfg: ModelConfig) -> nn.Module:
+        return common.make_norm(cfg)
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """Causal self-attention over x (*lead, T, C): every leading dim folds into SDPA's batch."""
+
+    def __init__(self, cfg: ModelConfig, layers: Layers):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.width // cfg.n_heads
-        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+        self.qkv = layers.linear(cfg.width, 3 * cfg.width, cfg.bias)
+        self.proj = layers.linear(cfg.width, cfg.width, cfg.bias)
         self.rope = cfg.pos == "rope"
         if cfg.parametrization == "mup":
             # muP uses 1/d_head attention (TP5, Sec. 4 and Table 8): q.k grows like d_head once
@@ -48,47 +78,50 @@ class Attention(nn.Module):
         else:
             self.scale = 1.0 / math.sqrt(self.head_dim)
 
-    def forward(self, x_BxTxC: torch.Tensor, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
-        B, T, C = x_BxTxC.shape
-        qkv_BxTx3xHxD = self.qkv(x_BxTxC).view(B, T, 3, self.n_heads, self.head_dim)
-        q_BxHxTxD, k_BxHxTxD, v_BxHxTxD = qkv_BxTx3xHxD.permute(2, 0, 3, 1, 4).unbind(0)
+    def forward(self, x_LxTxC: torch.Tensor, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
+        *lead, T, C = x_LxTxC.shape     # lead: (B,) for one model, (K, B) for a pack
+        qkv_MxTx3xHxD = self.qkv(x_LxTxC).view(-1, T, 3, self.n_heads, self.head_dim)   # M = prod(lead)
+        q_MxHxTxD, k_MxHxTxD, v_MxHxTxD = qkv_MxTx3xHxD.permute(2, 0, 3, 1, 4).unbind(0)
         if self.rope:
-            q_BxHxTxD = apply_rope(q_BxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
-            k_BxHxTxD = apply_rope(k_BxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
-        y_BxHxTxD = F.scaled_dot_product_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD,
+            q_MxHxTxD = apply_rope(q_MxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
+            k_MxHxTxD = apply_rope(k_MxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
+        y_MxHxTxD = F.scaled_dot_product_attention(q_MxHxTxD, k_MxHxTxD, v_MxHxTxD,
                                                    is_causal=True, scale=self.scale)
-        return self.proj(y_BxHxTxD.transpose(1, 2).reshape(B, T, C))
+        return self.proj(y_MxHxTxD.transpose(1, 2).reshape(*lead, T, C))
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layers: Layers):
         super().__init__()
         self.swiglu = cfg.mlp == "swiglu"
         hidden = cfg.mlp_hidden
-        self.up = nn.Linear(cfg.width, hidden, bias=cfg.bias)
+        self.up = layers.linear(cfg.width, hidden, cfg.bias)
         if self.swiglu:
-            self.gate = nn.Linear(cfg.width, hidden, bias=cfg.bias)
-        self.proj = nn.Linear(hidden, cfg.width, bias=cfg.bias)
+            self.gate = layers.linear(cfg.width, hidden, cfg.bias)
+        self.proj = layers.linear(hidden, cfg.width, cfg.bias)
 
-    def forward(self, x_BxTxC: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_LxTxC: torch.Tensor) -> torch.Tensor:
         if self.swiglu:   # Shazeer 2020, "GLU Variants Improve Transformer", eq. 5 (SwiGLU)
-            h_BxTxF = F.silu(self.gate(x_BxTxC)) * self.up(x_BxTxC)
+            h_LxTxF = F.silu(self.gate(x_LxTxC)) * self.up(x_LxTxC)
         else:
-            h_BxTxF = F.gelu(self.up(x_BxTxC))
-        return self.proj(h_BxTxF)
+            h_LxTxF = F.gelu(self.up(x_LxTxC))
+        return self.proj(h_LxTxF)
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.norm1 = common.make_norm(cfg)
-        self.attn = Attention(cfg)
-        self.norm2 = common.make_norm(cfg)
-        self.mlp = MLP(cfg)
+    """Pre-norm transformer block; its layers come from `layers` (one model, or a pack of K)."""
 
-    def forward(self, x_BxTxC: torch.Tensor, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
-        x_BxTxC = x_BxTxC + self.attn(self.norm1(x_BxTxC), cos_TxDh, sin_TxDh)
-        return x_BxTxC + self.mlp(self.norm2(x_BxTxC))
+    def __init__(self, cfg: ModelConfig, layers: Layers | None = None):
+        super().__init__()
+        layers = layers or Layers()
+        self.norm1 = layers.norm(cfg)
+        self.attn = Attention(cfg, layers)
+        self.norm2 = layers.norm(cfg)
+        self.mlp = MLP(cfg, layers)
+
+    def forward(self, x_LxTxC: torch.Tensor, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
+        x_LxTxC = x_LxTxC + self.attn(self.norm1(x_LxTxC), cos_TxDh, sin_TxDh)
+        return x_LxTxC + self.mlp(self.norm2(x_LxTxC))
 
 
 class GPT(nn.Module):
@@ -102,13 +135,7 @@ class GPT(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.padded_vocab, cfg.width)
         self.wpe = nn.Embedding(cfg.context, cfg.width) if cfg.pos == "learned" else None
-        if cfg.pos == "rope":
-            cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
-            # not persistent: derived from the config, so checkpoints and numel stay clean
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        else:
-            self.rope_cos = self.rope_sin = None
+        add_rope_tables(self, cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_f = common.make_norm(cfg)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.width, cfg.padded_vocab, bias=False)

@@ -54,7 +54,11 @@ class LSTMLM(nn.Module):
 
     def forward(self, idx_BxT: torch.Tensor, state=None):
         x_BxTxC = self.wte(idx_BxT)
-        y_BxTxC, (h_LxBxC, c_LxBxC) = self.lstm(x_BxTxC, state)
+        # The recurrence runs in fp32 even under bf16 autocast: cuDNN's RNN autocast path
+        # computes in fp16 with no loss scaling (small gradients underflow, skewing GPT-vs-LSTM
+        # comparisons) and oneDNN has no bf16 LSTM on the CPU. Embedding and head stay in bf16.
+        with torch.autocast(x_BxTxC.device.type, enabled=False):
+            y_BxTxC, (h_LxBxC, c_LxBxC) = self.lstm(x_BxTxC.float(), state)
         y_BxTxC = self.norm_f(y_BxTxC)
         weight_VpxC = self.wte.weight if self.head is None else self.head.weight
         logits_BxTxVp = F.linear(y_BxTxC, weight_VpxC)

@@ -8,8 +8,10 @@ al. 2021, "Horizontally Fused Training Array", report up to 15x).
 
 Every parameter of `models.gpt.GPT` named `n` with shape S appears here under
 the same name with shape (K, *S), so state dicts convert by stacking and
-slicing: `PackedGPT.from_models([m1, ..., mK])` / `.to_models()`. The forward
-mirrors gpt.py operation by operation; tests compare the two for every variant.
+slicing: `PackedGPT.from_models([m1, ..., mK])` / `.to_models()`. The blocks are
+gpt.py's own `Block`, built from `PackedLayers` (stacked linears and norms) instead
+of torch's; activations are (K, B, T, C), and attention folds K into the batch.
+Tests compare the pack with K single models for every variant.
 
 Why a hand-stacked module rather than `torch.func.stack_module_state` + `vmap`
 over the GPT itself: vmap has no batching rule for the fused attention kernels
@@ -18,8 +20,8 @@ with a warning), which gives up exactly the fusion packing is for, and it
 measured slower than this module in every row of benchmarks/README.md
 ("Packed training"). Here the attention simply folds K into the batch dimension.
 
-Shapes in names: K models, B batch, T time, N = B*T, C width, H heads, D head
-size, F mlp hidden, V vocabulary, Vp padded vocabulary.
+Shapes in names: K models, B batch, T time, N = B*T, C width, V vocabulary,
+Vp padded vocabulary.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import common
 from models.config import ModelConfig
-from models.gpt import GPT, apply_rope
+from models.gpt import GPT, Block, Layers, add_rope_tables
 
 
 def _stacked(k: int, *shape: int) -> nn.Parameter:
@@ -44,10 +47,14 @@ class PackedLinear(nn.Module):
         self.weight = _stacked(k, fan_out, fan_in)
         self.bias = _stacked(k, fan_out) if bias else None
 
-    def forward(self, x_KxNxI: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_KxBxTxI: torch.Tensor) -> torch.Tensor:
+        K, B, T, _ = x_KxBxTxI.shape
+        x_KxNxI = x_KxBxTxI.reshape(K, B * T, -1)
         if self.bias is None:
-            return torch.bmm(x_KxNxI, self.weight.mT)
-        return torch.baddbmm(self.bias.unsqueeze(1), x_KxNxI, self.weight.mT)
+            y_KxNxO = torch.bmm(x_KxNxI, self.weight.mT)
+        else:
+            y_KxNxO = torch.baddbmm(self.bias.unsqueeze(1), x_KxNxI, self.weight.mT)
+        return y_KxNxO.view(K, B, T, -1)
 
 
 class PackedNorm(nn.Module):
@@ -61,13 +68,13 @@ class PackedNorm(nn.Module):
         self.weight = _stacked(k, *self.shape)
         self.bias = _stacked(k, *self.shape) if getattr(template, "bias", None) is not None else None
 
-    def forward(self, x_KxNxC: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_KxBxTxC: torch.Tensor) -> torch.Tensor:
         if self.rms:
-            y = F.rms_norm(x_KxNxC, self.shape, eps=self.eps)
+            y = F.rms_norm(x_KxBxTxC, self.shape, eps=self.eps)
         else:
-            y = F.layer_norm(x_KxNxC, self.shape, eps=self.eps)
-        y = y * self.weight.unsqueeze(1)
-        return y if self.bias is None else y + self.bias.unsqueeze(1)
+            y = F.layer_norm(x_KxBxTxC, self.shape, eps=self.eps)
+        y = y * self.weight[:, None, None]
+        return y if self.bias is None else y + self.bias[:, None, None]
 
 
 class PackedEmbedding(nn.Module):
@@ -77,62 +84,25 @@ class PackedEmbedding(nn.Module):
         super().__init__()
         self.weight = _stacked(k, rows, width)
 
-    def forward(self, idx_KxN: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx_KxBxT: torch.Tensor) -> torch.Tensor:
         k, rows, width = self.weight.shape
-        offset_Kx1 = torch.arange(k, device=idx_KxN.device).unsqueeze(1) * rows
-        return F.embedding(idx_KxN + offset_Kx1, self.weight.reshape(k * rows, width))
+        offset_Kx1x1 = torch.arange(k, device=idx_KxBxT.device).view(k, 1, 1) * rows
+        return F.embedding(idx_KxBxT + offset_Kx1x1, self.weight.reshape(k * rows, width))
 
 
-class PackedAttention(nn.Module):
-    def __init__(self, k: int, cfg: ModelConfig, template: nn.Module):
-        super().__init__()
-        self.n_heads, self.head_dim = template.n_heads, template.head_dim
-        self.scale, self.rope = template.scale, template.rope
-        self.qkv = PackedLinear(k, cfg.width, 3 * cfg.width, cfg.bias)
-        self.proj = PackedLinear(k, cfg.width, cfg.width, cfg.bias)
+class PackedLayers(Layers):
+    """The layer factory that makes `models.gpt.Block` hold K stacked models."""
 
-    def forward(self, x_KxNxC: torch.Tensor, batch: int, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
-        K, N, C = x_KxNxC.shape
-        B, T, H, D = batch, N // batch, self.n_heads, self.head_dim
-        # the K models fold into the batch: one attention call for all of them
-        qkv = self.qkv(x_KxNxC).view(K * B, T, 3, H, D)
-        q_MxHxTxD, k_MxHxTxD, v_MxHxTxD = qkv.permute(2, 0, 3, 1, 4).unbind(0)   # M = K*B
-        if self.rope:
-            q_MxHxTxD = apply_rope(q_MxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
-            k_MxHxTxD = apply_rope(k_MxHxTxD, cos_TxDh[:T], sin_TxDh[:T])
-        y_MxHxTxD = F.scaled_dot_product_attention(q_MxHxTxD, k_MxHxTxD, v_MxHxTxD,
-                                                   is_causal=True, scale=self.scale)
-        return self.proj(y_MxHxTxD.transpose(1, 2).reshape(K, N, C))
+    def __init__(self, k: int):
+        self.k = k
 
+    def linear(self, fan_in: int, fan_out: int, bias: bool) -> nn.Module:
+        return PackedLinear(self.k, fan_in, fan_out, bias)
 
-class PackedMLP(nn.Module):
-    def __init__(self, k: int, cfg: ModelConfig):
-        super().__init__()
-        self.swiglu = cfg.mlp == "swiglu"
-        self.up = PackedLinear(k, cfg.width, cfg.mlp_hidden, cfg.bias)
-        if self.swiglu:
-            self.gate = PackedLinear(k, cfg.width, cfg.mlp_hidden, cfg.bias)
-        self.proj = PackedLinear(k, cfg.mlp_hidden, cfg.width, cfg.bias)
-
-    def forward(self, x_KxNxC: torch.Tensor) -> torch.Tensor:
-        if self.swiglu:
-            h_KxNxF = F.silu(self.gate(x_KxNxC)) * self.up(x_KxNxC)
-        else:
-            h_KxNxF = F.gelu(self.up(x_KxNxC))
-        return self.proj(h_KxNxF)
-
-
-class PackedBlock(nn.Module):
-    def __init__(self, k: int, cfg: ModelConfig, template: nn.Module):
-        super().__init__()
-        self.norm1 = PackedNorm(k, template.norm1)
-        self.attn = PackedAttention(k, cfg, template.attn)
-        self.norm2 = PackedNorm(k, template.norm2)
-        self.mlp = PackedMLP(k, cfg)
-
-    def forward(self, x_KxNxC: torch.Tensor, batch: int, cos_TxDh=None, sin_TxDh=None) -> torch.Tensor:
-        x_KxNxC = x_KxNxC + self.attn(self.norm1(x_KxNxC), batch, cos_TxDh, sin_TxDh)
-        return x_KxNxC + self.mlp(self.norm2(x_KxNxC))
+    def norm(self, cfg: ModelConfig) -> nn.Module:
+        with torch.device("meta"):   # the single model's norm supplies its kind and eps
+            template = common.make_norm(cfg)
+        return PackedNorm(self.k, template)
 
 
 class PackedGPT(nn.Module):
@@ -140,28 +110,20 @@ class PackedGPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig, k: int):
         super().__init__()
+        cfg.validate()
         if cfg.kind != "gpt":
             raise ValueError(f"packing supports model.kind=gpt only, got {cfg.kind!r}")
         if k < 1:
             raise ValueError(f"a pack needs at least one model, got {k}")
-        # a meta-device GPT supplies the derived constants (attention scale, norm eps, muP
-        # output multiplier) so they are computed in one place, gpt.py
-        with torch.device("meta"):
-            template = GPT(cfg)
         self.config, self.k = cfg, k
         self.wte = PackedEmbedding(k, cfg.padded_vocab, cfg.width)
         self.wpe = PackedEmbedding(k, cfg.context, cfg.width) if cfg.pos == "learned" else None
-        if cfg.pos == "rope":
-            from models.gpt import rope_tables
-            cos, sin = rope_tables(cfg.context, cfg.width // cfg.n_heads)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        else:
-            self.rope_cos = self.rope_sin = None
-        self.blocks = nn.ModuleList(PackedBlock(k, cfg, b) for b in template.blocks)
-        self.norm_f = PackedNorm(k, template.norm_f)
+        add_rope_tables(self, cfg)
+        layers = PackedLayers(k)
+        self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.depth))   # gpt.py's own Block
+        self.norm_f = layers.norm(cfg)
         self.head = None if cfg.tie_embeddings else PackedLinear(k, cfg.width, cfg.padded_vocab, bias=False)
-        self.output_mult = template.output_mult
+        self.output_mult = 1.0 / common.width_mult(cfg)   # as GPT: muP readout multiplier
 
     # ---- conversions -------------------------------------------------
     @classmethod
@@ -210,13 +172,12 @@ class PackedGPT(nn.Module):
         _, B, T = idx.shape
         if T > self.config.context:
             raise ValueError(f"sequence length {T} exceeds model.context={self.config.context}")
-        x_KxNxC = self.wte(idx.reshape(K, B * T))
+        x_KxBxTxC = self.wte(idx)
         if self.wpe is not None:
-            pos_T = torch.arange(T, device=idx.device)
-            x_KxNxC = (x_KxNxC.view(K, B, T, -1) + self.wpe.weight[:, None, pos_T]).view(K, B * T, -1)
+            x_KxBxTxC = x_KxBxTxC + self.wpe.weight[:, None, :T]
         for block in self.blocks:
-            x_KxNxC = block(x_KxNxC, B, self.rope_cos, self.rope_sin)
-        x_KxNxC = self.norm_f(x_KxNxC)
+            x_KxBxTxC = block(x_KxBxTxC, self.rope_cos, self.rope_sin)
+        x_KxNxC = self.norm_f(x_KxBxTxC).view(K, B * T, -1)
         weight_KxVpxC = self.wte.weight if self.head is None else self.head.weight
         logits_KxNxVp = torch.bmm(x_KxNxC, weight_KxVpxC.mT)
         if self.output_mult != 1.0:

@@ -31,7 +31,7 @@ from pathlib import Path
 from sweeps.expand import PlannedRun
 from sweeps.spec import SweepError
 from sweeps.sweepdir import SweepDir, run_state
-from train.contract import EXIT_BAD_INPUT as RC_CONFIG, EXIT_DIVERGED as RC_DIVERGED, FINISHED
+from train.contract import EXIT_DIVERGED as RC_DIVERGED, FINISHED, NOT_RETRIED
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -230,7 +230,7 @@ def _reap(sd, workers, out, queue, retries, display, packs=None) -> None:
         else:
             out.state[rid] = "failed"
             why = f"exit {rc}" if rc >= 0 else f"killed by signal {-rc}"
-            retry = rc != RC_CONFIG and out.attempts[rid] <= retries
+            retry = rc not in NOT_RETRIED and out.attempts[rid] <= retries
             if retry:
                 queue.insert(0, w.run)
                 out.state[rid] = "pending"
@@ -251,7 +251,7 @@ def _reap_pack(sd, w, members, rc, out, queue, retries, display) -> None:
         if display:
             display.event(m, out.state[m.run_id])
     failed = [m for m in members if out.state[m.run_id] == "failed"]
-    if failed and rc != RC_CONFIG and out.attempts[w.run.run_id] <= retries:
+    if failed and rc not in NOT_RETRIED and out.attempts[w.run.run_id] <= retries:
         queue.insert(0, w.run)
         for m in failed:
             out.state[m.run_id] = "pending"

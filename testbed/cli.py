@@ -16,7 +16,7 @@ COMMANDS = {
     "backtest": ("analysis.cli", "backtest_main", "leave-largest-out backtest of laws"),
     "report": ("analysis.cli", "report_main", "write a Markdown report with plots"),
     "demo": ("testbed.demo", "main", "ladder -> fit -> forecast -> train the target -> check"),
-    "coordcheck": ("models.coordcheck", "main", "muP coordinate check: activation scale vs width"),
+    "coordcheck": ("train.coordcheck", "main", "muP coordinate check: activation scale vs width"),
 }
 
 

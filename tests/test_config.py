@@ -9,7 +9,8 @@ from train.cli import main
 from train.config import ConfigError, RunConfig, load_config
 
 TINY = ["model.width=32", "model.depth=1", "model.context=32", "data.vocab_size=64", "train.batch_tokens=512",
-        "train.tokens=1024", "eval.tokens=512", "eval.points=2", "train.threads=1"]
+        "train.tokens=1024", "eval.tokens=512", "eval.points=2", "train.threads=1",
+        "train.device=cpu"]
 
 
 def tiny(*extra: str) -> RunConfig:

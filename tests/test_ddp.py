@@ -12,7 +12,7 @@ from train.rundir import read_metrics, read_run
 # 8 sequences per step: 4 per rank, split further into micro-batches of 2 (accumulation under DDP)
 TINY = ["model.width=32", "model.depth=1", "model.context=32", "data.vocab_size=64", "train.batch_tokens=256",
         "train.tokens=2560", "eval.tokens=320", "eval.points=4", "run.log_every=1", "run.ckpt_every=5",
-        "train.threads=1", "optim.lr=1e-2"]
+        "train.threads=1", "optim.lr=1e-2", "train.device=cpu"]
 
 
 def test_two_gloo_ranks_match_a_single_process(tmp_path):

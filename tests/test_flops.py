@@ -13,8 +13,9 @@ silently counts nothing cannot pass.
 
 Known small differences from the formula, within the 5% tolerance: the LSTM's
 first step multiplies the zero initial state by W_hh but needs no gradient for
-that state (one matmul per layer out of 3T), and the embedding lookup costs no
-matmul in either.
+that state (one matmul per layer out of 3T), the embedding lookup costs no
+matmul in either, and with vocab padding the counter also sees the head's
+padding rows, which the formula leaves out (compute spent on unused logits).
 """
 from __future__ import annotations
 

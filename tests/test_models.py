@@ -117,9 +117,9 @@ def test_param_counts_equal_numel():
     for cfg in COUNT_GRID:
         model = build_model(cfg)
         counts = param_counts(cfg)
-        assert counts["total"] == sum(p.numel() for p in model.parameters()), cfg
+        assert counts["total"] + counts["vocab_padding"] == sum(p.numel() for p in model.parameters()), cfg
         emb = sum(p.numel() for name, p, role in model.named_roles() if role in ("embedding", "readout"))
-        assert counts["embedding"] == emb, cfg
+        assert counts["embedding"] + counts["vocab_padding"] == emb, cfg
         assert counts["non_embedding"] == counts["total"] - counts["embedding"]
 
 
@@ -250,3 +250,22 @@ def test_cli_prints_counts():
     assert f"{counts['non_embedding']:,d}" in out and "kaplan" in out
     bad = subprocess.run([sys.executable, "-m", "models", "heads=5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "model.heads" in bad.stderr
+
+
+def test_models_never_import_train():
+    # layering: models <- train <- sweeps; the counting CLI must not reach up into train
+    code = ("import sys, models, models.__main__, models.gpt, models.packed, models.lstm; "
+            "assert not [m for m in sys.modules if m == 'train' or m.startswith('train.')]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vocab_padding_is_counted_apart_so_cpu_and_gpu_runs_share_n_and_flops():
+    from models.counting import flops_per_token
+    for kind, tie in (("gpt", True), ("gpt", False), ("lstm", False)):
+        plain = ModelConfig(kind=kind, width=64, depth=2, context=32, vocab_size=100, tie_embeddings=tie)
+        padded = dataclasses.replace(plain, vocab_pad_multiple=64)
+        a, b = param_counts(plain), param_counts(padded)
+        assert (a["total"], a["embedding"], a["vocab_padding"]) == (b["total"], b["embedding"], 0)
+        assert b["vocab_padding"] == (1 if tie else 2) * 28 * 64
+        for conv in ("6N", "kaplan", "exact"):
+            assert flops_per_token(plain, conv) == flops_per_token(padded, conv)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from models import ModelConfig, build_model
-from models.coordcheck import CoordCheckConfig, coord_check, main as coordcheck_main, width_slopes
+from train.coordcheck import CoordCheckConfig, coord_check, main as coordcheck_main, width_slopes
 
 
 def mup(width: int, base: int = 32, **kw) -> ModelConfig:
@@ -41,7 +41,7 @@ def test_coordinates_flat_under_mup_and_growing_under_sp(coord_records, layer):
 
 
 def test_width_slopes_reads_a_power_law():
-    from models.coordcheck import Record
+    from train.coordcheck import Record
     recs = [Record("sp", w, 1, "x", 3.0 * w ** 1.5) for w in (16, 32, 64)]
     assert width_slopes(recs, 1)[("sp", "x")] == pytest.approx(1.5)
 

@@ -13,13 +13,15 @@ from models.packed import PackedGPT
 from sweeps.packing import check_packable, group_compatible
 from train.api import train_run
 from train.config import ConfigError, RunConfig
-from train.packed import clip_per_model, main as packed_main, train_packed
+from train.cli import main as train_main
+from train.packed import train_packed
+from train.packed_adamw import clip_per_model
 from train.rundir import read_run
 
 TINY = {
     "model.width": 32, "model.depth": 2, "model.context": 32, "data.vocab_size": 64,
     "train.batch_tokens": 512, "train.tokens": 512 * 24, "eval.tokens": 1024, "eval.points": 6,
-    "train.threads": 1, "run.log_every": 1, "run.ckpt_every": 5,
+    "train.threads": 1, "run.log_every": 1, "run.ckpt_every": 5, "train.device": "cpu",
 }
 # different seeds, peak LRs, schedules, optimizer settings and token budgets; run 0 and 2 clip
 VARIANTS = [
@@ -193,7 +195,7 @@ def test_a_diverging_model_stops_while_the_others_finish(singles, tmp_path):
         p = tmp_path / f"c{i}.json"
         p.write_text(__import__("json").dumps(c.to_dict()))
         paths += ["--run", str(p), str(tmp_path / f"p{i}")]
-    assert packed_main(paths) == 3   # exit code of a diverged run
+    assert train_main(paths) == 3   # exit code of a diverged run
     _, rows, summary = read_run(tmp_path / "p1")
     assert summary["status"] == "diverged" and "diverge_factor" in summary["error"]
     assert rows and summary["steps"] < 24
@@ -260,7 +262,7 @@ def test_sweep_run_with_pack_writes_the_same_run_directories(tmp_path, capsys):
     commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("python")]
     # 4 runs of one shape: a pack of 3 and an ordinary run
     assert sorted(c.count("--run ") for c in commands) == [0, 3]
-    assert any("-m train.packed" in c for c in commands)
+    assert all(c.split()[1:3] == ["-m", "train"] for c in commands)   # packs train through `python -m train --run ...`
 
     assert sweep_main(["run", str(spec), "--out", str(out), "--pack", "3", "--jobs", "2", "--quiet"]) == 0
     run_dirs = sorted(p.parent for p in out.glob("*/summary.json"))

@@ -13,7 +13,7 @@ from train.config import load_config
 from train.rundir import read_metrics, read_run
 
 TINY = ["model.width=32", "model.depth=1", "model.context=32", "data.vocab_size=64", "train.batch_tokens=512",
-        "eval.tokens=512", "train.threads=1", "schedule.warmup_steps=5", "run.log_every=1"]
+        "eval.tokens=512", "train.threads=1", "train.device=cpu", "schedule.warmup_steps=5", "run.log_every=1"]
 
 
 def curve(run_dir):

@@ -18,6 +18,8 @@ TINY = {
     "train.batch_tokens": 512, "train.tokens": 1024, "eval.tokens": 1024, "eval.points": 4,
     # one thread: tiny matmuls gain nothing from more, and tests share the cores with other work
     "train.threads": 1,
+    # exact-equality tests compare fp32 CPU runs: pinned, so a GPU host does not move them to bf16 CUDA
+    "train.device": "cpu",
 }
 SUMMARY_KEYS = {"status", "params_total", "params_non_embedding", "params_embedding", "flops_per_token",
                 "flop_convention", "final_train_loss", "final_val_loss", "loss_floor", "tokens", "steps",
@@ -213,3 +215,10 @@ def test_cuda_bf16_run_tracks_the_cpu_run(tmp_path):
     assert gpu["status"] == "completed" and gpu["device"].startswith("cuda")
     # bf16 autocast on the GPU, fp32 on the CPU: the same curve within bf16 noise
     assert gpu["final_val_loss"] == pytest.approx(cpu["final_val_loss"], abs=0.05)
+
+
+def test_train_never_imports_sweeps():
+    # layering: models <- train <- sweeps; the packed trainer's pack rules live in train.packable
+    code = ("import sys, train.api, train.cli, train.loop, train.packed, train.coordcheck; "
+            "assert not [m for m in sys.modules if m == 'sweeps' or m.startswith('sweeps.')]")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,25 +1,31 @@
 """`train_run(cfg, out_dir)`: the one entry point sweeps, the demo and the CLI call.
 
 Run-directory rules:
+- one writer at a time: the writing process holds the directory's lock (`train.rundir.RunLock`)
+  while it prepares and trains it; a second writer is refused naming the holder's pid;
 - a new (or empty) directory is created and the resolved config written to config.json before step 0;
 - a directory holding the same resolved config resumes from its latest checkpoint, or returns the
   stored summary when the run already finished (completed or diverged);
 - a directory holding a different config raises ConfigError naming the first differing key, and
   nothing in it is touched;
-- a directory that cannot be written raises ConfigError before any training.
+- a directory that cannot be written raises ConfigError before any training;
+- a summary.json that cannot be read is moved aside and rebuilt by training on from the
+  newest intact checkpoint (a finished run resumes at its final step and only rewrites it).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from train import ddp
 from train.config import ConfigError, RunConfig, flatten
-from train.contract import FINISHED
+from train.contract import FAILED, FINISHED
 from train.optim import plan_batches
-from train.rundir import CKPT_DIR, CONFIG, METRICS, SUMMARY, atomic_write_json, read_json
+from train.rundir import (CKPT_DIR, CONFIG, LOCK, METRICS, SUMMARY, NoSpaceLeft, RunLock, atomic_write_json,
+                          is_no_space, no_space, read_json)
 
 # Keys that may change between launches of the same run without changing its curve:
 # where it runs and how it is bookkept.
@@ -50,8 +56,32 @@ def _check_writable(out: Path) -> None:
         raise ConfigError(f"run directory {str(out)!r} is not writable: {e.strerror or e}") from None
 
 
-def prepare_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo) -> dict[str, Any] | None:
-    """Check (and on rank 0 create) the run directory; return the stored summary when the run is finished."""
+def _stored_summary(out: Path, repair: bool) -> dict[str, Any] | None:
+    """The directory's summary.json, or None when absent; an unreadable one is moved aside when
+    `repair` (the run then resumes and writes it again)."""
+    path = out / SUMMARY
+    if not path.exists():
+        return None
+    try:
+        summary = read_json(path)
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        return summary
+    except (ValueError, UnicodeDecodeError):
+        if not repair:
+            return None
+        from train.book import warn
+        bad = path.with_name(SUMMARY + ".corrupt")
+        os.replace(path, bad)
+        warn(f"{path} could not be read (kept as {bad.name}); the run resumes from its checkpoint to rebuild it")
+        return None
+
+
+def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo(),
+                    repair: bool = False) -> dict[str, Any] | None:
+    """Checks of a run directory: a different config or (rank 0) a foreign directory raise
+    ConfigError; a finished run returns its summary on every rank. Nothing is written, except
+    that with `repair` (rank 0, holding the lock) an unreadable summary is moved aside."""
     cfg_path = out / CONFIG
     if cfg_path.exists():
         try:
@@ -62,26 +92,59 @@ def prepare_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo) -> dict[str, 
         if diff:
             raise ConfigError(f"run directory {str(out)!r} holds a different config: {diff}; "
                               f"use another --out or delete that directory")
-        summary_path = out / SUMMARY
-        if summary_path.exists():
-            summary = read_json(summary_path)
-            if summary.get("status") in FINISHED:
-                return summary
-    elif out.exists() and any(out.iterdir()) and info.is_main:
-        stray = sorted(p.name for p in out.iterdir())[:3]
+        summary = _stored_summary(out, repair=repair and info.is_main)
+        if summary is not None and summary.get("status") in FINISHED:
+            return summary
+    elif info.is_main and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+        stray = sorted(p.name for p in out.iterdir() if p.name != LOCK)[:3]
         raise ConfigError(f"run directory {str(out)!r} is not empty and has no {CONFIG} ({', '.join(stray)} ...); "
                           f"refusing to write a run into it")
+    return None
+
+
+def prepare_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo) -> dict[str, Any] | None:
+    """Check (and on rank 0 create) the run directory; return the stored summary when the run is finished.
+    Rank 0 calls it holding the directory's lock (`locked_run_dirs`)."""
+    done = inspect_run_dir(cfg, out, info, repair=True)
+    if done is not None:
+        return done
     if info.is_main:
         _check_writable(out)
+        cfg_path = out / CONFIG
         if not cfg_path.exists():
             atomic_write_json(cfg_path, cfg.to_dict())
         # a stale summary of an earlier failed attempt must not outlive this one
         (out / SUMMARY).unlink(missing_ok=True)
+        from train.checkpoint import remove_orphans
+        for orphan in remove_orphans(out / CKPT_DIR):
+            from train.book import warn
+            warn(f"removed {orphan}, a checkpoint write that an earlier process did not finish")
     return None
 
 
+@contextlib.contextmanager
+def locked_run_dirs(cfgs: Sequence[RunConfig], outs: Sequence[Path], info: ddp.DistInfo) -> Iterator[None]:
+    """Hold every run directory's lock (rank 0) for the block: one writer per directory.
+
+    The read-only checks come first, so a refused directory (a different config, someone
+    else's files) is left exactly as it was, without even a lock file; a busy one raises
+    `train.rundir.RunDirBusy` naming the holder's pid.
+    """
+    locks: list[RunLock] = []
+    try:
+        if info.is_main:
+            for c, out in zip(cfgs, outs):
+                inspect_run_dir(c, out, info)
+                _check_writable(out)
+                locks.append(RunLock(out).acquire())
+        yield
+    finally:
+        for lock in locks:
+            lock.release()
+
+
 def train_run(cfg: RunConfig, out_dir: str | os.PathLike, progress: Any = None) -> dict[str, Any]:
-    """Resolve and validate `cfg`, prepare `out_dir`, train (or resume), and return the summary."""
+    """Resolve and validate `cfg`, lock and prepare `out_dir`, train (or resume), and return the summary."""
     cfg = cfg.resolved()
     info = ddp.env_info()
     plan_batches(cfg, info.world_size)  # batch split errors before any work
@@ -92,22 +155,35 @@ def train_run(cfg: RunConfig, out_dir: str | os.PathLike, progress: Any = None) 
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device={cfg.train.device!r} but CUDA is not available here")
     out = Path(out_dir)
-    done = prepare_run_dir(cfg, out, info)
+    done = inspect_run_dir(cfg, out, info)
     if done is not None:
         return done
+    with locked_run_dirs([cfg], [out], info):
+        done = prepare_run_dir(cfg, out, info)
+        if done is not None:
+            return done
 
-    from train.loop import train  # torch is imported only when a run actually trains
+        from train.loop import train  # torch is imported only when a run actually trains
 
+        try:
+            return train(cfg, out, info, progress)
+        except BaseException as e:
+            # failures before the loop started (data, model) still leave a summary behind
+            if info.is_main and not (out / SUMMARY).exists():
+                _write_failed(out, cfg, e)
+            if is_no_space(e) and not isinstance(e, NoSpaceLeft):
+                raise no_space(getattr(e, "filename", None) or out / "?", None) from e
+            raise
+        finally:
+            ddp.shutdown()
+
+
+def _write_failed(out: Path, cfg: RunConfig, e: BaseException) -> None:
     try:
-        return train(cfg, out, info, progress)
-    except BaseException as e:
-        # failures before the loop started (data, model) still leave a summary behind
-        if info.is_main and not (out / SUMMARY).exists():
-            atomic_write_json(out / SUMMARY, {"status": "failed", "run_id": cfg.run_id(),
-                                              "error": f"{type(e).__name__}: {e}"})
-        raise
-    finally:
-        ddp.shutdown()
+        atomic_write_json(out / SUMMARY, {"status": FAILED, "run_id": cfg.run_id(), "error": f"{type(e).__name__}: {e}"})
+    except OSError as err:
+        if not is_no_space(err):   # on a full disk the summary cannot be written either; the error says why
+            raise
 
 
-__all__ = ["train_run", "config_difference", "prepare_run_dir", "CKPT_DIR", "METRICS"]
+__all__ = ["train_run", "config_difference", "prepare_run_dir", "locked_run_dirs", "CKPT_DIR", "METRICS", "no_space"]

@@ -8,6 +8,7 @@ it was written under so branches can check compatibility.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 from dataclasses import dataclass
@@ -39,18 +40,33 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG state of this process. CUDA: the current device's generator only, so a run
+    resumes on any number of visible GPUs (each process trains on one device)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore `rng_state()`'s states. Torch accepts only CPU ByteTensors here, wherever the
+    checkpoint's tensors were mapped; an older checkpoint's per-GPU list gives the current
+    device's entry (or the first, when it was written with more GPUs than are visible now)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(_cpu_bytes(state["torch"]))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):
+            here = torch.cuda.current_device()
+            cuda = cuda[here] if here < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(_cpu_bytes(cuda))
+
+
+def _cpu_bytes(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type == "meta":
+        raise ValueError("an RNG state was loaded onto the meta device; load checkpoints with map_location='cpu'")
+    return t.to("cpu", torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -80,15 +96,67 @@ class CheckpointPolicy:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save through an atomic write: never a half-written checkpoint."""
+    """torch.save through an atomic write: never a half-written checkpoint.
+
+    The checkpoint is serialized in memory first, so a full disk fails a plain file write
+    (torch's own writer reports it as "unexpected pos ...") and the error can say how many
+    bytes were needed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save(state, f))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getbuffer()
+    atomic_write(path, lambda f: f.write(data), len(data))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, damaged, or not a checkpoint); names the file."""
+
+
+REQUIRED = ("model", "optimizer", "step", "data_index", "rng")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, every tensor on the CPU.
+
+    The CPU is where torch's RNG setters need their states, whatever device the run
+    trains on; `load_state_dict` of the model and the optimizer copies the rest onto
+    the training device. Raises CheckpointError naming the file when it cannot be read.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    # weights_only=False: the RNG states are numpy/python objects written by this trainer
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        # weights_only=False: the RNG states are numpy/python objects written by this trainer
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {e})") from None
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a training checkpoint (no {missing[0]!r})")
+    return state
+
+
+def quarantine(path: Path) -> Path:
+    """Move an unreadable checkpoint aside (kept for inspection, no longer a resume candidate)."""
+    bad = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, bad)
+    except FileNotFoundError:   # another rank of the same run moved it first
+        pass
+    return bad
+
+
+def remove_orphans(ckpt_dir: str | Path) -> list[Path]:
+    """Delete temporary files of checkpoint writes that a killed process left behind.
+
+    Only the run directory's lock holder calls this, so no live writer owns them.
+    """
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    orphans = [d / n for n in os.listdir(d) if n.startswith(".") and n.endswith(".tmp")]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans

@@ -165,6 +165,8 @@ class RunConfig:
             raise ConfigError(f"eval.tokens={e.tokens} is below one sequence (model.context={self.model.context})")
         if r.flop_convention not in FLOP_CONVENTIONS:
             raise ConfigError(f"run.flop_convention must be one of {FLOP_CONVENTIONS}, got {r.flop_convention!r}")
+        if not 0 <= r.seed < 2 ** 32:   # the range numpy and torch seeds accept
+            raise ConfigError(f"run.seed must be an integer in [0, 2**32), got {r.seed}")
         if r.ckpt_every < 0 or r.ckpt_keep < 1:
             raise ConfigError("run.ckpt_every must be >= 0 and run.ckpt_keep >= 1")
         if r.diverge_factor <= 1:
@@ -356,6 +358,27 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str]) -> Any:
     return from_dict(type(cfg), d)
 
 
+def _read_config_file(p: Path) -> Any:
+    """A config file's mapping; a file that does not parse is a ConfigError naming it (and the line)."""
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
+    try:
+        d = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {problem}{where}") from None
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections (model:, train:, ...), "
+                          f"got a {type(d).__name__}")
+    return d
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] = ()) -> RunConfig:
     """A RunConfig from an optional YAML/JSON file plus dotted overrides (unresolved)."""
     cfg = RunConfig()
@@ -363,8 +386,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        text = p.read_text()
-        d = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        d = _read_config_file(p)
         cfg = from_dict(RunConfig, d or {})
     if overrides:
         cfg = apply_overrides(cfg, overrides)

@@ -1,50 +1,49 @@
-"""The training loop: one function that reads top to bottom.
+"""The training loop: one function that reads top to bottom, and the single-run trainer.
 
-`train(cfg, out_dir)` assumes `train.api` already checked the run directory.
-It builds data, model and optimizer, restores a checkpoint (own, or the
-`train.init_from` parent for branches), then: micro-batches, clip, step, log,
-evaluate at log-spaced steps, checkpoint on schedule, and writes summary.json
-at the end, on divergence, and on failure.
+`run_loop(steps, books, ...)` is the loop both trainers share. Each run keeps a
+`train.book.RunBook` (rows, evals, divergence, checkpoint payload, summary); what
+differs between trainers is only the stepper, which takes an optimizer step:
+`SingleStep` here (one model, possibly under DDP), `train.packed.PackStep` (K
+models stacked into one). Per step the loop: takes the batch (built ahead and,
+on CUDA, pinned and copied asynchronously), lets the stepper update, reads the
+losses back when any run logs, evaluates or checkpoints (a host sync on CUDA;
+on CPU every step), checks divergence, evaluates, checkpoints, and retires runs
+that finished or diverged.
 
-Eval points: `eval.points` log-spaced steps from 1 to the last step (rounded
-and deduplicated) plus the last step. Step 0 is not evaluated: a curve point
-at zero tokens has no place on the log axes scaling fits use.
+`train(cfg, out_dir)` assumes `train.api` already checked and locked the run
+directory. Eval points: `eval.points` log-spaced steps from 1 to the last step
+(rounded and deduplicated) plus the last step (train/contract.py).
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import inspect
 import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models import build_model
-from models.counting import flops_per_token, param_counts
-from train import checkpoint as ckpt
 from train import ddp
+from train.book import Progress, RunBook, find_resume, finite_or_none, load_branch, warn  # noqa: F401  (finite_or_none re-exported)
+from train.checkpoint import set_rng_state
 from train.config import ConfigError, RunConfig
-from train.contract import COMPLETED, DIVERGED, eval_steps
+from train.contract import COMPLETED, DIVERGED
 from train.data import build_data
-from train.optim import BatchPlan, build_optimizer, clip_grads, plan_batches, set_lr
-from train.provenance import provenance
-from train.rundir import CKPT_DIR, METRICS, SUMMARY, atomic_write_json, read_metrics, write_metrics
-from train.schedules import lr_curve
-from train.trackers import open_trackers
-
-Progress = Callable[[dict[str, Any]], None]
-
-
-class Diverged(RuntimeError):
-    """The train loss became NaN/inf or exceeded run.diverge_factor x its first value."""
+from train.optim import BatchPlan, build_optimizer, clip_grads, plan_batches, set_lr, smaller_micro_batch
 
 
 def resolve_device(spec: str, info: ddp.DistInfo) -> torch.device:
+    """The device of this process. Under torchrun each rank takes cuda:LOCAL_RANK; an explicit
+    cuda:N would put every rank on one GPU, so it is refused there."""
+    if info.enabled and spec.startswith("cuda:"):
+        raise ConfigError(f"train.device={spec!r} under torchrun would put all {info.world_size} ranks on one GPU; "
+                          f"use train.device=cuda (rank r takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs")
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
@@ -55,8 +54,22 @@ def resolve_device(spec: str, info: ddp.DistInfo) -> torch.device:
     return torch.device(spec)
 
 
+def precision(requested: str, device: torch.device, pinned: str | None = None) -> str:
+    """The dtype a run trains in: train.dtype, with `auto` resolved once per run.
+
+    auto is bf16 autocast on CUDA and fp32 elsewhere when a run starts; a resumed run keeps
+    the precision its checkpoint was written in (`pinned`), so a CPU run resumed on a GPU
+    stays fp32 instead of switching precision halfway along its curve.
+    """
+    if requested != "auto":
+        return requested
+    if pinned and pinned != "auto":
+        return pinned
+    return "bfloat16" if device.type == "cuda" else "float32"
+
+
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA by default (or when asked for), plain fp32 otherwise."""
+    """bf16 autocast when the run's dtype is bfloat16 (or auto on CUDA), plain fp32 otherwise."""
     if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -72,6 +85,15 @@ def cpu_threads(requested: int) -> int | None:
     if local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
         return max(1, (os.cpu_count() or 1) // local_world)
     return None
+
+
+def set_up_device(cfg: RunConfig, device: torch.device) -> None:
+    threads = cpu_threads(cfg.train.threads)
+    if threads:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def load_data(cfg: RunConfig, device: torch.device):
@@ -98,25 +120,32 @@ def lm_loss(model: torch.nn.Module, batch_BxT1: torch.Tensor, amp: contextlib.Ab
     return F.cross_entropy(logits_BxTxV.float().flatten(0, 1), y_BxT.flatten())
 
 
+def eval_chunks(val_NxT1: torch.Tensor, rows: int, full: Callable, short: Callable):
+    """(chunk, forward) over the val windows in chunks of `rows`: `full` for whole chunks and
+    `short` for a shorter last one, so a compiled forward never sees a second batch shape."""
+    for i in range(0, len(val_NxT1), rows):
+        chunk = val_NxT1[i:i + rows]
+        yield chunk, (full if len(chunk) == rows else short)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val_NxT1: torch.Tensor, rows: int, amp_factory: Callable[[], Any],
-             info: ddp.DistInfo) -> float:
-    """Mean val loss over the fixed held-out windows; ranks split the windows and sum."""
-    was_training = model.training
-    model.eval()
+             info: ddp.DistInfo, eager: torch.nn.Module | None = None) -> float:
+    """Mean val loss over the fixed held-out windows; ranks split the windows and sum.
+
+    The model is not switched to eval mode: neither model has dropout or batch statistics,
+    and a mode switch would make a compiled model compile again.
+    """
     mine = val_NxT1[info.rank::info.world_size]
     total = torch.zeros((), dtype=torch.float64, device=val_NxT1.device)
-    for i in range(0, len(mine), rows):
-        chunk = mine[i:i + rows]
-        total += lm_loss(model, chunk, amp_factory()).double() * chunk[:, 1:].numel()
-    model.train(was_training)
+    for chunk, fwd in eval_chunks(mine, rows, model, eager or model):
+        total += lm_loss(fwd, chunk, amp_factory()).double() * chunk[:, 1:].numel()
     return (ddp.all_sum(total, info) / val_NxT1[:, 1:].numel()).item()
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_BxT1: torch.Tensor,
-               plan: BatchPlan, amp_factory: Callable[[], Any], grad_clip: float, distributed: bool) -> torch.Tensor:
-    """One optimizer update on this rank's rows: micro-batches, clip, step. Returns the mean loss
-    as a device tensor (no host sync)."""
+def accumulate(model: torch.nn.Module, batch_BxT1: torch.Tensor, plan: BatchPlan, amp_factory: Callable[[], Any],
+               distributed: bool) -> torch.Tensor:
+    """Forward and backward of this rank's rows in micro-batches; returns the mean loss (no host sync)."""
     loss_sum = torch.zeros((), device=batch_BxT1.device)
     for m in range(plan.accum_steps):
         micro_BxT1 = batch_BxT1[m * plan.micro_rows:(m + 1) * plan.micro_rows]
@@ -126,90 +155,203 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_B
             loss = lm_loss(model, micro_BxT1, amp_factory()) / plan.accum_steps
             loss.backward()
         loss_sum += loss.detach()
+    return loss_sum
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_BxT1: torch.Tensor,
+               plan: BatchPlan, amp_factory: Callable[[], Any], grad_clip: float, distributed: bool) -> torch.Tensor:
+    """One optimizer update on this rank's rows: micro-batches, clip, step. Returns the mean loss
+    as a device tensor (no host sync)."""
+    loss_sum = accumulate(model, batch_BxT1, plan, amp_factory, distributed)
     clip_grads(model, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum
 
 
-def finite_or_none(x: float) -> float | None:
-    """x, or None for NaN/inf (JSON rows hold null for a diverged loss)."""
-    return x if math.isfinite(x) else None
+def take_step(stepper: Any, accumulate_fn: Callable[[BatchPlan], torch.Tensor]) -> torch.Tensor:
+    """`accumulate_fn(stepper.plan)` (forward and backward of one step), retried with smaller
+    micro-batches when the device runs out of memory.
+
+    Only the gradient pass is retried, never the optimizer update, so a retried step applies
+    exactly one update (the same gradient, up to float rounding of the finer accumulation).
+    Under DDP an out-of-memory error is raised: every rank would have to agree to retry.
+    """
+    while True:
+        try:
+            return accumulate_fn(stepper.plan)
+        except torch.OutOfMemoryError:
+            smaller = smaller_micro_batch(stepper.plan)
+            if smaller is None or getattr(stepper, "distributed", False):
+                raise
+            stepper.zero_grad()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            warn(f"out of memory with micro-batches of {stepper.plan.micro_rows} sequences; "
+                 f"continuing with {smaller.micro_rows} (train.micro_batch_tokens={smaller.micro_rows * stepper.context})")
+            stepper.plan = smaller
 
 
-def _check_branch_compatible(cfg: RunConfig, parent: dict[str, Any], step: int) -> None:
-    """A branch must share everything that shaped the parent's first `step` updates."""
-    mine = cfg.to_dict()
-    for section in ("model", "data", "optim"):
-        for k, v in mine[section].items():
-            if parent[section].get(k) != v:
-                raise ConfigError(
-                    f"train.init_from: {section}.{k} differs from the parent run ({parent[section].get(k)!r} there, {v!r} here)")
-    for key in (("run", "seed"), ("train", "batch_tokens")):
-        if parent[key[0]][key[1]] != mine[key[0]][key[1]]:
-            raise ConfigError(f"train.init_from: {'.'.join(key)} differs from the parent run")
-    parent_cfg = RunConfig.from_dict(parent)
-    if step > cfg.steps:
-        raise ConfigError(f"train.init_from: the checkpoint is at step {step}, past this run's {cfg.steps} steps")
-    ours = lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule)[:step]
-    theirs = lr_curve(parent_cfg.steps, parent_cfg.optim.lr, parent_cfg.schedule)[:step]
-    if not np.array_equal(ours, theirs):
-        first = int(np.argmax(ours != theirs)) + 1
-        raise ConfigError(
-            f"train.init_from: schedule differs from the parent run's at step {first} "
-            f"(lr {theirs[first - 1]:.6g} there, {ours[first - 1]:.6g} here); a WSD cooldown must branch "
-            f"inside the stable phase of both runs")
+class Batches:
+    """Training batches by index, built one step ahead: the next batch is assembled on the CPU
+    while the device runs the current step, and on CUDA copied from pinned memory without
+    blocking the host."""
+
+    def __init__(self, data, plan: BatchPlan, rank: int, device: torch.device, last: int):
+        self.data, self.plan, self.rank, self.device, self.last = data, plan, rank, device, last
+        self._next: tuple[int, torch.Tensor] | None = None
+
+    def _build(self, index: int) -> torch.Tensor:
+        batch = self.data.train_batch(index, self.plan.global_rows)[self.plan.rank_slice(self.rank)]
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
+
+    def get(self, index: int) -> torch.Tensor:
+        if self._next is not None and self._next[0] == index:
+            batch = self._next[1]
+        else:
+            batch = self._build(index)
+        self._next = None
+        return batch
+
+    def prefetch(self, index: int) -> None:
+        if index < self.last:
+            self._next = (index, self._build(index))
+
+
+class SingleStep:
+    """The single-run stepper: one model (compiled and/or DDP-wrapped), its AdamW, its batch plan."""
+
+    def __init__(self, book: RunBook, model: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: BatchPlan,
+                 amp_factory: Callable[[], Any], info: ddp.DistInfo, device: torch.device, compile: bool):
+        self.books: list[RunBook | None] = [book]
+        self.raw, self.optimizer, self.plan, self.amp, self.info = model, optimizer, plan, amp_factory, info
+        self.distributed, self.context = info.enabled, book.cfg.model.context
+        # DDP wraps the plain module and is compiled as a whole (torch docs, "DDP and torch.compile"),
+        # so gradient all-reduce still overlaps the backward; buffers are derived constants (rope
+        # tables), not state to re-broadcast every step.
+        self.model = model
+        if info.enabled:
+            ddp_cls = torch.nn.parallel.DistributedDataParallel
+            no_buffer_sync = ({"forward_sync_buffers": False}   # torch >= 2.12 names it so
+                              if "forward_sync_buffers" in inspect.signature(ddp_cls.__init__).parameters
+                              else {"broadcast_buffers": False})
+            self.model = ddp_cls(model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)
+        self.eval_model = model   # evaluation bypasses DDP: ranks evaluate different numbers of windows
+        if compile:
+            self.model = torch.compile(self.model)
+            self.eval_model = torch.compile(model) if info.enabled else self.model
+
+    def step(self, step: int, batch_BxT1: torch.Tensor) -> torch.Tensor:
+        book = self.books[0]
+        set_lr(self.optimizer, book.lr(step))
+        loss = take_step(self, lambda plan: accumulate(self.model, batch_BxT1, plan, self.amp, self.distributed))
+        clip_grads(self.model, book.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.view(1)
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self, val_NxT1: torch.Tensor, rows: int) -> list[float]:
+        return [evaluate(self.eval_model, val_NxT1, rows, self.amp, self.info, eager=self.raw)]
+
+    def checkpoint(self, slot: int, step: int) -> dict[str, Any]:
+        return {"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def without(self, stopped: set[int]) -> tuple[None, list[int]]:
+        return None, []
+
+
+def run_loop(stepper: Any, step: int, batches: Batches, val_NxT1: torch.Tensor, eval_batch: int,
+             info: ddp.DistInfo, device: torch.device, progress: Progress | None,
+             finish: Callable[[RunBook, str, int], Any]) -> None:
+    """Train every run of `stepper.books` (None: a slot that no longer trains) from `step` to its end.
+
+    The stepper takes one optimizer step of all its runs and returns their losses (K,) as a
+    device tensor; `finish(book, status, step, **extra)` writes a run's summary. Evals take
+    `eval_batch` sequences a forward (eval.batch_size), else the stepper's micro-batch.
+    """
+    cpu = device.type == "cpu"
+    worst_K = torch.zeros(len(stepper.books), device=device)   # max step loss per slot since the last check
+    while stepper is not None:
+        live = [(k, b) for k, b in enumerate(stepper.books) if b is not None]
+        t0 = time.perf_counter()
+        step += 1
+        for _, b in live:
+            b.step = step
+        batch_BxT1 = batches.get(step - 1)
+        loss_K = stepper.step(step, batch_BxT1)
+        batches.prefetch(step)
+        worst_K = torch.maximum(worst_K, loss_K)
+
+        stopped: set[int] = set()
+        if cpu or any(b.syncs_at(step) or step == b.total for _, b in live):
+            # the host sync: on CUDA the wait for this and earlier steps' kernels ends here, so the
+            # step time below includes the device time of every step since the last sync
+            w_K, cur_K = ddp.all_mean(torch.stack([worst_K, loss_K]), info).tolist()
+            for k, b in live:
+                why = b.check(step, w_K[k], cur_K[k])
+                if why:
+                    finish(b, DIVERGED, step, error=why)
+                    stopped.add(k)
+            worst_K = torch.zeros_like(worst_K)
+        seconds = time.perf_counter() - t0
+        for _, b in live:
+            b.count_step(seconds)
+
+        live = [(k, b) for k, b in live if k not in stopped]
+        if any(b.evaluates_at(step) for _, b in live):
+            vals = stepper.evaluate(val_NxT1, eval_batch or stepper.plan.micro_rows)
+            for k, b in live:
+                if b.evaluates_at(step):
+                    b.log_eval(step, vals[k], progress)
+        if any(b.saves_at(step) for _, b in live):
+            # every live run at one step, so a relaunch finds a common resume point
+            for k, b in live:
+                b.save(step, stepper.checkpoint(k, step) if b.write else {})
+            for _, b in live:
+                b.prune()
+        for k, b in live:
+            if step == b.total:
+                finish(b, COMPLETED, step)
+                stopped.add(k)
+        if stopped:
+            stepper, kept = stepper.without(stopped)
+            worst_K = worst_K[kept]
+
+
+def start_runs(books: Sequence[RunBook], branch_of: RunConfig | None = None) -> tuple[int, list[dict | None]]:
+    """Where the runs resume: their newest common intact checkpoint, else (one run) its
+    `train.init_from` parent's, else step 0. Rows and trackers are aligned with it."""
+    step, states = find_resume(books)
+    branch = None
+    if not step and branch_of is not None and branch_of.train.init_from:
+        step, state = load_branch(branch_of)
+        states, branch = [state], Path(branch_of.train.init_from)
+    for b, state in zip(books, states):
+        b.start(step, state, branch)
+    return step, states
 
 
 def restore(cfg: RunConfig, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            device: torch.device, info: ddp.DistInfo) -> tuple[int, float | None, float, dict | None]:
-    """Load the run's latest checkpoint, else the `train.init_from` parent's; align metrics.jsonl with it.
+            device: torch.device, info: ddp.DistInfo = ddp.DistInfo(), t_start: float | None = None
+            ) -> tuple[RunBook, int]:
+    """The run's book and the step it resumes at, with model, optimizer and RNG restored.
 
-    Returns (step, first loss, elapsed seconds, tracker state); (0, None, 0.0, None) for a fresh start.
+    Checkpoints are read onto the CPU whatever `device` is: torch's RNG setters accept only
+    CPU states, and `load_state_dict` copies weights and moments onto the model's device.
     """
-    metrics_path = out / METRICS
-    resume_from = ckpt.latest_checkpoint(out / CKPT_DIR)
-    source = resume_from or (Path(cfg.train.init_from) if cfg.train.init_from else None)
-    if source is None:
-        if info.is_main and metrics_path.exists():
-            write_metrics(metrics_path, [])  # a run stopped before its first checkpoint starts over
-        return 0, None, 0.0, None
-    state = ckpt.load_checkpoint(source, map_location=device)
-    step = state["step"]
-    if not resume_from:
-        _check_branch_compatible(cfg, state["config"], step)
-    if state["data_index"] != step:
-        raise ValueError(f"checkpoint {source}: data position {state['data_index']} does not match step {step}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    ckpt.set_rng_state(state["rng"])
-    if info.is_main:
-        # rows past the checkpoint belong to a run that no longer exists (resume), or to the
-        # parent's own future (branch): keep only steps <= the checkpoint's step
-        rows = read_metrics(metrics_path if resume_from else source.parent.parent / METRICS)
-        write_metrics(metrics_path, [r for r in rows if r["step"] <= step])
-    return step, state["first_loss"], state["elapsed_s"], (state.get("tracker") if resume_from else None)
-
-
-def metrics_row(cfg: RunConfig, fpt: float, lrs, kind: str, step: int, time_s: float, **values: Any) -> dict[str, Any]:
-    """One metrics.jsonl row (train or eval) of a run at `step`; the same for single and packed runs."""
-    tokens = step * cfg.train.batch_tokens
-    return {"kind": kind, "step": step, "tokens": tokens, "flops": tokens * fpt,
-            "lr": float(lrs[step - 1]) if step else 0.0, "time_s": round(time_s, 4), **values}
-
-
-def run_summary(cfg: RunConfig, status: str, *, counts: dict, fpt: float, last_train, last_val, floor,
-                step: int, wall_s: float, step_tokens: int, step_time: float, device: str, world_size: int,
-                data_description: dict, **extra: Any) -> dict[str, Any]:
-    """The summary.json of a run (DESIGN.md's run directory); the single-run and packed trainers both write it."""
-    return {"status": status, "run_id": cfg.run_id(),
-            "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
-            "params_embedding": counts["embedding"], "flops_per_token": fpt,
-            "flop_convention": cfg.run.flop_convention,
-            "final_train_loss": last_train, "final_val_loss": last_val, "loss_floor": floor,
-            "tokens": step * cfg.train.batch_tokens, "steps": step, "total_steps": cfg.steps,
-            "wall_time_s": round(wall_s, 3), "tokens_per_s": round(step_tokens / max(step_time, 1e-9), 1),
-            "device": device, "world_size": world_size, "data": data_description, **provenance(), **extra}
+    book = RunBook(cfg, out, time.perf_counter() if t_start is None else t_start, write=info.is_main)
+    step, (state,) = start_runs([book], cfg)
+    book.dtype = precision(cfg.train.dtype, device, state.get("dtype") if state else None)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    return book, step
 
 
 def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo(),
@@ -219,107 +361,32 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
     t_start = time.perf_counter()
     device = resolve_device(cfg.train.device, info)
     ddp.init(info, device)
-    threads = cpu_threads(cfg.train.threads)
-    if threads:
-        torch.set_num_threads(threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    amp_factory = lambda: autocast(device, cfg.train.dtype)  # noqa: E731  (a fresh context per use)
+    set_up_device(cfg, device)
 
-    # ---- data, model, optimizer -----------------------------------------
-    plan: BatchPlan = plan_batches(cfg, info.world_size)
+    plan = plan_batches(cfg, info.world_size)
     data, val_NxT1, floor = load_data(cfg, device)
     seed_everything(cfg.run.seed)
     model = build_model(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
-    counts = param_counts(cfg.model)
-    fpt = flops_per_token(cfg.model, cfg.run.flop_convention)
-    total = cfg.steps
-    lrs = lr_curve(total, cfg.optim.lr, cfg.schedule)
-    evals = set(eval_steps(total, cfg.eval.points))
-    log_every = cfg.run.log_every or max(1, total // 200)
-    policy = ckpt.CheckpointPolicy.from_config(cfg.run.ckpt_every, cfg.run.ckpt_keep, cfg.run.ckpt_steps, total)
-    eval_rows = cfg.eval.batch_size or plan.micro_rows
+    book, step = restore(cfg, out, model, optimizer, device, info, t_start)
+    if cfg.train.dtype == "auto" and book.dtype != precision("auto", device):
+        warn(f"{out}: this run started in {book.dtype} (train.dtype=auto) and continues in it on {device}")
+    amp_factory = lambda: autocast(device, book.dtype)  # noqa: E731  (a fresh context per use)
+    stepper = SingleStep(book, model, optimizer, plan, amp_factory, info, device, cfg.train.compile)
+    where = str(device) + (f" x{info.world_size}" if info.enabled else "")
 
-    # ---- restore: own checkpoint first, else the branch parent -----------
-    metrics_path, ckpt_dir = out / METRICS, out / CKPT_DIR
-    step, first_loss, elapsed, tracker_state = restore(cfg, out, model, optimizer, device, info)
-    prior = read_metrics(metrics_path) if info.is_main else []
-    last_train = next((r["loss"] for r in reversed(prior) if r["kind"] == "train"), None)
-    last_val = next((r["val_loss"] for r in reversed(prior) if r["kind"] == "eval"), None)
+    def finish(b: RunBook, status: str, s: int, **extra: Any) -> dict[str, Any]:
+        return b.finish(status, s, device=where, world_size=info.world_size, data=data.describe(), floor=floor, **extra)
 
-    raw_model = model
-    if cfg.train.compile:
-        model = torch.compile(model)
-    eval_model = model  # evaluation bypasses DDP: ranks evaluate different numbers of windows
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    trackers = open_trackers(metrics_path, cfg.run, cfg.run_id(), cfg.to_dict(), tracker_state) if info.is_main else None
-
-    def row(kind: str, s: int, **values: Any) -> dict[str, Any]:
-        return metrics_row(cfg, fpt, lrs, kind, s, elapsed + time.perf_counter() - t_start, **values)
-
-    def summary(status: str, **extra: Any) -> dict[str, Any]:
-        s = run_summary(cfg, status, counts=counts, fpt=fpt, last_train=last_train, last_val=last_val, floor=floor,
-                        step=step, wall_s=elapsed + time.perf_counter() - t_start, step_tokens=step_tokens,
-                        step_time=step_time, device=str(device) + (f" x{info.world_size}" if info.enabled else ""),
-                        world_size=info.world_size, data_description=data.describe(), **extra)
-        if info.is_main:
-            atomic_write_json(out / SUMMARY, s)
-        return s
-
-    # ---- the loop ------------------------------------------------------
-    step_tokens, step_time = 0, 0.0   # tokens and seconds of optimizer steps in this process (evals excluded)
-    worst = torch.zeros((), device=device)  # running max of the step loss since the last check (NaN propagates)
-    check_every = 1 if device.type == "cpu" else log_every  # a divergence check is a host sync on CUDA
-    model.train()
     try:
-        while step < total:
-            t0 = time.perf_counter()
-            step += 1
-            set_lr(optimizer, float(lrs[step - 1]))
-            batch_BxT1 = data.train_batch(step - 1, plan.global_rows)[plan.rank_slice(info.rank)]
-            loss_sum = train_step(model, optimizer, batch_BxT1.to(device, non_blocking=True), plan,
-                                  amp_factory, cfg.train.grad_clip, info.enabled)
-            worst = torch.maximum(worst, loss_sum)
-            step_time += time.perf_counter() - t0
-            step_tokens += cfg.train.batch_tokens
-
-            log_now = step == 1 or step % log_every == 0 or step == total
-            if log_now or step % check_every == 0:
-                w, cur = ddp.all_mean(torch.stack([worst, loss_sum]), info).tolist()
-                first_loss = cur if first_loss is None else first_loss
-                diverged = not (math.isfinite(w) and w <= cfg.run.diverge_factor * first_loss)
-                if log_now or diverged:
-                    last_train = finite_or_none(cur)
-                    if trackers:
-                        trackers.log(row("train", step, loss=last_train))
-                if diverged:
-                    raise Diverged(f"train loss {w:.4g} at step {step} (first loss {first_loss:.4g}, "
-                                   f"run.diverge_factor={cfg.run.diverge_factor})")
-                worst = torch.zeros((), device=device)
-            if step in evals:
-                last_val = evaluate(eval_model, val_NxT1, eval_rows, amp_factory, info)
-                r = row("eval", step, val_loss=finite_or_none(last_val))
-                if trackers:
-                    trackers.log(r)
-                if progress and info.is_main:
-                    progress({**r, "loss": last_train, "total_steps": total})
-            if policy.due(step) and info.is_main:
-                ckpt.save_checkpoint(ckpt.ckpt_path(ckpt_dir, step), {
-                    "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step, "data_index": step, "first_loss": first_loss,
-                    "elapsed_s": elapsed + time.perf_counter() - t_start, "rng": ckpt.rng_state(),
-                    "tracker": trackers.state() if trackers else {}, "config": cfg.to_dict()})
-                policy.prune(ckpt_dir)
-        return summary(COMPLETED)
-    except Diverged as e:
-        return summary(DIVERGED, error=str(e))
+        if step >= cfg.steps:
+            return finish(book, COMPLETED, step)
+        run_loop(stepper, step, Batches(data, plan, info.rank, device, cfg.steps), val_NxT1,
+                 cfg.eval.batch_size, info, device, progress, finish)
+        return book.summary
     except BaseException as e:
-        summary("failed", error=f"{type(e).__name__}: {e}")
+        book.fail(finish, e)
         raise
     finally:
-        if trackers:
-            trackers.close()
+        book.close()
+

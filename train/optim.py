@@ -65,3 +65,29 @@ def clip_grads(model: torch.nn.Module, max_norm: float) -> torch.Tensor | None:
     if max_norm <= 0:
         return None
     return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+
+
+def smaller_micro_batch(plan: BatchPlan) -> BatchPlan | None:
+    """The plan with the largest micro-batch of at most half the current rows that still divides
+    the rank's rows (the out-of-memory fallback); None when a micro-batch is already one row.
+    Accumulating more, smaller micro-batches computes the same mean loss and gradient."""
+    for m in range(plan.micro_rows // 2, 0, -1):
+        if plan.rank_rows % m == 0:
+            return BatchPlan(plan.global_rows, plan.rank_rows, m, plan.rank_rows // m)
+    return None
+
+
+def pack_plan(plan: BatchPlan, k: int, device_type: str) -> BatchPlan:
+    """The micro-batch of a pack of `k` models.
+
+    On CUDA one forward of a pack holds k models' activations, so the single run's
+    micro-batch (the memory one run is allowed) is divided by k, down to a divisor of the
+    rank's rows (K=32 at the GPU demo's 65k-token batches would otherwise need ~200 GB).
+    On the CPU the micro-batch stays as the single run's: host memory is not the limit at
+    CPU model sizes, and the fewer, larger matmuls are what packing is for.
+    """
+    if device_type != "cuda" or k <= 1:
+        return plan
+    target = max(1, plan.micro_rows // k)
+    micro = max(m for m in range(1, target + 1) if plan.rank_rows % m == 0)
+    return BatchPlan(plan.global_rows, plan.rank_rows, micro, plan.rank_rows // micro)

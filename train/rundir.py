@@ -6,8 +6,10 @@ and on failure), ckpt/ (checkpoints).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,28 +32,65 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+class NoSpaceLeft(OSError):
+    """A write failed because the file system is full; the message names the file and what it needed."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def no_space(path: str | Path, needed: int | None) -> NoSpaceLeft:
+    """The one error a full disk gives: which file, how much it needed, how much is free."""
+    path = Path(path)
+    try:
+        free = f", {_size(shutil.disk_usage(path.parent).free)} free"
+    except OSError:
+        free = ""
+    need = f"needed {_size(needed)}" if needed is not None else "needed more"
+    return NoSpaceLeft(errno.ENOSPC, f"no space left on device writing {path} ({need}{free}); "
+                                     f"free some space and rerun the same command: it resumes")
+
+
+def is_no_space(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], size: int | None = None) -> None:
     """Call `write(f)` on a temporary binary file in the same directory, fsync, then rename over `path`.
 
-    A reader sees either the old file or the new one, never a half-written one.
+    A reader sees either the old file or the new one, never a half-written one. A full
+    disk raises `NoSpaceLeft` (with `size`, the bytes needed, when known) and leaves no
+    temporary file behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if is_no_space(e) and not isinstance(e, NoSpaceLeft):
+            raise no_space(path, size) from None
         raise
     _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data), len(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -74,12 +113,22 @@ class JsonlWriter:
         self._f = open(self.path, "a")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._f.write(json.dumps(row, separators=(",", ":")) + "\n")
-        self._f.flush()
+        line = json.dumps(row, separators=(",", ":")) + "\n"
+        try:
+            self._f.write(line)
+            self._f.flush()
+        except OSError as e:
+            if is_no_space(e):
+                raise no_space(self.path, len(line)) from None
+            raise
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as e:   # the buffered tail of a row that already failed on a full disk
+                if not is_no_space(e):
+                    raise
 
     def __enter__(self) -> "JsonlWriter":
         return self
@@ -110,6 +159,32 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
         rows.append(row)
     return rows
+
+
+def salvage_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The readable rows of a metrics.jsonl and the (1-based) numbers of damaged lines.
+
+    For the trainer's resume, which rewrites the file from its intact rows instead of
+    failing forever on one damaged line; a torn last line is skipped as `read_metrics` does.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    lines = path.read_text(errors="replace").splitlines()
+    rows, damaged = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or "kind" not in row:
+                raise ValueError
+        except ValueError:
+            if i < len(lines) - 1:
+                damaged.append(i + 1)
+            continue
+        rows.append(row)
+    return rows, damaged
 
 
 def write_metrics(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

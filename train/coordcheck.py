@@ -71,10 +71,14 @@ class Record:
 
 
 def _measure(cfg: CoordCheckConfig, width: int, parametrization: str, seed: int) -> dict[tuple[int, str], float]:
+    import contextlib
+
     import torch
-    import torch.nn.functional as F
 
     from models import build_model
+    from train.config import OptimConfig
+    from train.loop import lm_loss
+    from train.optim import build_optimizer
 
     torch.manual_seed(seed)
     model = build_model(cfg.model_config(width, parametrization))
@@ -84,23 +88,22 @@ def _measure(cfg: CoordCheckConfig, width: int, parametrization: str, seed: int)
 
     def hook(name):
         def record(_module, _inp, out):
+            out = out[0] if isinstance(out, tuple) else out   # the model returns (logits, state)
             acts[name] = out.detach().abs().mean().item()
         return record
 
     handles = [model.wte.register_forward_hook(hook("embed"))]
     handles += [b.register_forward_hook(hook(f"block.{i}")) for i, b in enumerate(model.blocks)]
-    groups = model.param_groups(weight_decay=0.0, exclude_from_decay=True)
-    for group in groups:
-        group["lr"] = cfg.lr * group["lr_mult"]
-    opt = torch.optim.Adam(groups, lr=cfg.lr)
+    handles.append(model.register_forward_hook(hook("logits")))
+    # the trainer's AdamW over the model's muP groups; no decay and Adam's default betas: plain Adam
+    opt = build_optimizer(model, OptimConfig(lr=cfg.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, fused=False),
+                          torch.device("cpu"))
     out: dict[tuple[int, str], float] = {}
     for step in range(cfg.steps + 1):
-        logits_BxTxV, _ = model(idx_BxT1[:, :-1])
-        acts["logits"] = logits_BxTxV.detach().abs().mean().item()
+        loss = lm_loss(model, idx_BxT1, contextlib.nullcontext())
         out.update({(step, k): v for k, v in acts.items()})
         if step == cfg.steps:
             break
-        loss = F.cross_entropy(logits_BxTxV.reshape(-1, cfg.vocab_size), idx_BxT1[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
