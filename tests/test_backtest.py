@@ -133,6 +133,7 @@ def _overtraining_grid(seed: int, noise: float = 0.005) -> pd.DataFrame:
                          "step": 1, "final": True})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 5, 7])
 def test_leaderboard_ranks_by_the_far_end_where_the_right_law_wins(seed):
     # on these grids the mean error over the held-out runs favours chinchilla, whose spare exponent

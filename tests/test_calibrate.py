@@ -108,6 +108,7 @@ def test_run_scatter_is_not_set_by_the_few_runs_a_law_misfits():
 PUBLISHED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PUBLISHED.is_file(), reason="../shared/data not present")
 @pytest.mark.parametrize("law", ["chinchilla", "kaplan"])
 def test_the_calibrated_interval_covers_published_forecasts_32x_beyond_the_fit(law):

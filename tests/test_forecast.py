@@ -66,6 +66,7 @@ def test_every_law_kernel_is_its_plain_form():
         np.testing.assert_allclose(law.predict(P, **x), law.loss(P, **x), rtol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow
 def test_the_schedule_features_of_a_trained_run_are_the_same_when_fitting_and_when_forecasting(tmp_path):
     """One function gives S1/S2: the loader on the run directory, the forecast on its config."""
     pytest.importorskip("torch")

@@ -102,6 +102,7 @@ def test_the_isoflop_star_is_drawn_where_the_legend_says(tmp_path, saved):
     assert any("N_opt" in t.get_text() for t in ax.get_legend().get_texts())
 
 
+@pytest.mark.slow
 def test_fit_residual_and_backtest_figures_read_cleanly(narrow_sweep, tmp_path, saved):
     table = load(narrow_sweep)
     for law in ("chinchilla", "compute", "kaplan-schedule"):

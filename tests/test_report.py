@@ -65,6 +65,7 @@ def test_a_schedule_law_is_fitted_on_whole_curves_and_row_filters_apply(tmp_path
         write_report(sweep, tmp_path / "r2.md", laws=("kaplan",), min_tokens=1e30)
 
 
+@pytest.mark.slow
 def test_report_by_default_fits_the_schedule_laws_and_forecasts_a_given_target(tmp_path, capsys):
     import json
 

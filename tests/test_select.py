@@ -24,6 +24,7 @@ def _kaplan_ladder(seed: int = 0) -> pd.DataFrame:
                          "step": 1, "final": True})
 
 
+@pytest.mark.slow
 def test_the_law_the_data_follow_is_chosen():
     s = select_law(_kaplan_ladder(), ["chinchilla", "kaplan", "compute"], bootstrap=20, n_starts=2)
     assert s.law == "kaplan" and s.result.law == "kaplan" and s.reasons[-1] == "chosen: kaplan"
@@ -41,6 +42,7 @@ def test_a_law_with_a_parameter_at_its_bound_is_passed_over_and_the_reason_given
     assert any("chinchilla ranks above compute" in r and "E at a bound" in r for r in s.reasons)
 
 
+@pytest.mark.slow
 def test_fit_law_auto_from_the_command_line(tmp_path, capsys):
     csv = tmp_path / "kaplan.csv"
     _kaplan_ladder().to_csv(csv, index=False)
