@@ -307,6 +307,10 @@ def run_covariates(result: FitResult, config) -> tuple[dict[str, np.ndarray], np
 def _forecast_run(result: FitResult, config, level: float) -> Forecast:
     cov, steps, tokens_per_step, note, cfg = run_covariates(result, config)
     tokens = steps * tokens_per_step
+    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
+    if tokens[-1] < d_min:
+        raise ValueError(f"the planned run ends at {tokens[-1]:,.0f} tokens, before the fewest the {result.law} law "
+                         f"was fitted on ({d_min:,.0f}): the law says nothing there")
     point = np.asarray(result.predict(**cov), float)
     if result.samples is not None and len(result.samples):
         b_lo, b_hi = percentile_band(np.asarray(result.predict_samples(**cov), float), level)
@@ -314,7 +318,6 @@ def _forecast_run(result: FitResult, config, level: float) -> Forecast:
         b_lo = b_hi = np.full_like(point, np.nan)
     lo, hi, kind, extra = _interval(result, point, b_lo, b_hi, level, cov, model=cfg.model, tokens=tokens,
                                     check=slice(-1, None))
-    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
     shown = tokens >= d_min
     if not shown.all():
         note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"

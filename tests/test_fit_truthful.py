@@ -206,6 +206,19 @@ def test_an_optimizer_stop_at_the_optimum_is_explained_not_flagged():
     assert not r.message.rstrip().endswith(":")
 
 
+def test_a_planned_run_shorter_than_the_fitted_ones_is_refused_not_printed_as_null(sweep, tmp_path, capsys):
+    from train.config import RunConfig
+
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "1", "--bootstrap", "16"]) == 0
+    cfg = tmp_path / "short.json"
+    cfg.write_text(json.dumps(RunConfig().to_dict()))
+    capsys.readouterr()
+    assert run_testbed(["predict", str(out), "--run", str(cfg), "train.tokens=8192", "train.batch_tokens=4096"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "before the fewest" in err and len(err.splitlines()) == 1
+
+
 def test_predict_prints_what_it_was_asked(sweep, tmp_path, capsys):
     out = tmp_path / "fit.json"
     assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "1", "--bootstrap", "32"]) == 0
