@@ -1,12 +1,16 @@
 """Scaling-law analysis: load curves, fit laws, predict with intervals, backtest, plot, report.
 
 Torch-free by design (numpy, scipy, pandas, matplotlib), so published numbers
-can be fitted without a deep-learning stack. Modules:
+can be fitted without a deep-learning stack. The library entry points:
 
-- `analysis.load`: run/sweep directories and CSV/Parquet tables -> the tidy curve table
-- `analysis.laws`, `analysis.fitting`, `analysis.uncertainty`, `analysis.predict`: laws, fits, intervals
-- `analysis.backtest`: leave-largest-out backtests and a leaderboard of laws
-- `analysis.calibrate`: forecast intervals widened by the extrapolation error the ladder measures on itself
-- `analysis.plots`, `analysis.report`: figures and a Markdown report
+- `analysis.load.load`: run/sweep directories and CSV/Parquet tables -> the tidy curve table
+  (`analysis.rundirs`, `analysis.tables`), with the row filters and the N-convention decision
+- `analysis.fitting.fit`: a law (`analysis.laws`) fitted by the robust engine
+  (`analysis.objective`, `analysis.uncertainty`), a `FitResult` (`analysis.fitresult`)
+- `analysis.predict.forecast`: the loss at a point, at a compute budget or along a planned
+  run, with the bootstrap band or the calibrated interval (`analysis.calibrate`)
+- `analysis.backtest`: leave-largest-out backtests and a leaderboard of laws;
+  `analysis.select.select_law`: the law chosen by those backtests (`testbed fit --law auto`)
+- `analysis.plots`, `analysis.report.write_report`: figures and a Markdown report
 - `analysis.cli`: `testbed fit|predict|backtest|report` (also `python -m analysis ...`)
 """

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import fit as fit_law
-from analysis.fitting import select_rows
 from analysis.laws import get_law
+from analysis.load import select_rows, use_n_convention
 
 PER_RUN_COLUMNS = ("cutoff", "run", "N", "D", "C", "extrapolation", "actual", "predicted", "lower", "upper",
                    "rel_err", "are_curve", "covered", "pred_lower", "pred_upper", "covered_predictive")
@@ -53,7 +53,7 @@ class BacktestResult:
         """JSON-ready: summary plus per-run rows (NaN as None)."""
         rows = self.per_run.astype(object).where(self.per_run.notna(), None).to_dict("records")
         return {"law": self.law, "level": self.level, "cutoffs": list(self.cutoffs),
-                "summary": _jsonable(self.summary), "per_run": _jsonable(rows)}
+                "summary": jsonable(self.summary), "per_run": jsonable(rows)}
 
 
 def run_compute(table: pd.DataFrame) -> pd.Series:
@@ -75,32 +75,26 @@ def default_cutoff(table: pd.DataFrame, holdout_frac: float = 0.25) -> float:
 
 def backtest(table: pd.DataFrame, law: str = "chinchilla", *, cutoff: float | None = None,
              holdout_frac: float = 0.25, level: float = 0.9, bootstrap: int = 200, seed: int = 0,
-             select: str = "final", **fit_kwargs) -> BacktestResult:
+             select: str | None = None, n_convention: str | None = None, **fit_kwargs) -> BacktestResult:
     """Leave-largest-out: fit on runs with final compute <= cutoff, predict the rest.
 
     `bootstrap` replicates give the prediction intervals; with 0 there are no
-    intervals and coverage is NaN. Extra keyword arguments go to `analysis.fitting.fit`.
+    intervals and coverage is NaN. `select` defaults to the rows the law describes
+    (`Law.fitted_on`) and N counts what `analysis.load.n_convention` decides for this law,
+    so a law scores the same alone or in a leaderboard. Extra keyword arguments go to
+    `analysis.fitting.fit`.
     """
-    get_law(law)  # unknown law -> ValueError listing the known ones, before any work
+    table, select, fit_kwargs = _for_law(table, law, select, n_convention, fit_kwargs)
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     cut = default_cutoff(table, holdout_frac) if cutoff is None else float(cutoff)
     per_run, result = _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs)
     return BacktestResult(law=law, level=level, cutoffs=(cut,), per_run=per_run,
-                          summary=_summarize(per_run, [result], table, cut), fits=(result,))
+                          summary=_summarize(per_run, [result], table, cut, select, fit_kwargs), fits=(result,))
 
 
-def rollout(table: pd.DataFrame, law: str = "chinchilla", *, n_cutoffs: int = 4, min_train_runs: int | None = None,
-            level: float = 0.9, bootstrap: int = 200, seed: int = 0, select: str = "final",
-            **fit_kwargs) -> BacktestResult:
-    """Backtests at successive compute cutoffs (log-spaced over the feasible budgets).
-
-    At each cutoff every larger run is held out; `extrapolation` in `per_run`
-    says how far beyond the fitted compute each forecast reaches. The smallest
-    cutoff keeps `min_train_runs` runs (default: one more than the law's parameters).
-    """
-    if min_train_runs is None:
-        min_train_runs = get_law(law).n_params + 1
+def rollout_cutoffs(table: pd.DataFrame, n_cutoffs: int, min_train_runs: int) -> tuple[float, ...]:
+    """Up to `n_cutoffs` compute cutoffs, log-spaced over those that keep >= `min_train_runs` runs and hold one out."""
     compute = run_compute(table)
     budgets = np.unique(compute.to_numpy())
     n_train = np.array([(compute <= b).sum() for b in budgets])
@@ -109,21 +103,40 @@ def rollout(table: pd.DataFrame, law: str = "chinchilla", *, n_cutoffs: int = 4,
         raise ValueError(f"no compute cutoff leaves >= {min_train_runs} training runs and a larger held-out run "
                          f"({len(compute)} runs, {len(budgets)} budgets)")
     picks = np.unique(np.round(np.geomspace(1, len(feasible), min(n_cutoffs, len(feasible)))).astype(int) - 1)
-    cutoffs = tuple(float(feasible[i]) for i in picks)
+    return tuple(float(feasible[i]) for i in picks)
+
+
+def rollout(table: pd.DataFrame, law: str = "chinchilla", *, n_cutoffs: int = 4, min_train_runs: int | None = None,
+            level: float = 0.9, bootstrap: int = 200, seed: int = 0, select: str | None = None,
+            n_convention: str | None = None, cutoffs=None, **fit_kwargs) -> BacktestResult:
+    """Backtests at successive compute cutoffs (log-spaced over the feasible budgets, or `cutoffs`).
+
+    At each cutoff every larger run is held out; `extrapolation` in `per_run`
+    says how far beyond the fitted compute each forecast reaches. The smallest
+    cutoff keeps `min_train_runs` runs (default: one more than the law's parameters).
+    """
+    table, select, fit_kwargs = _for_law(table, law, select, n_convention, fit_kwargs)
+    if min_train_runs is None:
+        min_train_runs = get_law(law).n_params + 1
+    cutoffs = rollout_cutoffs(table, n_cutoffs, min_train_runs) if cutoffs is None else tuple(map(float, cutoffs))
     frames, fits = [], []
     for cut in cutoffs:
         per_run, result = _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs)
         frames.append(per_run)
         fits.append(result)
     per_run = pd.concat(frames, ignore_index=True)
-    summary = _summarize(per_run, fits, table, cutoffs[-1])
+    summary = _summarize(per_run, fits, table, cutoffs[-1], select, fit_kwargs)
     summary["n_cutoffs"] = len(cutoffs)
     return BacktestResult(law=law, level=level, cutoffs=cutoffs, per_run=per_run, summary=summary,
                           fits=tuple(fits))
 
 
+RANKING = "far-weighted |rel err|: rollout forecasts weighted by ln(C / cutoff), so the farthest count most"
+DEFAULT_ROLLOUT_CUTOFFS = 4
+
+
 def leaderboard(table: pd.DataFrame, laws: Sequence[str] = ("chinchilla", "kaplan"), **kwargs) -> pd.DataFrame:
-    """Every law backtested on the same split, best (lowest mean final-loss error) first.
+    """Every law backtested on the same splits, best first (`RANKING`).
 
     A law that cannot be fitted on this data (say, a whole-curve law on a table
     of final losses) gets a row with its error message instead of stopping the others.
@@ -131,61 +144,84 @@ def leaderboard(table: pd.DataFrame, laws: Sequence[str] = ("chinchilla", "kapla
     return leaderboard_results(table, laws, **kwargs)[0]
 
 
-def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], **kwargs) -> tuple[pd.DataFrame, dict[str, BacktestResult]]:
-    """`leaderboard` plus each law's BacktestResult (for plots and per-run tables).
+def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], *, n_cutoffs: int = DEFAULT_ROLLOUT_CUTOFFS,
+                        **kwargs) -> tuple[pd.DataFrame, dict[str, BacktestResult]]:
+    """`leaderboard` plus each law's BacktestResult at the main cutoff (for plots and per-run tables).
 
-    Without an explicit `select`, each law is fitted on the rows it describes: every eval
-    point for laws of the lr schedule (S1, S2), each run's final point for the others.
+    Each law is scored twice on splits shared by every law: at one compute cutoff (`cutoff`,
+    default: the top `holdout_frac` of budgets held out; errors and interval coverage), and by
+    a rollout over up to `n_cutoffs` cutoffs, from the smallest that leaves every law one more
+    run than it has parameters (`far_err`, what the board is ranked by: the mean |relative
+    error| of the rollout's forecasts weighted by ln(held-out C / cutoff), so a law that is
+    right nearby but drifts at the far end ranks below one that holds). Without an explicit
+    `select`, each law is fitted on the rows it describes (`Law.fitted_on`), and each law
+    counts N its own way (`analysis.load.n_convention`).
     """
-    for name in laws:
-        get_law(name)
+    law_objs = [get_law(name) for name in laws]
     select = kwargs.pop("select", None)
     cutoff = kwargs.pop("cutoff", None)
     if cutoff is None:
         cutoff = default_cutoff(table, kwargs.pop("holdout_frac", 0.25))
     kwargs.pop("holdout_frac", None)
+    try:
+        cuts = rollout_cutoffs(table, n_cutoffs, max(law.n_params for law in law_objs) + 1)
+    except ValueError:
+        cuts = (float(cutoff),)     # too few runs for a rollout: rank on the one split
     rows, results = [], {}
     for name in laws:
         t0 = time.perf_counter()
         try:
-            sel = select or default_select(name)
-            res = backtest(table, name, cutoff=cutoff, select=sel, **kwargs)
+            res = backtest(table, name, cutoff=cutoff, select=select, **kwargs)
             results[name] = res
-            rows.append({"law": name, **res.summary, "seconds": time.perf_counter() - t0, "error": ""})
+            roll = rollout(table, name, cutoffs=cuts, select=select, **{**kwargs, "bootstrap": 0})
+            rows.append({"law": name, **far_weighted(roll.per_run), **res.summary,
+                         "seconds": time.perf_counter() - t0, "error": ""})
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
             rows.append({"law": name, "seconds": time.perf_counter() - t0, "error": str(e).splitlines()[0]})
     board = pd.DataFrame(rows)
-    if "mean_abs_rel_err" in board:
-        board = board.sort_values("mean_abs_rel_err", na_position="last", kind="stable")
+    if "far_err" in board:
+        board = board.sort_values(["far_err", "mean_abs_rel_err"], na_position="last", kind="stable")
     return board.reset_index(drop=True), results
+
+
+def far_weighted(per_run: pd.DataFrame) -> dict[str, float]:
+    """far_err: mean |rel err| weighted by ln(extrapolation) (forecasts at the cutoff itself weigh nothing);
+    with it the number of forecasts and the largest distance they reach."""
+    x = np.log(np.maximum(per_run["extrapolation"].to_numpy(float), 1.0))
+    err = per_run["rel_err"].abs().to_numpy(float)
+    ok = np.isfinite(err)
+    w = np.where(ok, x, 0.0)
+    far = float((w * np.where(ok, err, 0.0)).sum() / w.sum()) if w.sum() > 0 else float(np.nanmean(err))
+    return {"far_err": far, "rollout_forecasts": int(ok.sum()), "rollout_max_extrapolation": float(np.exp(x.max()))}
 
 
 # ---------------------------------------------------------------------------
 
-def default_select(law_name: str) -> str:
-    """"all" (every eval point) for laws of the lr schedule's features, else "final"."""
-    return "all" if "S1" in get_law(law_name).covariates else "final"
+def _for_law(table, law, select, n_convention, fit_kwargs):
+    """The table with N counted as this law's fit counts it, the law's row selection, the fit settings."""
+    law = get_law(law)   # unknown law -> ValueError listing the known ones, before any work
+    table, conv, _, _ = use_n_convention(table, law, n_convention)
+    return table, select or law.fitted_on, {**fit_kwargs, "n_convention": conv}
 
 
-def log_residuals(result, table: pd.DataFrame, select: str = "final") -> np.ndarray:
-    """log(actual) - log(fit) on the rows a fit with `select` uses (`analysis.fitting.select_rows`)."""
-    rows = select_rows(table, select)
+def log_residuals(result, table: pd.DataFrame, select: str | None = None) -> np.ndarray:
+    """log(actual) - log(fit) on the rows the fit used (`select`, default the fit's own), N as the fit counted it."""
+    rows = select_rows(use_n_convention(table, result.law_obj, result.convention.get("N"))[0],
+                       select or result.settings.get("select") or result.law_obj.fitted_on)
     return np.log(rows["loss"].to_numpy(float)) - np.log(np.asarray(result.predict(**covariates_for(rows, result.law)),
                                                                     float))
 
 
 def covariates_for(rows: pd.DataFrame, law_name: str) -> dict[str, np.ndarray]:
-    """The covariate arrays a law predicts from, taken from tidy-table rows."""
+    """The covariate arrays a law predicts from, taken from tidy-table rows (N as the rows count it)."""
     law = get_law(law_name)
-    rows = rows.copy()
-    if "M" in law.covariates and "M" not in rows.columns and {"N", "D"} <= set(rows.columns):
-        rows["M"] = rows["D"] / rows["N"]    # tokens per parameter (Gadre et al. 2024)
-    missing = [c for c in law.covariates if c not in rows.columns]
+    cols = law.source_columns(rows.columns)
+    missing = [c for c in cols if c not in rows.columns]
     if missing:
         hint = (" (S1/S2 come from each run's lr schedule: load run directories, not a table of final losses)"
                 if {"S1", "S2"} & set(missing) else "")
         raise ValueError(f"law {law_name!r} needs column(s) {missing}, which the table lacks{hint}")
-    return {c: rows[c].to_numpy(dtype=float) for c in law.covariates}
+    return law.covariate_arrays({c: rows[c].to_numpy(dtype=float) for c in cols})
 
 
 def _one_cutoff(table, law, cut, level, bootstrap, seed, select, fit_kwargs):
@@ -249,7 +285,8 @@ def _predictive_band(result, train: pd.DataFrame, law: str, select: str, cov: di
     return lo, hi
 
 
-def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut: float) -> dict[str, Any]:
+def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut: float, select: str,
+               fit_kwargs: dict) -> dict[str, Any]:
     abs_err = per_run["rel_err"].abs()
     covered = per_run["covered"].dropna()
     covered_pred = per_run["covered_predictive"].dropna()
@@ -264,6 +301,7 @@ def _summarize(per_run: pd.DataFrame, fits: list, table: pd.DataFrame, last_cut:
         "coverage_predictive": float(covered_pred.mean()) if len(covered_pred) else float("nan"),
         "max_extrapolation": float(per_run["extrapolation"].max()),
         "converged": bool(all(getattr(f, "converged", True) for f in fits)),
+        "select": select, "n_convention": fit_kwargs.get("n_convention"),
     }
 
 
@@ -273,11 +311,11 @@ def _require(table: pd.DataFrame, cols: Sequence[str]) -> None:
         raise ValueError(f"the table lacks column(s) {missing}; it has {list(table.columns)}")
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return None if not np.isfinite(obj) else float(obj)
     if isinstance(obj, np.integer):

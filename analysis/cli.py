@@ -1,25 +1,31 @@
 """Command lines of the analysis package: fit, predict, backtest, report.
 
 `testbed fit|predict|backtest|report ...` and `python -m analysis fit|predict|backtest|report ...`
-both land here. A bad input (unknown law, missing column, unreadable file)
-exits with code 2 and one line naming the problem; nothing is written then.
+both land here. Each command parses its flags, calls a library entry point
+(`analysis.fitting.fit`, `analysis.predict.forecast`, `analysis.backtest`,
+`analysis.report.write_report`) and prints. A bad input (unknown law, missing column,
+unreadable file, malformed fit JSON, a filter that leaves nothing) exits with code 2
+and one line naming the file or flag; nothing is written then.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 from typing import Callable
 
-import numpy as np
+from analysis.console import print_fit, print_frame
+from train.contract import EXIT_BAD_INPUT, N_CONVENTIONS
 
-from train.contract import EXIT_BAD_INPUT
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
 
 
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
            argv: list[str] | None) -> int:
     try:
-        args = parser.parse_intermixed_args(argv)
+        args = parser.parse_intermixed_args(_join_negative_numbers(parser, argv))
     except SystemExit as e:   # argparse: --help exits 0, a usage error exits 2
         return int(e.code or 0)
     try:
@@ -30,48 +36,58 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argpars
         return EXIT_BAD_INPUT
 
 
+def _join_negative_numbers(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str]:
+    """`--C -1e20` as `--C=-1e20`: argparse takes "-1e20" for a flag, so the value check never sees it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    numeric = {s for a in parser._actions if a.type in (float, int) for s in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in numeric and i + 1 < len(argv) and _NEGATIVE_NUMBER.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="sweep/run directory, or a CSV/Parquet table")
     p.add_argument("--columns", default=None,
                    help='column mapping for tables, e.g. N="Model Size",C="Training FLOP",loss=loss')
-    p.add_argument("--n-convention", choices=("total", "non_embedding"), default=None,
-                   help="which parameter count is N (default: the law's)")
+    p.add_argument("--n-convention", choices=N_CONVENTIONS, default=None,
+                   help="which parameter count is N (default: the sweep spec's n_params, else each law's own)")
     p.add_argument("--include-failed", action="store_true", help="keep diverged/failed runs")
     p.add_argument("--include-partial", action="store_true", help="keep runs without a summary.json yet")
     p.add_argument("--min-tokens", type=float, default=None,
                    help="leave out rows with fewer training tokens D (e.g. eval points in a run's early plateau)")
     p.add_argument("--min-tokens-per-param", type=float, default=None,
                    help="leave out rows with D/N below this (e.g. the few lowest-ratio points of a published table)")
+    p.add_argument("--skip-first", type=float, default=None, metavar="FRAC",
+                   help="leave out the first FRAC of each run's curve (eval points before FRAC x its final tokens)")
+    p.add_argument("--where", action="append", default=None, metavar="KEY=VALUE",
+                   help="keep only rows whose column KEY equals VALUE (repeatable), e.g. --where dataset=c4")
 
 
-def _load(args: argparse.Namespace, law: str):
-    from analysis.laws import get_law
-    from analysis.load import load
+def _load(args: argparse.Namespace):
+    from analysis.load import filter_rows, load
 
-    n_conv = args.n_convention or get_law(law).n_convention
-    table = load(args.input, columns=args.columns, n_convention=n_conv,
+    table = load(args.input, columns=args.columns, n_convention=args.n_convention,
                  include_failed=args.include_failed, include_partial=args.include_partial)
-    return filter_rows(table, min_tokens=args.min_tokens, min_tokens_per_param=args.min_tokens_per_param)
+    return filter_rows(table, min_tokens=args.min_tokens, min_tokens_per_param=args.min_tokens_per_param,
+                       skip_first=args.skip_first, where=args.where)
 
 
-def filter_rows(table, *, min_tokens: float | None = None, min_tokens_per_param: float | None = None):
-    """The rows kept by the command line's row filters; an error names the filter that left nothing."""
-    keep = np.ones(len(table), bool)
-    for flag, value, cols in (("--min-tokens", min_tokens, ("D",)), ("--min-tokens-per-param", min_tokens_per_param,
-                                                                       ("D", "N"))):
-        if value is None:
-            continue
-        if not value >= 0:
-            raise ValueError(f"{flag} must be a non-negative number, got {value}")
-        missing = [c for c in cols if c not in table.columns]
-        if missing:
-            raise ValueError(f"{flag} needs column(s) {missing}, which the table lacks")
-        got = table["D"].to_numpy(float) if flag == "--min-tokens" else \
-            table["D"].to_numpy(float) / table["N"].to_numpy(float)
-        keep &= got >= value
-    if not keep.any():
-        raise ValueError("the row filters (--min-tokens, --min-tokens-per-param) leave no rows")
-    return table[keep] if not keep.all() else table
+def _laws(names: str):
+    from analysis.laws import get_law
+
+    laws = [s.strip() for s in names.split(",") if s.strip()]
+    if not laws:
+        raise ValueError("--laws names no law")
+    for name in laws:
+        get_law(name)   # unknown law: fail before loading anything
+    return laws
 
 
 # ---------------------------------------------------------------------------
@@ -80,13 +96,19 @@ def filter_rows(table, *, min_tokens: float | None = None, min_tokens_per_param:
 def fit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed fit", description="Fit a scaling law; print its constants and write the fit JSON.")
     _input_args(p)
-    p.add_argument("--law", default="chinchilla", help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule)")
+    p.add_argument("--law", default="chinchilla",
+                   help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule), or auto: the "
+                        "law that forecasts best in rollout backtests inside these runs, far end weighted, among "
+                        "those whose fit leaves no parameter at a bound (analysis.select)")
     p.add_argument("--out", default="fit.json", help="where to write the fit result (JSON)")
-    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates over runs (intervals); 0: none")
+    p.add_argument("--by", default=None, metavar="COLUMN",
+                   help="one fit per value of this column (e.g. dataset), written to OUT with the value in its name")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates over runs (intervals); 0: none")
     p.add_argument("--level", type=float, default=0.95, help="interval level of the bootstrap intervals")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log residuals")
-    p.add_argument("--select", choices=("final", "all"), default="final",
-                   help="final: each run's last eval; all: every eval point")
+    p.add_argument("--select", choices=("final", "all"), default=None,
+                   help="final: each run's last eval; all: every eval point (default: what the law describes; "
+                        "all for laws of the lr schedule)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B (default: the engine's)")
     p.add_argument("--calibrate", action="store_true",
@@ -100,50 +122,46 @@ def fit_main(argv: list[str] | None = None) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from analysis.calibrate import stored_error, with_extrapolation_error
+    from analysis.calibrate import calibrated
     from analysis.fitting import fit
-    from analysis.laws import get_law
+    from analysis.load import split_by
 
-    get_law(args.law)  # unknown law: fail before loading anything
-    table = _load(args, args.law)
-    result = fit(table, args.law, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed,
-                 select=args.select, n_convention=args.n_convention, level=args.level, n_starts=args.starts)
-    if args.calibrate:
-        result = with_extrapolation_error(result, table, select=args.select, delta=args.delta,
-                                          n_starts=args.starts)
-    out = result.to_json(args.out)
-    print_fit(result)
-    stored = stored_error(result)
-    if stored:
-        err = stored[0]
-        print(f"extrapolation error from {err.n_forecasts} backtest forecasts: run scatter s0 = {err.s0:.3%}, "
-              f"growth k = {err.k:.3%} per unit ln(C / C_fit)")
-    print(f"wrote {out}")
+    if args.law != "auto":
+        _laws(args.law)
+    table = _load(args)
+    groups = split_by(table, args.by)
+    for label, rows in groups:
+        common = dict(delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, select=args.select,
+                      n_convention=args.n_convention, level=args.level, n_starts=args.starts)
+        if args.law == "auto":
+            from analysis.select import select_law
+
+            selection = select_law(rows, **common)
+            print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
+                                                      "error") if c in selection.board]], "law selection")
+            for line in selection.reasons:
+                print(f"selection: {line}")
+            result = selection.result
+        else:
+            result = fit(rows, args.law, **common)
+        if args.calibrate:
+            result = calibrated(result, rows, delta=args.delta, n_starts=args.starts)
+        out = Path(args.out) if not label else _group_path(Path(args.out), label)
+        result.to_json(out)
+        if label:
+            print(f"--- {label}")
+        print_fit(result)
+        err = result.extrapolation
+        if err is not None:
+            print(f"extrapolation error from {err.n_forecasts} backtest forecasts: run scatter s0 = {err.s0:.3%}, "
+                  f"growth k = {err.k:.3%} per unit ln(C / C_fit)")
+        print(f"wrote {out}")
     return 0
 
 
-def print_fit(result) -> None:
-    """The parameter table (estimate, interval, bootstrap SE) with fit diagnostics, via rich."""
-    from rich.console import Console
-    from rich.table import Table
-
-    has_samples = result.samples is not None and len(result.samples) > 1
-    se = result.standard_errors() if has_samples else {}
-    level = f"{result.interval_level:.0%} interval" if result.interval_level else "interval"
-    table = Table(title=f"{result.law} (v{result.law_version}) on {result.n_points} points")
-    for col in ("parameter", "estimate", level, "bootstrap SE"):
-        table.add_column(col, justify="right" if col != "parameter" else "left")
-    for name, value in result.params.items():
-        iv = result.intervals.get(name)
-        table.add_row(name, f"{value:.6g}", f"[{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "-",
-                      f"{se[name]:.3g}" if name in se else "-")
-    console = Console()
-    console.print(table)
-    status = "converged" if result.converged else "NOT converged"
-    resid = ", ".join(f"{k} {v:.4g}" for k, v in result.residuals.items() if isinstance(v, (int, float)))
-    console.print(f"objective {result.objective:.6g} ({status}); residuals: {resid}")
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+def _group_path(out: Path, label: str) -> Path:
+    value = re.sub(r"[^A-Za-z0-9._-]+", "_", label.split("=", 1)[1])
+    return out.with_name(f"{out.stem}.{value}{out.suffix}")
 
 
 # ---------------------------------------------------------------------------
@@ -158,9 +176,13 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="CONFIG",
                    help="a planned run's config (YAML/JSON, as for `testbed train`): forecast its whole eval curve "
                         "(needed by laws of the lr schedule, e.g. kaplan-schedule)")
+    p.add_argument("--targets", default=None, metavar="CSV",
+                   help="many targets at once: a CSV with columns N and D, or C; prints (or --out writes) the CSV "
+                        "with loss, lower, upper and interval added")
+    p.add_argument("--out", default=None, help="with --targets: write the predictions here (CSV) instead of printing")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the --run config")
     p.add_argument("--level", type=float, default=0.9, help="interval level")
-    p.add_argument("--json", action="store_true", help='print {"loss", "lower", "upper"} (plus derived N/D) as JSON')
+    p.add_argument("--json", action="store_true", help='print {"loss", "lower", "upper", "interval"} (plus derived N/D) as JSON')
     return p
 
 
@@ -170,103 +192,87 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from analysis.fitresult import FitResult
+    from analysis.predict import forecast
 
     for name in ("N", "D", "C"):
         v = getattr(args, name)
         if v is not None and not (v > 0 and v < float("inf")):
             raise ValueError(f"--{name} must be a positive number, got {v}")
+    points = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
+    if args.run is None and args.overrides:
+        raise ValueError(f"overrides {args.overrides} need --run CONFIG (the planned run they change)")
+    if args.run is not None and points:
+        raise ValueError("--run CONFIG [key=value ...] forecasts a planned run; give it without --N/--D/--C")
+    if args.targets is not None and (points or args.run is not None):
+        raise ValueError("--targets CSV holds the targets; give it without --N/--D/--C/--run")
+    if args.out is not None and args.targets is None:
+        raise ValueError("--out writes the predictions of --targets CSV")
+    if args.run is None and args.targets is None and sorted(points) not in (["D", "N"], ["C"]):
+        raise ValueError("give --N and --D (loss at a model size and token count) or --C alone "
+                         "(loss at the compute-optimal allocation), or --run CONFIG, or --targets CSV")
     result = FitResult.from_json(args.fit)
-    if args.run is not None or args.overrides:
-        if args.run is None:
-            raise ValueError(f"overrides {args.overrides} need --run CONFIG (the planned run they change)")
-        if any(getattr(args, k) is not None for k in ("N", "D", "C")):
-            raise ValueError("--run CONFIG [key=value ...] forecasts a planned run; give it without --N/--D/--C")
+    if args.run is not None:
         return _print_run_forecast(result, args)
-    out = predict_point(result, N=args.N, D=args.D, C=args.C, level=args.level)
+    if args.targets is not None:
+        return _predict_targets(result, args)
+    fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
+    out = fc.point(0)
     if args.json:
         print(json.dumps(out))
     else:
-        band = (f"  [{out['lower']:.4g}, {out['upper']:.4g}] ({args.level:.0%}, {out['interval']})"
-                if out["lower"] is not None
-                else "  (no interval: the fit has no bootstrap samples; refit with --bootstrap)")
-        where = ", ".join(f"{k}={out[k]:.4g}" for k in ("N", "D", "C") if k in out)
-        print(f"{result.law}: loss at {where} = {out['loss']:.4f}{band}")
+        asked = ", ".join(f"{k}={getattr(args, k):.4g}" for k in points)
+        derived = "".join(f", {k}={out[k]:.4g}" for k in ("N", "D") if k in out)
+        print(f"{result.law}: loss at {asked}{derived} = {out['loss']:.4f}  "
+              f"[{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})")
     return 0
 
 
-def predict_point(result, *, N=None, D=None, C=None, level: float = 0.9) -> dict:
-    """Loss (and interval) at N and D, or at compute C under the compute-optimal allocation.
+def _predict_targets(result, args) -> int:
+    """Every row of a CSV of targets in one call: the forecast is vectorized over them."""
+    import pandas as pd
 
-    Returns {"loss", "lower", "upper", "interval"} plus N and D when they were derived from
-    C (D = C / (6N)). Without bootstrap samples or a stored extrapolation error, lower and
-    upper are None. A fit made with `--calibrate` gives the calibrated interval
-    (`analysis.calibrate.calibrated_interval`; "interval": "calibrated", with the
-    extrapolation factor C / C_fit and sigma); otherwise the bootstrap band ("bootstrap").
-    """
-    from analysis import predict as P
+    from analysis.predict import forecast
+    from analysis.tables import load_targets
 
-    derived: dict[str, float] = {}
-    if "S1" in result.law_obj.covariates:
-        raise ValueError(f"the {result.law} law reads the planned run's lr schedule, not N and D alone: "
-                         "use --run CONFIG [key=value ...]")
-    if N is not None and D is not None and C is None:
-        pred = P.loss_at(result, level=level, N=N, D=D)
-    elif C is not None and N is None and D is None:
-        if tuple(result.law_obj.covariates) == ("C",):
-            pred = P.loss_at_compute(result, C, level=level)
-        else:
-            alloc = P.compute_optimal(result, C, level=level)
-            pred = alloc.loss
-            derived = {"N": _scalar(alloc.N_opt.point), "D": _scalar(alloc.D_opt.point)}
+    targets, values = load_targets(args.targets)
+    fc = forecast(result, values, level=args.level)
+    rows = [fc.point(i) for i in range(len(targets))]
+    out = pd.concat([targets.reset_index(drop=True), pd.DataFrame(rows).drop(columns=list(values), errors="ignore")],
+                    axis=1)
+    if args.json:
+        print(json.dumps(rows))
+    elif args.out:
+        out.to_csv(args.out, index=False)
+        print(f"wrote {len(out)} predictions to {args.out}")
     else:
-        raise ValueError("give --N and --D (loss at a model size and token count) or --C alone "
-                         "(loss at the compute-optimal allocation)")
-    lo, hi = _scalar(pred.lower), _scalar(pred.upper)
-    has_band = np.isfinite(lo) and np.isfinite(hi)
-    out = {"loss": _scalar(pred.point), "lower": lo if has_band else None, "upper": hi if has_band else None,
-           "interval": "bootstrap" if has_band else None, **derived}
-    from analysis.calibrate import stored_interval
-
-    n, d = derived.get("N", N), derived.get("D", D)
-    cov = {"C": C} if tuple(result.law_obj.covariates) == ("C",) else {"N": n, "D": d}
-    calibrated = stored_interval(result, level=level, **cov)
-    if calibrated is not None:
-        lo, hi, sigma, ext = calibrated
-        out.update(lower=_scalar(lo), upper=_scalar(hi), interval="calibrated", extrapolation=_scalar(ext),
-                   sigma=_scalar(sigma))
-    return out
+        print(out.to_csv(index=False), end="")
+    return 0
 
 
 def _print_run_forecast(result, args) -> int:
-    from train.config import load_config
-
-    from analysis.predict import forecast_run
-
-    cfg = load_config(args.run, args.overrides).resolved()
-    out = forecast_run(result, cfg, level=args.level)
-    if args.json:
-        print(json.dumps(out))
-        return 0
     from rich.console import Console
     from rich.table import Table
 
+    from analysis.predict import forecast
+    from train.config import load_config
+
+    cfg = load_config(args.run, args.overrides).resolved()
+    out = forecast(result, cfg, level=args.level).run()
+    if args.json:
+        print(json.dumps(out))
+        return 0
     t = Table(title=f"{result.law}: forecast of {cfg.run_id()} (N={out['N']:.4g}, D={out['D']:.4g})")
-    for col in ("step", "tokens", "loss", f"{args.level:.0%} interval ({out['interval'] or 'none'})"):
+    for col in ("step", "tokens", "loss", f"{args.level:.0%} interval ({out['interval']})"):
         t.add_column(col, justify="right")
     c = out["curve"]
     for s, tok, p, lo, hi in zip(c["steps"], c["tokens"], c["loss"], c["lower"], c["upper"]):
         if p is not None:
             t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
     Console().print(t)
-    print(f"{result.law}: final loss {out['loss']:.4f}"
-          + (f"  [{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})"
-             if out["lower"] is not None else "  (no interval: the fit has no bootstrap samples)"))
+    print(f"{result.law}: final loss {out['loss']:.4f}  [{out['lower']:.4f}, {out['upper']:.4f}] "
+          f"({args.level:.0%}, {out['interval']})")
     print(f"note: {out['note']}")
     return 0
-
-
-def _scalar(a) -> float:
-    return float(np.asarray(a, dtype=float).ravel()[0])
 
 
 # ---------------------------------------------------------------------------
@@ -280,10 +286,12 @@ def backtest_parser() -> argparse.ArgumentParser:
     p.add_argument("--laws", default=None, help="comma-separated laws: print a leaderboard instead")
     p.add_argument("--cutoff", type=float, default=None, help="compute cutoff in FLOPs (default: hold out the top ~25%%)")
     p.add_argument("--holdout-frac", type=float, default=0.25, help="fraction of compute budgets held out")
-    p.add_argument("--rollout", action="store_true", help="successive cutoffs instead of one")
+    p.add_argument("--rollout", action="store_true",
+                   help="successive cutoffs instead of one (a leaderboard always ranks by rollout, far end weighted)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the intervals (0: none)")
     p.add_argument("--level", type=float, default=0.9, help="interval level for coverage")
-    p.add_argument("--select", choices=("final", "all"), default="final")
+    p.add_argument("--select", choices=("final", "all"), default=None,
+                   help="rows each law is fitted on (default: what each law describes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B per fit")
     p.add_argument("--plot", default=None, help="write predicted-vs-actual PNG here")
@@ -297,46 +305,32 @@ def backtest_main(argv: list[str] | None = None) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from analysis import backtest as B
-    from analysis.laws import get_law
 
-    laws = [s.strip() for s in args.laws.split(",") if s.strip()] if args.laws else [args.law]
-    for name in laws:
-        get_law(name)
-    table = _load(args, laws[0])
-    common = dict(level=args.level, bootstrap=args.bootstrap, seed=args.seed, select=args.select, n_starts=args.starts)
+    laws = _laws(args.laws or args.law)
+    table = _load(args)
+    common = dict(level=args.level, bootstrap=args.bootstrap, seed=args.seed, select=args.select,
+                  n_starts=args.starts, n_convention=args.n_convention)
     if args.laws:
         board = B.leaderboard(table, laws, cutoff=args.cutoff, holdout_frac=args.holdout_frac, **common)
         if args.json:
-            print(json.dumps(B._jsonable(board.to_dict("records"))))
+            print(json.dumps(B.jsonable(board.to_dict("records"))))
         else:
-            _print_frame(board, "backtest leaderboard")
+            print_frame(board, "backtest leaderboard (best first: " + B.RANKING + ")")
         return 0
     if args.rollout:
-        res = B.rollout(table, args.law, **common)
+        res = B.rollout(table, laws[0], **common)
     else:
-        res = B.backtest(table, args.law, cutoff=args.cutoff, holdout_frac=args.holdout_frac, **common)
+        res = B.backtest(table, laws[0], cutoff=args.cutoff, holdout_frac=args.holdout_frac, **common)
     if args.plot:
         from analysis.plots import plot_backtest
         plot_backtest(res, args.plot)
     if args.json:
         print(json.dumps(res.to_dict()))
     else:
-        _print_frame(res.per_run.drop(columns=["cutoff"]) if len(res.cutoffs) == 1 else res.per_run,
+        print_frame(res.per_run.drop(columns=["cutoff"]) if len(res.cutoffs) == 1 else res.per_run,
                      f"{res.law}: held-out runs (cutoffs {', '.join(f'{c:.3g}' for c in res.cutoffs)} FLOPs)")
         print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.summary.items()))
     return 0
-
-
-def _print_frame(frame, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in frame.columns:
-        t.add_column(str(c))
-    for row in frame.itertuples(index=False):
-        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    Console(width=200).print(t)
 
 
 # ---------------------------------------------------------------------------
@@ -344,16 +338,16 @@ def _print_frame(frame, title: str) -> None:
 
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed report", description="Write a Markdown report with fits, backtests and plots.")
-    p.add_argument("input", help="sweep directory (or a CSV/Parquet table)")
+    _input_args(p)
     p.add_argument("--out", default=None, help="report path (default: INPUT/report.md, or beside a table)")
-    p.add_argument("--laws", default="chinchilla,kaplan,compute", help="comma-separated laws to fit and backtest")
+    p.add_argument("--laws", default=None,
+                   help="comma-separated laws to fit and backtest (default: chinchilla, kaplan, compute, and for run "
+                        "directories the lr-schedule laws kaplan-schedule and schedule)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals")
-    p.add_argument("--columns", default=None, help="column mapping for tables")
     p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B per fit")
-    p.add_argument("--min-tokens", type=float, default=None,
-                   help="leave out rows with fewer training tokens D (e.g. eval points in a run's early plateau)")
-    p.add_argument("--min-tokens-per-param", type=float, default=None,
-                   help="leave out rows with D/N below this")
+    p.add_argument("--target", default=None, metavar="CONFIG",
+                   help="also forecast this planned run's config (YAML/JSON, as for `testbed train`)")
+    p.add_argument("target_overrides", nargs="*", metavar="key=value", help="dotted overrides of the --target config")
     return p
 
 
@@ -364,10 +358,18 @@ def report_main(argv: list[str] | None = None) -> int:
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    laws = tuple(s.strip() for s in args.laws.split(",") if s.strip())
+    laws = tuple(_laws(args.laws)) if args.laws else None
+    if args.target_overrides and args.target is None:
+        raise ValueError(f"overrides {args.target_overrides} need --target CONFIG (the planned run they change)")
+    target = None
+    if args.target is not None:
+        from train.config import load_config
+        target = load_config(args.target, args.target_overrides).resolved()
     path = write_report(args.input, args.out, laws=laws, bootstrap=args.bootstrap, columns=args.columns,
                         n_starts=args.starts, min_tokens=args.min_tokens,
-                        min_tokens_per_param=args.min_tokens_per_param)
+                        min_tokens_per_param=args.min_tokens_per_param, skip_first=args.skip_first,
+                        where=args.where, n_convention=args.n_convention, include_failed=args.include_failed,
+                        include_partial=args.include_partial, target=target)
     print(f"wrote {path}")
     return 0
 
@@ -383,4 +385,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m analysis {{{'|'.join(COMMANDS)}}} ...", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else EXIT_BAD_INPUT
     return COMMANDS[argv[0]](argv[1:])
-

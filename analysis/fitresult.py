@@ -3,7 +3,12 @@
 A fit result carries everything needed to trust or reproduce a constant: the
 law and its version, estimates, bootstrap intervals and samples, the loss
 function and optimizer settings, convergence, residual statistics, the
-counting conventions, and which rows went in (run ids and a content hash).
+counting conventions, which rows went in (run ids and a content hash), and, for a
+calibrated fit, the law's extrapolation error measured on those rows
+(`extrapolation`, an `ExtrapolationError`; `analysis.calibrate` measures it).
+
+File format 2 stores that error as its own field; format 1 kept it inside
+`settings["extrapolation_error"]`, and such files are still read.
 """
 from __future__ import annotations
 
@@ -17,7 +22,58 @@ import numpy as np
 
 from analysis.laws import Law, get_law
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_V1_SETTINGS_KEY = "extrapolation_error"   # where format 1 kept the extrapolation error
+
+
+@dataclass(frozen=True)
+class ExtrapolationError:
+    """How far off the law's forecasts were inside the fitted runs, and how that grew with distance.
+
+    The log error of a forecast at compute factor f = C / C_fit beyond the fitted runs is
+    modelled as Normal(0, s0^2 + (k ln f)^2) (`analysis.calibrate`). `C_fit` is the compute
+    scale of the fitted rows, in `C_convention`: "C" (the table's own FLOPs, for a law of C)
+    or "6ND"; `C_fit_runs` is the same in the FLOP convention the runs recorded
+    (`runs_flop_convention`), which a planned run's config can be counted in.
+    """
+    law: str
+    s0: float                   # scatter of single runs about the fit (std of the log residuals)
+    k: float                    # growth of the log error's std per unit of ln(extrapolation factor)
+    n_forecasts: int            # backtest forecasts the rate was measured on
+    max_extrapolation: float    # the largest factor among them
+    C_fit: float = float("nan")
+    C_convention: str = "6ND"
+    C_fit_runs: float | None = None
+    runs_flop_convention: str | None = None
+    per_run: Any = field(default=None, repr=False, compare=False)   # the backtest errors (not stored)
+
+    def sigma(self, extrapolation) -> np.ndarray:
+        """Std of the log error (without the parameter part) at compute factor(s) beyond the fitted runs."""
+        x = np.log(np.maximum(np.asarray(extrapolation, dtype=float), 1.0))
+        return np.sqrt(self.s0 ** 2 + (self.k * x) ** 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_run"}
+        return {**d, "model": "ln(actual/predicted) ~ Normal(0, s0^2 + (k ln(C/C_fit))^2)"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExtrapolationError":
+        try:
+            return cls(law=str(d["law"]), s0=_finite(d["s0"], "s0"), k=_finite(d["k"], "k"),
+                       n_forecasts=int(d["n_forecasts"]), max_extrapolation=float(d["max_extrapolation"]),
+                       C_fit=float(d.get("C_fit", float("nan"))), C_convention=str(d.get("C_convention", "6ND")),
+                       C_fit_runs=None if d.get("C_fit_runs") is None else float(d["C_fit_runs"]),
+                       runs_flop_convention=d.get("runs_flop_convention"))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"its extrapolation error lacks {e}") from None
+
+
+def _finite(v, name: str) -> float:
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} is {v}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -38,6 +94,7 @@ class FitResult:
     inputs: dict[str, Any]
     n_points: int
     param_names: tuple[str, ...] = field(default=())
+    extrapolation: ExtrapolationError | None = None   # measured by `analysis.calibrate`; None: not calibrated
 
     # ---- the law behind the numbers ---------------------------------
     @property
@@ -74,21 +131,43 @@ class FitResult:
         d["intervals"] = {k: [v[0], v[1]] for k, v in self.intervals.items()}
         d["samples"] = None if self.samples is None else self.samples.tolist()
         d["param_names"] = list(self.param_names)
+        d["extrapolation"] = None if self.extrapolation is None else self.extrapolation.to_dict()
         d["format_version"] = FORMAT_VERSION
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FitResult":
+        """A fit result from its dict (formats 1 and 2); ValueError names what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
         version = d.pop("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"fit result format_version {version} is not supported (expected {FORMAT_VERSION})")
-        missing = [f.name for f in fields(cls) if f.name not in d and f.name != "param_names"]
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"format_version {version} is not supported (this version reads {list(READABLE_VERSIONS)})")
+        if version == 1:   # the extrapolation error lived in the untyped settings
+            d["settings"] = dict(d.get("settings") or {})
+            d["extrapolation"] = d["settings"].pop(_V1_SETTINGS_KEY, None)
+        optional = ("param_names", "extrapolation")
+        missing = [f.name for f in fields(cls) if f.name not in d and f.name not in optional]
         if missing:
-            raise ValueError(f"fit result is missing fields {missing}")
-        d["intervals"] = {k: (float(v[0]), float(v[1])) for k, v in d["intervals"].items()}
-        d["samples"] = None if d["samples"] is None else np.asarray(d["samples"], dtype=np.float64).reshape(-1, len(d["params"]))
+            raise ValueError(f"missing fields {missing}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        try:
+            law = get_law(d["law"])
+            d["params"] = {str(k): float(v) for k, v in d["params"].items()}
+            law.as_natural(d["params"])
+            bad = [k for k, v in d["params"].items() if not np.isfinite(v)]
+            if bad:
+                raise ValueError(f"parameter(s) {bad} are not finite numbers ({', '.join(str(d['params'][k]) for k in bad)})")
+            d["intervals"] = {k: (float(v[0]), float(v[1])) for k, v in d["intervals"].items()}
+            d["samples"] = (None if d["samples"] is None else
+                            np.asarray(d["samples"], dtype=np.float64).reshape(-1, len(d["params"])))
+        except (TypeError, AttributeError, IndexError) as e:
+            raise ValueError(f"malformed parameters, intervals or samples ({e})") from None
         d["param_names"] = tuple(d.get("param_names") or d["params"].keys())
+        d["extrapolation"] = None if not d.get("extrapolation") else ExtrapolationError.from_dict(d["extrapolation"])
         return cls(**d)
 
     def to_json(self, path: str | Path) -> Path:
@@ -102,10 +181,28 @@ class FitResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "FitResult":
+        """Read a fit JSON; every problem is one ValueError (FileNotFoundError) line naming the file."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"fit result {path} does not exist")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"fit result {path} is not valid JSON ({e}); was it cut short? refit to rewrite it") from None
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"fit result {path}: {e}") from None
+
+    def __repr__(self) -> str:
+        """One line: law, parameters, points, bootstrap size, convergence, calibration (not the samples)."""
+        params = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
+        boot = 0 if self.samples is None else len(self.samples)
+        cal = "" if self.extrapolation is None else (f", extrapolation error s0={self.extrapolation.s0:.3g} "
+                                                     f"k={self.extrapolation.k:.3g}")
+        return (f"FitResult({self.law} v{self.law_version}: {params}; {self.n_points} points, "
+                f"{boot} bootstrap samples, {'converged' if self.converged else 'NOT converged'}, "
+                f"{len(self.warnings)} warnings{cal})")
 
     def summary(self) -> str:
         """A few readable lines: estimate [interval] per parameter, objective and convergence."""

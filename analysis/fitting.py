@@ -1,24 +1,16 @@
 """The robust fitting engine: Huber loss on log residuals, a vectorized start grid, L-BFGS-B.
 
 The procedure is the one Hoffmann et al. 2022 (Appendix D.2) describe and
-Besiroglu et al. 2024 re-ran: minimize
-
-    sum_i w_i * Huber_delta(log L̂(x_i; theta) - log L_i),   delta = 1e-3,
-
-over theta (log-scale parameters, raw exponents), starting from a grid. The
-objective is the SUM over points (not the mean): that is the value, 0.0010183 on
-the 240 published Chinchilla points, that Besiroglu et al.'s procedure reaches. Here
-the whole grid is evaluated in one numpy pass, and only the best few starts
-are polished with `scipy.optimize.minimize(method="L-BFGS-B")` using the
-exact gradient. Bootstrap intervals (over runs) come from
+Besiroglu et al. 2024 re-ran: minimize the sum of weighted Huber losses of log
+residuals (`analysis.objective`) over theta (log-scale parameters, raw exponents),
+starting from a grid. Here the whole grid is evaluated in one numpy pass, and
+only the best few starts are polished with `scipy.optimize.minimize(method="L-BFGS-B")`
+using the exact gradient. Bootstrap intervals (over runs) come from
 `analysis.uncertainty`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,186 +18,12 @@ from scipy.optimize import minimize
 
 from analysis.fitresult import FitResult, percentile_band
 from analysis.laws import Law, get_law
+from analysis.objective import FitData, objective, prepare, single_threaded_blas
+from analysis.uncertainty import bootstrap_runs
 
-SELECTIONS = ("final", "all")
 DEFAULT_POLISH = 8            # L-BFGS-B refinements, from the best grid points
 _GRID_CHUNK_ELEMENTS = 4_000_000   # starts x points evaluated per numpy pass (bounds memory)
 _LBFGS_OPTIONS = {"maxiter": 20_000, "maxfun": 50_000, "ftol": 1e-15, "gtol": 1e-11}
-
-
-# ---------------------------------------------------------------------
-# data
-
-
-@dataclass(frozen=True)
-class FitData:
-    """The rows a fit uses, as arrays: covariates, log loss, weights and the run of every row."""
-    covariates: dict[str, np.ndarray]
-    loss: np.ndarray
-    weights: np.ndarray
-    runs: np.ndarray              # run id of each row (str)
-    run_codes: np.ndarray         # 0..R-1 index of each row's run
-    n_convention: str
-    flop_convention: str | None
-    content_hash: str
-    notes: tuple[str, ...] = ()   # caveats found while preparing (become FitResult warnings)
-    ranges: dict = None           # [min, max] of N, D and C over the fitted rows, where the table has them
-
-    @property
-    def log_loss(self) -> np.ndarray:
-        return np.log(self.loss)
-
-    @property
-    def n(self) -> int:
-        return self.loss.size
-
-    @property
-    def n_runs(self) -> int:
-        return int(self.run_codes.max()) + 1 if self.n else 0
-
-
-def _source_columns(law: Law, table: pd.DataFrame) -> dict[str, tuple[str, ...]]:
-    """For each covariate, the table columns it is computed from."""
-    out = {}
-    for c in law.covariates:
-        if c == "M" and "M" not in table.columns:
-            out[c] = ("N", "D")          # token multiplier M = D / N (Gadre et al. 2024)
-        else:
-            out[c] = (c,)
-    return out
-
-
-def select_rows(table: pd.DataFrame, select: str) -> pd.DataFrame:
-    """The rows a fit with `select` uses: every row ("all") or each run's last eval point ("final")."""
-    if select not in SELECTIONS:
-        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
-    if select == "all" or "run" not in table.columns:
-        return table
-    if "step" not in table.columns:
-        if table["run"].duplicated().any():
-            raise ValueError("select='final' needs a 'step' column when a run has several rows")
-        return table
-    last = table.groupby("run", sort=False)["step"].transform("max")
-    return table[table["step"] == last]
-
-
-def prepare(table: pd.DataFrame, law: str | Law, *, select: str = "final", weights=None,
-            n_convention: str | None = None) -> FitData:
-    """Validate the tidy table for `law` and turn the selected rows into arrays.
-
-    Raises ValueError naming the problem: missing columns, NaN/inf, non-positive values,
-    too few points, a single model size.
-    """
-    law = get_law(law)
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"table must be a pandas DataFrame, got {type(table).__name__}")
-    table = table.copy()
-    n_conv, notes = _resolve_n_convention(table, law, n_convention)
-    if weights is not None and not isinstance(weights, str):
-        w_all = np.asarray(weights, dtype=np.float64)
-        if w_all.shape != (len(table),):
-            raise ValueError(f"weights must have one entry per table row ({len(table)}), got shape {w_all.shape}")
-        table["__weight"] = w_all
-        weights = "__weight"
-    sources = _source_columns(law, table)
-    needed = sorted({c for cols in sources.values() for c in cols} | {"loss"} | ({weights} if weights else set()))
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"law {law.name!r} needs table columns {needed}; missing {missing}")
-    rows = select_rows(table, select)
-    if len(rows) == 0:
-        raise ValueError("the table has no rows")
-    for c in needed:
-        v = pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(v)):
-            name = "weights" if c == "__weight" else f"column {c!r}"
-            raise ValueError(f"{name} has NaN, inf or non-numeric values in {int((~np.isfinite(v)).sum())} rows")
-        if c == "S2" or c == weights:
-            label = "weights" if c == "__weight" else f"weights column {c!r}"
-            if c == weights and (np.any(v < 0) or not v.sum() > 0):
-                raise ValueError(f"{label} must be non-negative with a positive sum")
-        elif np.any(v <= 0):
-            raise ValueError(f"column {c!r} must be positive; {int((v <= 0).sum())} rows are zero or negative")
-    cov = {}
-    for c, cols in sources.items():
-        if cols == ("N", "D"):
-            cov[c] = rows["D"].to_numpy(np.float64) / rows["N"].to_numpy(np.float64)
-        else:
-            cov[c] = rows[c].to_numpy(np.float64)
-    loss = rows["loss"].to_numpy(np.float64)
-    w = rows[weights].to_numpy(np.float64) if weights else np.ones(len(rows))
-    runs = rows["run"].astype(str).to_numpy() if "run" in rows.columns else np.array([f"row{i}" for i in rows.index])
-    _, run_codes = np.unique(runs, return_inverse=True)
-    if "N" in rows.columns and ("N" in law.covariates or "M" in law.covariates):
-        if rows["N"].nunique() < 2:
-            raise ValueError(f"law {law.name!r} needs several model sizes; column 'N' has a single value {rows['N'].iloc[0]:g}")
-    flop_conv = table.attrs.get("flop_convention")
-    if flop_conv is None and "flop_convention" in rows.columns:
-        kinds = sorted(set(rows["flop_convention"].astype(str)) - {""})
-        flop_conv = kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else None)
-        if len(kinds) > 1 and "C" in law.covariates:
-            notes.append(f"the runs count FLOPs under different conventions ({', '.join(kinds)}); C is not comparable across them")
-    ranges = {c: [float(rows[c].min()), float(rows[c].max())] for c in ("N", "D", "C")
-              if c in rows.columns and pd.api.types.is_numeric_dtype(rows[c])}
-    return FitData(covariates=cov, loss=loss, weights=w, runs=runs, run_codes=run_codes,
-                   n_convention=n_conv, flop_convention=flop_conv,
-                   content_hash=_content_hash(runs, cov, loss, w), notes=tuple(notes), ranges=ranges)
-
-
-def _resolve_n_convention(table: pd.DataFrame, law: Law, requested: str | None) -> tuple[str, list[str]]:
-    """Which parameter count N means, setting table["N"] from `N_<convention>` when the table carries it.
-
-    Precedence: the requested convention, else the law's own (Kaplan: non-embedding,
-    Chinchilla: total) when the table has that count, else whatever the table says its N is.
-    """
-    conv = requested or law.n_convention
-    col = f"N_{conv}"
-    table_conv = table.attrs.get("n_convention")
-    if col in table.columns:
-        table["N"] = table[col]
-        return conv, []
-    if requested and table_conv and table_conv != requested:
-        raise ValueError(f"n_convention={requested!r} requested, but the table's N counts {table_conv!r} "
-                         f"parameters and it has no column {col!r}")
-    if requested or not table_conv:
-        return conv, []           # published tables: N is taken to be what was asked for
-    note = ([] if table_conv == law.n_convention else
-            [f"law {law.name!r} is defined on {law.n_convention} parameters, but the table's N counts {table_conv} parameters"])
-    return table_conv, note
-
-
-def _content_hash(runs: np.ndarray, cov: Mapping[str, np.ndarray], loss: np.ndarray, w: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update("\x1f".join(runs.tolist()).encode())
-    for name in sorted(cov):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(cov[name], dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(loss, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(w, dtype="<f8").tobytes())
-    return "sha256:" + h.hexdigest()
-
-
-# ---------------------------------------------------------------------
-# objective
-
-
-def huber(r: np.ndarray, delta: float) -> np.ndarray:
-    """Huber loss: r²/2 inside |r| <= delta, delta (|r| - delta/2) outside (as scipy.special.huber)."""
-    a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-
-
-def objective(law: Law, theta_SxP: np.ndarray, data: FitData, delta: float,
-              weights_Sxn: np.ndarray | None = None, need_grad: bool = True):
-    """Sum of weighted Huber losses of log residuals for S parameter sets: (S,), and its gradient (S, P)."""
-    logL_Sxn, J_SxnxP = law.log_predict_grad(theta_SxP, data.covariates, need_grad)
-    r_Sxn = logL_Sxn - data.log_loss
-    w = data.weights if weights_Sxn is None else weights_Sxn
-    obj_S = (w * huber(r_Sxn, delta)).sum(axis=-1)
-    if not need_grad:
-        return obj_S, None
-    psi_Sxn = w * np.clip(r_Sxn, -delta, delta)       # Huber'(r)
-    return obj_S, (psi_Sxn[:, None, :] @ J_SxnxP)[:, 0, :]
 
 
 def grid_search(law: Law, data: FitData, delta: float, starts_GxP: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,26 +47,11 @@ def polish(law: Law, data: FitData, delta: float, theta0: np.ndarray, free: np.n
         return float(obj[0]), grad[0, free]
 
     x0 = np.clip(theta0[free], [b[0] for b in lo_hi], [b[1] for b in lo_hi])
-    with _single_threaded_blas():
+    with single_threaded_blas():
         res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=lo_hi, options=_LBFGS_OPTIONS)
     theta = theta0.copy()
     theta[free] = res.x
     return theta, res
-
-
-def _single_threaded_blas():
-    """Limit BLAS to one thread while L-BFGS-B runs.
-
-    L-BFGS-B calls BLAS on vectors of a handful of entries; multithreaded OpenBLAS
-    spin-waits its threads on every call, which on a busy machine made one polish 10-20x
-    slower. threadpoolctl is the maintained way to set that limit at run time; without it
-    the fit is still correct, only slower on oversubscribed machines.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 # ---------------------------------------------------------------------
@@ -274,7 +77,7 @@ def _fixed_theta(law: Law, fixed: Mapping[str, float] | None) -> tuple[np.ndarra
 
 def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, weights=None,
         fixed: Mapping[str, float] | None = None, n_starts: int | None = None, bootstrap: int = 0,
-        seed: int = 0, select: str = "final", n_convention: str | None = None, level: float = 0.95,
+        seed: int = 0, select: str | None = None, n_convention: str | None = None, level: float = 0.95,
         starts: np.ndarray | None = None) -> FitResult:
     """Fit `law` to the tidy table; return a FitResult with provenance (and bootstrap intervals if asked).
 
@@ -284,8 +87,10 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
     fixed: natural-unit values of parameters held fixed (e.g. {"E": 1.7}).
     n_starts: how many of the best grid starts are polished with L-BFGS-B (default 8).
     bootstrap: number of bootstrap replicates over runs (0: none). level: interval level.
-    select: "final" (each run's last eval point) or "all" (every eval point).
-    n_convention: which parameter count N is ("total", "non_embedding"); default: the table's, else the law's.
+    select: "final" (each run's last eval point) or "all" (every eval point); default: the rows the
+        law describes (`Law.fitted_on`).
+    n_convention: which parameter count N is ("total", "non_embedding"); default: what the data
+        declare, else the law's (`analysis.load.n_convention`).
     starts: custom start grid in theta space (G, P); default the law's grid.
     """
     law = get_law(law)
@@ -293,6 +98,7 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
         raise ValueError(f"delta must be a positive number, got {delta}")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    select = select or law.fitted_on
     data = prepare(table, law, select=select, weights=weights, n_convention=n_convention)
     free, fixed_values = _fixed_theta(law, fixed)
     if data.n < int(free.sum()):
@@ -315,17 +121,16 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
             best = (theta, res)
     theta_hat, res = best
 
-    warnings = list(data.notes) + _diagnose(law, theta_hat, free, data)
+    theta_hat, res, converged, message, stop_warning = _confirm_optimum(law, data, delta, theta_hat, res, free)
+    warnings = list(data.notes) + design_warnings(law, data, free, bootstrap) + _diagnose(law, theta_hat, free, data)
     if "S1" in law.covariates and select == "final":
         warnings.append(f"the {law.name} law describes whole loss curves; select='all' fits every eval point, "
                         "select='final' only each run's last one")
-    if not res.success:
-        warnings.append(f"optimizer did not converge: {res.message}")
+    warnings += stop_warning
     samples = None
     intervals: dict[str, tuple[float, float]] = {}
     boot_info: dict[str, Any] = {}
     if bootstrap:
-        from analysis.uncertainty import bootstrap_runs
         boot = bootstrap_runs(law, data, theta_hat, delta=delta, free=free, n_boot=bootstrap, seed=seed)
         samples = law.to_natural(boot.theta_BxP)
         lo, hi = percentile_band(samples, level)
@@ -343,7 +148,7 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
     return FitResult(
         law=law.name, law_version=law.version, params=params,
         intervals=intervals, interval_level=level if bootstrap else None, samples=samples,
-        objective=float(res.fun), converged=bool(res.success), message=str(res.message),
+        objective=float(res.fun), converged=converged, message=message,
         residuals=residual_stats(law, theta_hat, data), warnings=warnings,
         settings={"loss": "huber", "delta": delta, "objective": "sum of weighted Huber(log L_hat - log L)",
                   "grid_starts": int(len(grid)), "polished_starts": int(len(best_starts)),
@@ -351,11 +156,60 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
                   "bootstrap": int(bootstrap), "bootstrap_unit": "run", **({"bootstrap_" + k: v for k, v in boot_info.items()}),
                   "seed": int(seed), "select": select, "fixed": dict(fixed or {}),
                   "weighted": weights is not None},
-        convention={"N": data.n_convention, "flops": data.flop_convention},
+        convention={"N": data.n_convention, "N_source": data.n_source, "flops": data.flop_convention},
         inputs={"runs": sorted(set(data.runs.tolist())), "n_runs": data.n_runs, "n_rows": data.n,
                 "content_hash": data.content_hash, "ranges": dict(data.ranges or {})},
         n_points=data.n, param_names=law.param_names,
     )
+
+
+def _confirm_optimum(law: Law, data: FitData, delta: float, theta: np.ndarray, res, free: np.ndarray):
+    """(theta, result, converged, message, warnings): what an L-BFGS-B stop short of its tolerance means.
+
+    L-BFGS-B also stops when its line search finds no lower point along its last direction
+    (scipy's message "ABNORMAL"), which near an optimum is rounding in the objective, not a
+    failure. A restart from where it stopped tells the two apart: if it cannot lower the
+    objective by more than 1e-9 of itself, the fit is at its optimum up to rounding and its
+    forecasts are unaffected; otherwise the better point is kept and the fit is flagged.
+    """
+    said = str(res.message).strip().rstrip(":").strip() or "no reason given"
+    if res.success:
+        return theta, res, True, said, []
+    theta2, res2 = polish(law, data, delta, theta, free)
+    gain = float(res.fun - res2.fun)
+    if res2.fun < res.fun:
+        theta, res = theta2, res2
+    if res.success:
+        return theta, res, True, str(res.message).strip(), []
+    if gain <= 1e-9 * max(abs(float(res.fun)), 1e-300):
+        return theta, res, True, (f"at the optimum up to rounding (L-BFGS-B stopped with {said!r}: its line search "
+                                  "found no lower point, and a restart from there does not lower the objective)"), []
+    return theta, res, False, said, [
+        f"the optimizer did not converge (L-BFGS-B stopped with {said!r}) and a restart still lowered the objective "
+        f"by {gain / max(abs(float(res.fun)), 1e-300):.1e} of itself: the fit may not be at its optimum, so its "
+        "forecasts may be off; try more starts (--starts) or check the data"]
+
+
+def design_warnings(law: Law, data: FitData, free: np.ndarray, bootstrap: int) -> list[str]:
+    """Designs that give a fit false confidence: too few rows or runs for the parameters, duplicated rows,
+    a bootstrap over a handful of runs. (Too few distinct sizes or budgets: `_diagnose`.)"""
+    k = int(free.sum())
+    out = []
+    if data.n <= k:
+        out.append(f"only {data.n} rows for {k} free parameters: the law passes through every point, so the "
+                   "residuals are zero and nothing (bootstrap included) can say how uncertain the fit is")
+    elif data.n_runs <= k:
+        out.append(f"only {data.n_runs} runs for {k} free parameters: a law fitted to that few runs can pass through "
+                   "them all, and the bootstrap band over runs comes out too narrow")
+    rows = pd.DataFrame({**{c: v for c, v in data.covariates.items()}, "loss": data.loss})
+    dup = int(rows.duplicated().sum())
+    if dup:
+        out.append(f"{dup} of {data.n} rows repeat another row exactly (same covariates and loss): repeated rows "
+                   "weigh twice in the fit and narrow the bootstrap band as if they were independent runs; drop them")
+    if bootstrap and data.n_runs < 5:
+        out.append(f"the bootstrap resamples only {data.n_runs} runs: with fewer than about 5 its band is unreliable "
+                   "(often too narrow)")
+    return out
 
 
 def _degenerate_replicates(data: FitData, counts_BxR: np.ndarray) -> int:
@@ -402,12 +256,9 @@ def _diagnose(law: Law, theta: np.ndarray, free: np.ndarray, data: FitData) -> l
             warnings.append(f"irreducible loss {law.irreducible} = {E:.4g} is above the lowest observed loss {data.loss.min():.4g}")
     if "S2" in data.covariates and free[law.param_names.index("C")] and not np.any(data.covariates["S2"] > 0):
         warnings.append("S2 (annealing area) is zero in every row: no run decayed its learning rate, so C is not determined")
-    for c in ("N", "D"):
+    for c, what in (("N", "model sizes N"), ("D", "token counts D"), ("C", "compute budgets C"),
+                    ("M", "tokens-per-parameter ratios M")):
         if c in data.covariates and np.unique(data.covariates[c]).size < 3:
-            warnings.append(f"fewer than 3 distinct {c} values ({np.unique(data.covariates[c]).size}); its exponent is poorly determined")
+            warnings.append(f"fewer than 3 distinct {what} ({np.unique(data.covariates[c]).size}); "
+                            "the exponent on it is poorly determined")
     return warnings
-
-
-def fit_many(table: pd.DataFrame, laws: Sequence[str], **kwargs) -> dict[str, FitResult]:
-    """Fit several laws to the same table (same settings)."""
-    return {name: fit(table, name, **kwargs) for name in laws}

@@ -1,18 +1,19 @@
-"""Scaling-law forms: what a law predicts and how it is parametrized for fitting.
+"""Scaling-law forms: what each law predicts, how it is fitted, and its closed forms.
 
 Every law is a frozen `Law`: a name and version (recorded in fit results), a
-citation, its natural parameters (`param_names`, e.g. E, A, B, alpha, beta),
-the covariates it reads from the tidy table (e.g. ("N", "D")), the N counting
-convention it expects, and the space it is fitted in. Fitting happens on
-`theta` — positive scale parameters as their logarithm, exponents as they
-are — with `bounds` and a default grid of starting points in that space.
+citation, its natural parameters (`param_names`, e.g. E, A, B, alpha, beta), the
+covariates it reads from the tidy table (e.g. ("N", "D")), the N counting
+convention it expects, which rows of a run it describes (`fitted_on`: each run's
+final point, or every eval point for laws of the lr schedule), and the space it is
+fitted in: `theta`, positive scales as their logarithm and exponents as they are,
+with `bounds` and a default grid of starting points.
 
-The engine (`analysis.fitting`) only needs `Law.log_predict_grad`: log L̂ and
-its Jacobian with respect to theta for many parameter sets at once
-(theta_SxP, n data points -> (S, n) and (S, n, P)). The three Chinchilla-like
-laws share one helper: log L̂ = logsumexp_j(u_j), each term u_j linear in theta
-(the log-sum-exp form of Besiroglu et al. 2024, Sec. 2), which keeps the
-objective smooth and the gradient exact.
+Each law's terms are written once, plainly, in natural units (`form`, in the manner
+of Epoch's `log_sum_exp(a, b, e, alpha, beta, N, D)`); its closed forms (the
+compute-optimal size, the tokens that reach a target loss) sit beside it. The
+fitting engine evaluates a law thousands of times for many parameter sets with its
+gradient, so each law also has a vectorized kernel (`analysis.kernels`), checked
+against the plain form by the tests.
 """
 from __future__ import annotations
 
@@ -22,15 +23,26 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy.signal import lfilter
 
-# The isoFLOP helpers (Hoffmann et al. Approaches 1 and 2) belong to the law catalogue too.
-from analysis.isoflop import IsoflopResult, isoflop_approach1, isoflop_approach2  # noqa: F401
+from analysis import kernels as K
 
 ArrayLike = np.ndarray | float
-Covariates = Mapping[str, np.ndarray]
-# (theta_SxP, covariates, need_grad) -> (logL_Sxn, dlogL_dtheta_SxnxP | None)
-LogPredictFn = Callable[[np.ndarray, Covariates, bool], tuple[np.ndarray, np.ndarray | None]]
+SELECTS = ("final", "all")
+
+
+def with_derived(values: Mapping[str, ArrayLike], needed, flops_per_param_token: float | None = None) -> dict:
+    """`values` plus the covariates in `needed` that follow from N and D.
+
+    M = D / N, the tokens per parameter of Gadre et al. 2024; C = k N D when
+    `flops_per_param_token` k is given (a law of C asked about a model size and token count).
+    """
+    out = dict(values)
+    if "M" in needed and "M" not in out and "N" in out and "D" in out:
+        out["M"] = np.asarray(out["D"], float) / np.asarray(out["N"], float)
+    if ("C" in needed and "C" not in out and flops_per_param_token is not None
+            and "N" in out and "D" in out):
+        out["C"] = flops_per_param_token * np.asarray(out["N"], float) * np.asarray(out["D"], float)
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,11 @@ class Law:
     n_convention: str                     # "total" or "non_embedding": which parameter count N means
     exponents: tuple[str, ...]            # params that are exponents (warned about when fitted at a bound)
     irreducible: str | None               # name of the irreducible-loss param (warned about when above the data)
-    _log_predict_grad: LogPredictFn = field(repr=False, compare=False)
+    form: Callable = field(repr=False, compare=False)          # form(**covariates, **params) -> loss, plainly
+    kernel: K.LogPredictFn = field(repr=False, compare=False)  # vectorized log L̂ and its gradient (fitting)
+    fitted_on: str = "final"              # "final": each run's last eval point; "all": every eval point
+    optimal_n: Callable | None = field(default=None, repr=False, compare=False)   # (C, k, **params) -> N_opt
+    tokens_for: Callable | None = field(default=None, repr=False, compare=False)  # (target, N, **params) -> D
 
     @property
     def n_params(self) -> int:
@@ -85,170 +101,168 @@ class Law:
     def params_dict(self, theta: np.ndarray) -> dict[str, float]:
         return {p: float(v) for p, v in zip(self.param_names, self.to_natural(theta))}
 
+    def param_columns(self, params) -> dict[str, np.ndarray]:
+        """Each natural parameter as an (S, 1) column, to broadcast against (n,) or (S, n) covariates."""
+        P = np.atleast_2d(self.as_natural(params))
+        return {p: P[:, i, None] for i, p in enumerate(self.param_names)}
+
     def default_starts(self) -> np.ndarray:
         """The default start grid in theta space, shape (G, P)."""
         return np.array(list(itertools.product(*self.start_grid)), dtype=np.float64)
 
-    # ---- evaluation --------------------------------------------------
-    def covariate_arrays(self, covariates: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
-        """The law's covariates as equal-length float arrays; M (tokens per parameter) may come as N and D."""
-        if "M" in self.covariates and "M" not in covariates and "N" in covariates and "D" in covariates:
-            covariates = {**covariates, "M": np.asarray(covariates["D"], float) / np.asarray(covariates["N"], float)}
-        missing = [c for c in self.covariates if c not in covariates]
+    # ---- covariates --------------------------------------------------
+    def source_columns(self, available) -> tuple[str, ...]:
+        """The table columns the law's covariates come from (M from N and D when the table has no M)."""
+        cols: list[str] = []
+        for c in self.covariates:
+            cols += ["N", "D"] if c == "M" and "M" not in available else [c]
+        return tuple(dict.fromkeys(cols))
+
+    def covariate_arrays(self, values: Mapping[str, ArrayLike], flops_per_param_token: float | None = None
+                         ) -> dict[str, np.ndarray]:
+        """The law's covariates as equal-length float arrays (derived ones from N and D: `with_derived`)."""
+        values = with_derived(values, self.covariates, flops_per_param_token)
+        missing = [c for c in self.covariates if c not in values]
         if missing:
             raise ValueError(f"law {self.name!r} needs covariates {list(self.covariates)}; missing {missing}")
-        arrays = np.broadcast_arrays(*[np.atleast_1d(np.asarray(covariates[c], dtype=np.float64)) for c in self.covariates])
+        arrays = np.broadcast_arrays(*[np.atleast_1d(np.asarray(values[c], dtype=np.float64)) for c in self.covariates])
         return {c: a.ravel() for c, a in zip(self.covariates, arrays)}
 
-    def log_predict_grad(self, theta_SxP: np.ndarray, covariates: Covariates, need_grad: bool = True):
+    # ---- evaluation --------------------------------------------------
+    def loss(self, params, **covariates: ArrayLike) -> np.ndarray:
+        """The plain form under S parameter sets: (S, n), covariates broadcasting against (S, 1) columns.
+
+        Covariates may be (S, n) arrays, one row per parameter set (e.g. each set at its own
+        compute-optimal N); M comes from N and D, C = 6ND is not assumed.
+        """
+        cov = with_derived(covariates, self.covariates)
+        missing = [c for c in self.covariates if c not in cov]
+        if missing:
+            raise ValueError(f"law {self.name!r} needs covariates {list(self.covariates)}; missing {missing}")
+        return self.form(**{c: np.asarray(cov[c], float) for c in self.covariates}, **self.param_columns(params))
+
+    def log_predict_grad(self, theta_SxP: np.ndarray, covariates: Mapping[str, np.ndarray], need_grad: bool = True):
         """log L̂ for S parameter sets (theta space) at n points: (S, n), and d/dtheta (S, n, P)."""
-        return self._log_predict_grad(np.atleast_2d(theta_SxP), covariates, need_grad)
+        return self.kernel(np.atleast_2d(theta_SxP), covariates, need_grad)
 
     def log_predict(self, params, **covariates: ArrayLike) -> np.ndarray:
         """log L̂ from natural parameters: (P,) -> (n,), (S, P) -> (S, n)."""
         nat = self.as_natural(params)
         theta_SxP = np.atleast_2d(self.to_theta(nat))
-        out_Sxn, _ = self._log_predict_grad(theta_SxP, self.covariate_arrays(covariates), False)
+        out_Sxn, _ = self.kernel(theta_SxP, self.covariate_arrays(covariates), False)
         return out_Sxn[0] if nat.ndim == 1 else out_Sxn
 
     def predict(self, params, **covariates: ArrayLike) -> np.ndarray:
         """Predicted loss from natural parameters (dict or array): (P,) -> (n,), (S, P) -> (S, n)."""
         return np.exp(self.log_predict(params, **covariates))
 
+    # ---- closed forms ------------------------------------------------
+    def n_opt(self, params, C, flops_per_param_token: float = 6.0) -> np.ndarray:
+        """N minimizing the loss at compute C with D = C / (k N): (S, n) for S parameter sets.
 
-# ---------------------------------------------------------------------
-# log-sum-exp laws: log L̂ = logsumexp_j(u_j), u_j = sum_p K[n, j, p] theta_p + k0[n, j]
+        The law's closed form where it has one, else `n_opt_search`.
+        """
+        C = np.atleast_1d(np.asarray(C, dtype=np.float64))
+        if self.optimal_n is not None:
+            return self.optimal_n(C, flops_per_param_token, **self.param_columns(params))
+        return self.n_opt_search(params, C, flops_per_param_token)
 
+    def n_opt_search(self, params, C, flops_per_param_token: float = 6.0) -> np.ndarray:
+        """N_opt of a law of N and D by search: a dense grid over log N (tokens per parameter from 1e-3
+        to 1e7, which brackets every sensible optimum), then one parabolic refinement."""
+        if set(self.covariates) != {"N", "D"}:
+            known = [n for n, law in LAWS.items() if law.optimal_n or set(law.covariates) == {"N", "D"}]
+            raise ValueError(f"law {self.name!r} has no compute-optimal allocation (it needs N and D as "
+                             f"covariates: {', '.join(known)})")
+        C = np.atleast_1d(np.asarray(C, dtype=np.float64))
+        k = flops_per_param_token
+        P = np.atleast_2d(self.as_natural(params))
+        out = np.empty((len(P), C.size))
+        for j, c in enumerate(C):
+            lnN = np.linspace(np.log(np.sqrt(c / k / 1e7)), np.log(np.sqrt(c / k / 1e-3)), 2001)
+            N = np.exp(lnN)
+            y = self.log_predict(P, N=N, D=c / (k * N))                   # (S, G)
+            i = np.clip(np.argmin(y, axis=1), 1, lnN.size - 2)
+            rows = np.arange(len(P))
+            y0, y1, y2 = y[rows, i - 1], y[rows, i], y[rows, i + 1]
+            denom = y0 - 2 * y1 + y2
+            shift = np.where(denom > 0, 0.5 * (y0 - y2) / np.where(denom > 0, denom, 1.0), 0.0)
+            out[:, j] = np.exp(lnN[i] + shift * (lnN[1] - lnN[0]))
+        return out
 
-def _lse_law(design: Callable[[Covariates], tuple[np.ndarray, np.ndarray]]) -> LogPredictFn:
-    def fn(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
-        K_nxJxP, k0_nxJ = design(cov)
-        n, J, P = K_nxJxP.shape
-        # K is sparse (each theta enters one or two terms): work with its nonzero (j, p) pairs
-        # as (S, n) arrays. Elementwise numpy beats a (S, P) @ (P, n) product here: P is ~5,
-        # and BLAS threading overhead dominates such thin products.
-        nz = [[p for p in range(P) if np.any(K_nxJxP[:, j, p])] for j in range(J)]
-        u = []
-        for j in range(J):
-            u_j = np.broadcast_to(k0_nxJ[:, j], (len(theta_SxP), n)).copy()
-            for p in nz[j]:
-                u_j += theta_SxP[:, p, None] * K_nxJxP[:, j, p]
-            u.append(u_j)
-        # log-sum-exp by hand (scipy.special.logsumexp's array-API dispatch costs more than the
-        # arithmetic at these sizes, and fits call this thousands of times)
-        m_Sxn = np.maximum.reduce(u) if J > 1 else u[0]
-        logL_Sxn = m_Sxn + np.log(sum(np.exp(u_j - m_Sxn) for u_j in u))
-        if not need_grad:
-            return logL_Sxn, None
-        w = [np.exp(u_j - logL_Sxn) for u_j in u]                 # softmax over the terms
-        # d logL / d theta_p = sum_j softmax_j * K[n, j, p]
-        J_SxPxn = np.zeros((len(theta_SxP), P, n))
-        for j in range(J):
-            for p in nz[j]:
-                J_SxPxn[:, p, :] += w[j] * K_nxJxP[:, j, p]
-        return logL_Sxn, np.swapaxes(J_SxPxn, 1, 2)               # (S, n, P) view of contiguous (S, P, n)
-    return fn
-
-
-def _chinchilla_design(cov: Covariates):
-    # theta = (e, a, b, alpha, beta); terms e, a - alpha log N, b - beta log D
-    lnN, lnD = np.log(cov["N"]), np.log(cov["D"])
-    n = lnN.size
-    K = np.zeros((n, 3, 5))
-    K[:, 0, 0] = 1.0
-    K[:, 1, 1] = 1.0
-    K[:, 1, 3] = -lnN
-    K[:, 2, 2] = 1.0
-    K[:, 2, 4] = -lnD
-    return K, np.zeros((n, 3))
-
-
-def _compute_design(cov: Covariates):
-    # theta = (e, a, gamma); terms e, a - gamma log C
-    lnC = np.log(cov["C"])
-    n = lnC.size
-    K = np.zeros((n, 2, 3))
-    K[:, 0, 0] = 1.0
-    K[:, 1, 1] = 1.0
-    K[:, 1, 2] = -lnC
-    return K, np.zeros((n, 2))
-
-
-def _overtrain_design(cov: Covariates):
-    # theta = (e, log a, log b, eta); terms e, log a + eta (log M - log C), log b - eta (log M + log C)
-    lnC, lnM = np.log(cov["C"]), np.log(cov["M"])
-    n = lnC.size
-    K = np.zeros((n, 3, 4))
-    K[:, 0, 0] = 1.0
-    K[:, 1, 1] = 1.0
-    K[:, 1, 3] = lnM - lnC
-    K[:, 2, 2] = 1.0
-    K[:, 2, 3] = -lnM - lnC
-    return K, np.zeros((n, 3))
-
-
-def _kaplan_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
-    # L = [(Nc/N)^(aN/aD) + Dc/D]^aD  (Kaplan et al. 2020, Eq. 1.5)
-    # log L = aD * g,  g = logsumexp(u1, u2),  u1 = (aN/aD)(ln Nc - ln N),  u2 = ln Dc - ln D
-    lnN, lnD = np.log(cov["N"]), np.log(cov["D"])
-    lnNc, lnDc, aN, aD = (theta_SxP[:, i, None] for i in range(4))
-    x1 = lnNc - lnN
-    u1 = (aN / aD) * x1
-    u2 = lnDc - lnD
-    g = np.logaddexp(u1, u2)
-    logL = aD * g
-    if not need_grad:
-        return logL, None
-    s1 = np.exp(u1 - g)
-    s2 = np.exp(u2 - g)
-    grad = np.stack([aN * s1, aD * s2, s1 * x1, g - s1 * u1], axis=-1)
-    return logL, grad
-
-
-def _schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
-    # L = E + A_N N^-alpha_N + A S1^-alpha - C S2  (Tissue et al. 2024 Eq. 1, plus a model-size term)
-    lnN, lnS1, S2 = np.log(cov["N"]), np.log(cov["S1"]), cov["S2"]
-    lnE, lnAN, aN, lnA, a, lnCc = (theta_SxP[:, i, None] for i in range(6))
-    tE = np.exp(lnE) + 0.0 * lnN
-    tN = np.exp(lnAN - aN * lnN)
-    tS = np.exp(lnA - a * lnS1)
-    tC = np.exp(lnCc) * S2
-    L = tE + tN + tS - tC
-    # A parameter set that predicts a non-positive loss is infeasible; the floor keeps
-    # the log finite so the objective there is merely very large.
-    L_safe = np.maximum(L, 1e-12)
-    logL = np.log(L_safe)
-    if not need_grad:
-        return logL, None
-    grad = np.stack([tE, tN, -lnN * tN, tS, -lnS1 * tS, -tC], axis=-1) / L_safe[..., None]
-    return logL, grad
-
-
-def _kaplan_schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
-    # L = [(Nc/N)^(aN/aS) + Sc/S1]^aS - C S2: Kaplan et al. 2020 Eq. 1.5 with the tokens D replaced
-    # by the forward area S1 and Tissue et al. 2024's annealing term -C S2 (their Eq. 1).
-    lnN, lnS1, S2 = np.log(cov["N"]), np.log(cov["S1"]), cov["S2"]
-    lnNc, lnSc, aN, aS, lnCc = (theta_SxP[:, i, None] for i in range(5))
-    x1 = lnNc - lnN
-    u1 = (aN / aS) * x1
-    u2 = lnSc - lnS1
-    g = np.logaddexp(u1, u2)
-    P = np.exp(aS * g)
-    tC = np.exp(lnCc) * S2
-    L = P - tC
-    # a non-positive loss is infeasible; the floor keeps the log finite (the objective there is merely large)
-    L_safe = np.maximum(L, 1e-12)
-    logL = np.log(L_safe)
-    if not need_grad:
-        return logL, None
-    s1 = np.exp(u1 - g)
-    s2 = np.exp(u2 - g)
-    grad = np.stack([P * aN * s1, P * aS * s2, P * s1 * x1, P * (g - s1 * u1), -tC], axis=-1) / L_safe[..., None]
-    return logL, grad
+    def tokens_to_reach(self, params, target: float, N) -> np.ndarray:
+        """Tokens D with L(N, D) = target under S parameter sets: (S, n); NaN where N cannot reach it."""
+        if self.tokens_for is None:
+            raise ValueError(f"tokens_to_reach needs a law of N and D with a closed form "
+                             f"({', '.join(n for n, law in LAWS.items() if law.tokens_for)}), not {self.name!r}")
+        N = np.atleast_1d(np.asarray(N, dtype=np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.tokens_for(target, N, **self.param_columns(params))
 
 
 def _grid(lo: float, hi: float, n: int) -> tuple[float, ...]:
     return tuple(float(v) for v in np.linspace(lo, hi, n))
+
+
+def _unreachable_as_nan(gap, value):
+    """`value(gap)` where gap > 0, NaN where the target lies at or below what the law can reach."""
+    return np.where(gap > 0, value(np.where(gap > 0, gap, 1.0)), np.nan)
+
+
+# ---------------------------------------------------------------------
+# the laws: terms written plainly, closed forms beside them
+
+
+def chinchilla(N, D, E, A, B, alpha, beta):
+    """Hoffmann et al. 2022, Eq. 2."""
+    return E + A * N ** -alpha + B * D ** -beta
+
+
+def chinchilla_n_opt(C, k, E, A, B, alpha, beta):
+    # dL/dN = 0 with D = C/(kN): alpha A N^-alpha = beta B D^-beta (Hoffmann et al. 2022 Eq. 4)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    return G * (C / k) ** (beta / (alpha + beta))
+
+
+def chinchilla_tokens(target, N, E, A, B, alpha, beta):
+    # what the data term must still supply once the size term is paid: B D^-beta = target - E - A N^-alpha
+    return _unreachable_as_nan(target - E - A * N ** -alpha, lambda gap: (B / gap) ** (1.0 / beta))
+
+
+def kaplan(N, D, Nc, Dc, alpha_N, alpha_D):
+    """Kaplan et al. 2020, Eq. 1.5."""
+    return ((Nc / N) ** (alpha_N / alpha_D) + Dc / D) ** alpha_D
+
+
+def kaplan_tokens(target, N, Nc, Dc, alpha_N, alpha_D):
+    # L^(1/alpha_D) = (Nc/N)^(alpha_N/alpha_D) + Dc/D
+    return _unreachable_as_nan(target ** (1.0 / alpha_D) - (Nc / N) ** (alpha_N / alpha_D), lambda gap: Dc / gap)
+
+
+def compute(C, E, A, gamma):
+    """The compute frontier: Kaplan et al. 2020 Eq. 1.4 with an irreducible term."""
+    return E + A * C ** -gamma
+
+
+def overtrain(C, M, E, a, b, eta):
+    """Gadre et al. 2024, Sec. 2.1 (M = D / N, the tokens per parameter)."""
+    return E + (a * M ** eta + b * M ** -eta) * C ** -eta
+
+
+def overtrain_n_opt(C, k, E, a, b, eta):
+    # (a M^eta + b M^-eta) is smallest at M* = (b/a)^(1/(2 eta)); N = sqrt(C / (k M*))
+    M = (b / a) ** (1.0 / (2.0 * eta))
+    return np.sqrt(C / (k * M))
+
+
+def schedule(N, S1, S2, E, A_N, alpha_N, A, alpha, C):
+    """Tissue et al. 2024 Eq. 1, L0 + A S1^-alpha - C S2, with L0 = E + A_N N^-alpha_N."""
+    return E + A_N * N ** -alpha_N + A * S1 ** -alpha - C * S2
+
+
+def kaplan_schedule(N, S1, S2, Nc, Sc, alpha_N, alpha_S, C):
+    """Kaplan et al. 2020 Eq. 1.5 in the forward area S1, minus Tissue et al. 2024's annealing term."""
+    return ((Nc / N) ** (alpha_N / alpha_S) + Sc / S1) ** alpha_S - C * S2
 
 
 CHINCHILLA = Law(
@@ -266,7 +280,8 @@ CHINCHILLA = Law(
     n_convention="total",
     exponents=("alpha", "beta"),
     irreducible="E",
-    _log_predict_grad=_lse_law(_chinchilla_design),
+    form=chinchilla, kernel=K.lse_law(K.chinchilla_design),
+    optimal_n=chinchilla_n_opt, tokens_for=chinchilla_tokens,
 )
 
 KAPLAN = Law(
@@ -282,7 +297,7 @@ KAPLAN = Law(
     n_convention="non_embedding",
     exponents=("alpha_N", "alpha_D"),
     irreducible=None,
-    _log_predict_grad=_kaplan_log_predict,
+    form=kaplan, kernel=K.kaplan_log_predict, tokens_for=kaplan_tokens,
 )
 
 COMPUTE = Law(
@@ -298,7 +313,7 @@ COMPUTE = Law(
     n_convention="total",
     exponents=("gamma",),
     irreducible="E",
-    _log_predict_grad=_lse_law(_compute_design),
+    form=compute, kernel=K.lse_law(K.compute_design),
 )
 
 OVERTRAIN = Law(
@@ -317,7 +332,7 @@ OVERTRAIN = Law(
     n_convention="total",
     exponents=("eta",),
     irreducible="E",
-    _log_predict_grad=_lse_law(_overtrain_design),
+    form=overtrain, kernel=K.lse_law(K.overtrain_design), optimal_n=overtrain_n_opt,
 )
 
 SCHEDULE = Law(
@@ -325,7 +340,7 @@ SCHEDULE = Law(
     version="1",
     # Tissue et al. 2024, 'Scaling Law with Learning Rate Annealing', Eq. 1: L(s) = L0 + A S1^-alpha - C S2.
     # Extension here: L0 = E + A_N N^-alpha_N so runs of several sizes share one fit; S1 and S2 come
-    # from `schedule_features` (lr normalized by the peak, optionally times tokens per step).
+    # from `analysis.schedule.schedule_features` (lr normalized by the peak, optionally times tokens per step).
     citation="Tissue et al. 2024, 'Scaling Law with Learning Rate Annealing', Eq. 1, extended with a model-size term E + A_N N^-alpha_N",
     formula="L = E + A_N * N^-alpha_N + A * S1^-alpha - C * S2",
     param_names=("E", "A_N", "alpha_N", "A", "alpha", "C"),
@@ -336,7 +351,7 @@ SCHEDULE = Law(
     n_convention="total",
     exponents=("alpha_N", "alpha"),
     irreducible="E",
-    _log_predict_grad=_schedule_log_predict,
+    form=schedule, kernel=K.schedule_log_predict, fitted_on="all",
 )
 
 KAPLAN_SCHEDULE = Law(
@@ -357,7 +372,7 @@ KAPLAN_SCHEDULE = Law(
     n_convention="non_embedding",
     exponents=("alpha_N", "alpha_S"),
     irreducible=None,
-    _log_predict_grad=_kaplan_schedule_log_predict,
+    form=kaplan_schedule, kernel=K.kaplan_schedule_log_predict, fitted_on="all",
 )
 
 LAWS: dict[str, Law] = {law.name: law for law in (CHINCHILLA, KAPLAN, COMPUTE, OVERTRAIN, SCHEDULE, KAPLAN_SCHEDULE)}
@@ -372,51 +387,3 @@ def get_law(name: str | Law) -> Law:
         close = difflib.get_close_matches(str(name), LAWS, n=1)
         raise ValueError(f"unknown law {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                          f"known laws: {sorted(LAWS)}") from None
-
-
-# ---------------------------------------------------------------------
-# Learning-rate schedule features for the `schedule` law
-
-
-def schedule_features(lr_curve: np.ndarray, steps: np.ndarray | int, decay: float = 0.999, *,
-                      tokens_per_step: float = 1.0, peak: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Forward area S1 and annealing area S2 of a learning-rate curve at the given steps.
-
-    `lr_curve[i - 1]` is the learning rate used for step i (as `train.schedules.lr_curve`
-    returns it); `steps` are step counts (1..len(lr_curve)). Following Tissue et al. 2024
-    (Eqs. 1-3):
-
-        S1(s) = sum_{i<=s} eta_i
-        m_i   = decay * m_{i-1} + (eta_{i-1} - eta_i)
-        S2(s) = sum_{i<=s} m_i  = sum_{i<=s} sum_{k<=i} (eta_{k-1} - eta_k) decay^(i-k)
-
-    Warmup is not annealing: the paper fits curves after warmup, so here eta_{k-1} - eta_k
-    is counted only from the step where the learning rate first reaches its peak.
-
-    Units: the learning rate is divided by `peak` (default: the curve's maximum) and each
-    step counts `tokens_per_step`, so S1 is "peak-lr-equivalent tokens" (equal to D under a
-    constant lr) and runs with different peak lr or batch size land on one axis.
-    """
-    eta = np.asarray(lr_curve, dtype=np.float64)
-    if eta.ndim != 1 or eta.size == 0:
-        raise ValueError("lr_curve must be a non-empty 1-D array (the lr used at steps 1..T)")
-    if not np.all(np.isfinite(eta)) or np.any(eta < 0):
-        raise ValueError("lr_curve must be finite and non-negative")
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"decay must lie in [0, 1), got {decay}")
-    peak = float(eta.max()) if peak is None else float(peak)
-    if peak <= 0:
-        raise ValueError("lr_curve peak must be positive")
-    s = np.atleast_1d(np.asarray(steps))
-    if np.any(s < 1) or np.any(s > eta.size) or np.any(s != np.round(s)):
-        raise ValueError(f"steps must be integers in [1, {eta.size}]")
-    eta = eta / peak
-    drop = np.zeros_like(eta)
-    drop[1:] = eta[:-1] - eta[1:]
-    drop[: int(np.argmax(eta)) + 1] = 0.0     # no annealing credit before the peak (warmup)
-    # m_i = decay * m_{i-1} + drop_i: a first-order linear filter; scipy.signal.lfilter runs it in C.
-    m = lfilter([1.0], [1.0, -decay], drop)
-    S1 = np.cumsum(eta) * tokens_per_step
-    S2 = np.cumsum(m) * tokens_per_step
-    idx = s.astype(int) - 1
-    return S1[idx], S2[idx]

@@ -1,31 +1,32 @@
-"""Forecasts from a fitted law, each with a bootstrap interval.
+"""Forecasts from a fitted law, each with an interval.
 
+- `forecast(result, at)`: THE forecast behind `testbed predict`, the report and the demo:
+  the loss at a point (`at={"N": .., "D": ..}`), at compute C under the compute-optimal
+  allocation (`at={"C": ..}`), or along a planned run's eval curve (`at=` its run config),
+  with one interval rule: the calibrated interval when the fit carries a measured
+  extrapolation error (`testbed fit --calibrate`), else the bootstrap band; a forecast
+  that can have neither raises ValueError saying why. Arrays of points are forecast at once.
 - `loss_at(result, N=..., D=...)` (or C=..., M=... for the laws that read them)
 - `n_opt(result, C)`, `d_opt(result, C)`, `compute_optimal(result, C)`: the
   allocation minimizing the loss at compute C with D = C / (k N) (k = 6 by
   default, the 6N convention; pass the FLOPs per parameter per token of your
-  convention). Closed form for chinchilla (Hoffmann et al. 2022 Eq. 4):
-  N_opt = G (C/k)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta)).
+  convention); each law owns its closed form (`Law.n_opt`).
 - `tokens_to_reach(result, target, N)`: D with L(N, D) = target (error if the
-  target is at or below what N can reach with infinite data, E + A / N^alpha).
-- `predict_curve(result, ...)`: a whole loss curve of a planned run; for the
-  `schedule` law from its lr schedule, for chinchilla/kaplan the curve that
-  puts D = tokens seen at each step (a proxy: those laws describe the final
-  loss of a run whose schedule was tuned to its length); `predict_run(result,
-  run_config)` does the same from a planned run's config.
+  target is at or below what N can reach with infinite data).
 
-Every function returns a `Prediction`: point (from the fitted parameters),
-lower and upper (central percentile band over the bootstrap parameter sets;
-NaN when the fit has no samples).
+These return a `Prediction`: point (from the fitted parameters), lower and upper
+(central percentile band over the bootstrap parameter sets; NaN when the fit has no
+samples).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
+from analysis.calibrate import stored_interval
 from analysis.fitresult import FitResult, percentile_band
-from analysis.laws import Law, schedule_features
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,8 @@ def _with_band(result: FitResult, fn, level: float, quantity: str, note: str = "
     return Prediction(quantity, point, lo, hi, level, note)
 
 
-def _p(law: Law, params_SxP: np.ndarray, name: str) -> np.ndarray:
-    return params_SxP[:, law.param_names.index(name), None]
-
-
 # ---------------------------------------------------------------------
-# loss at given covariates
+# loss at given covariates, the compute-optimal allocation, tokens to a target
 
 
 def loss_at(result: FitResult, level: float = 0.9, *, flops_per_param_token: float = 6.0, **covariates) -> Prediction:
@@ -73,57 +70,14 @@ def loss_at(result: FitResult, level: float = 0.9, *, flops_per_param_token: flo
     A law of C given N and D gets C = k N D (k = flops_per_param_token, 6 by default).
     """
     law = result.law_obj
-    cov = dict(covariates)
-    if "C" in law.covariates and "C" not in cov and {"N", "D"} <= cov.keys():
-        cov["C"] = flops_per_param_token * np.asarray(cov["N"], float) * np.asarray(cov["D"], float)
-    arrays = law.covariate_arrays(cov)
+    arrays = law.covariate_arrays(covariates, flops_per_param_token)
     return _with_band(result, lambda P: law.predict(P, **arrays), level, "loss")
-
-
-# ---------------------------------------------------------------------
-# compute-optimal allocation
-
-
-def _n_opt_params(law: Law, P: np.ndarray, C: np.ndarray, k: float) -> np.ndarray:
-    """N_opt (S, n) for parameter sets P (S, P) at compute C (n,), with D = C / (k N)."""
-    C = np.atleast_1d(np.asarray(C, dtype=np.float64))
-    if law.name == "chinchilla":
-        # dL/dN = 0 with D = C/(kN): alpha A N^-alpha = beta B D^-beta (Hoffmann et al. 2022 Eq. 4)
-        A, B, a, b = (_p(law, P, n) for n in ("A", "B", "alpha", "beta"))
-        G = (a * A / (b * B)) ** (1.0 / (a + b))
-        return G * (C / k) ** (b / (a + b))
-    if law.name == "overtrain":
-        # (a M^eta + b M^-eta) is smallest at M* = (b/a)^(1/(2 eta)); N = sqrt(C / (k M*))
-        a, b, eta = (_p(law, P, n) for n in ("a", "b", "eta"))
-        M = (b / a) ** (1.0 / (2.0 * eta))
-        return np.sqrt(C / (k * M))
-    if law.name == "kaplan":
-        return _n_opt_numeric(law, P, C, k)
-    raise ValueError(f"law {law.name!r} has no compute-optimal allocation here (it needs N and D as covariates: "
-                     "chinchilla, kaplan or overtrain)")
-
-
-def _n_opt_numeric(law: Law, P: np.ndarray, C: np.ndarray, k: float) -> np.ndarray:
-    """Minimize L(N, C/(kN)) over log N on a dense grid, then one parabolic refinement."""
-    out = np.empty((len(P), C.size))
-    for j, c in enumerate(C):
-        # tokens per parameter from 1e-3 to 1e7 brackets every sensible optimum
-        lnN = np.linspace(np.log(np.sqrt(c / k / 1e7)), np.log(np.sqrt(c / k / 1e-3)), 2001)
-        N = np.exp(lnN)
-        y = law.log_predict(P, N=N, D=c / (k * N))                   # (S, G)
-        i = np.clip(np.argmin(y, axis=1), 1, lnN.size - 2)
-        rows = np.arange(len(P))
-        y0, y1, y2 = y[rows, i - 1], y[rows, i], y[rows, i + 1]
-        denom = y0 - 2 * y1 + y2
-        shift = np.where(denom > 0, 0.5 * (y0 - y2) / np.where(denom > 0, denom, 1.0), 0.0)
-        out[:, j] = np.exp(lnN[i] + shift * (lnN[1] - lnN[0]))
-    return out
 
 
 def n_opt(result: FitResult, C, *, flops_per_param_token: float = 6.0, level: float = 0.9) -> Prediction:
     """Compute-optimal model size at compute C (array ok), with D = C / (k N)."""
     law = result.law_obj
-    return _with_band(result, lambda P: _n_opt_params(law, P, C, flops_per_param_token), level, "N_opt")
+    return _with_band(result, lambda P: law.n_opt(P, C, flops_per_param_token), level, "N_opt")
 
 
 def d_opt(result: FitResult, C, *, flops_per_param_token: float = 6.0, level: float = 0.9) -> Prediction:
@@ -131,7 +85,7 @@ def d_opt(result: FitResult, C, *, flops_per_param_token: float = 6.0, level: fl
     law = result.law_obj
     Cn = np.atleast_1d(np.asarray(C, dtype=np.float64))
     k = flops_per_param_token
-    return _with_band(result, lambda P: Cn / (k * _n_opt_params(law, P, Cn, k)), level, "D_opt")
+    return _with_band(result, lambda P: Cn / (k * law.n_opt(P, Cn, k)), level, "D_opt")
 
 
 def loss_at_compute(result: FitResult, C, *, flops_per_param_token: float = 6.0, level: float = 0.9) -> Prediction:
@@ -143,24 +97,10 @@ def loss_at_compute(result: FitResult, C, *, flops_per_param_token: float = 6.0,
         return _with_band(result, lambda P: law.predict(P, C=Cn), level, "loss")
 
     def fn(P):
-        N = _n_opt_params(law, P, Cn, k)                    # (S, n): each parameter set at its own optimum
-        return _loss_rowwise(law, P, N, Cn / (k * N), k)
+        N = law.n_opt(P, Cn, k)                    # (S, n): each parameter set at its own optimum
+        D = Cn / (k * N)
+        return law.loss(P, N=N, D=D, C=k * N * D)
     return _with_band(result, fn, level, "loss", note=f"compute-optimal allocation, D = C / ({k:g} N)")
-
-
-def _loss_rowwise(law: Law, P: np.ndarray, N_Sxn: np.ndarray, D_Sxn: np.ndarray, k: float) -> np.ndarray:
-    """L(N[s, i], D[s, i]) under parameter set P[s]: the closed forms, broadcast row by row."""
-    if law.name == "chinchilla":
-        E, A, B, a, b = (_p(law, P, n) for n in ("E", "A", "B", "alpha", "beta"))
-        return E + A * N_Sxn ** -a + B * D_Sxn ** -b
-    if law.name == "kaplan":
-        Nc, Dc, aN, aD = (_p(law, P, n) for n in ("Nc", "Dc", "alpha_N", "alpha_D"))
-        return ((Nc / N_Sxn) ** (aN / aD) + Dc / D_Sxn) ** aD
-    if law.name == "overtrain":
-        E, a, b, eta = (_p(law, P, n) for n in ("E", "a", "b", "eta"))
-        M, C = D_Sxn / N_Sxn, k * N_Sxn * D_Sxn
-        return E + (a * M ** eta + b * M ** -eta) * C ** -eta
-    raise ValueError(f"law {law.name!r}: no row-wise loss")
 
 
 @dataclass(frozen=True)
@@ -180,25 +120,6 @@ def compute_optimal(result: FitResult, C, *, flops_per_param_token: float = 6.0,
     return Allocation(np.atleast_1d(np.asarray(C, float)), N, D, loss_at_compute(result, C, **kw), D.point / N.point)
 
 
-# ---------------------------------------------------------------------
-# tokens to reach a target loss
-
-
-def _tokens_params(law: Law, P: np.ndarray, target: float, N: np.ndarray) -> np.ndarray:
-    N = np.atleast_1d(np.asarray(N, dtype=np.float64))
-    if law.name == "chinchilla":
-        E, A, B, a, b = (_p(law, P, n) for n in ("E", "A", "B", "alpha", "beta"))
-        gap = target - E - A * N ** -a           # what the data term must still supply
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(gap > 0, (B / np.where(gap > 0, gap, 1.0)) ** (1.0 / b), np.nan)
-    if law.name == "kaplan":
-        # L^(1/alpha_D) = (Nc/N)^(alpha_N/alpha_D) + Dc/D
-        Nc, Dc, aN, aD = (_p(law, P, n) for n in ("Nc", "Dc", "alpha_N", "alpha_D"))
-        gap = target ** (1.0 / aD) - (Nc / N) ** (aN / aD)
-        return np.where(gap > 0, Dc / np.where(gap > 0, gap, 1.0), np.nan)
-    raise ValueError(f"tokens_to_reach needs a law of N and D (chinchilla, kaplan), not {law.name!r}")
-
-
 def tokens_to_reach(result: FitResult, target: float, N, *, level: float = 0.9) -> Prediction:
     """Tokens D a model of size N needs to reach `target` loss.
 
@@ -208,140 +129,198 @@ def tokens_to_reach(result: FitResult, target: float, N, *, level: float = 0.9) 
     law = result.law_obj
     if not (np.isfinite(target) and target > 0):
         raise ValueError(f"target loss must be a positive number, got {target}")
-    pred = _with_band(result, lambda P: _tokens_params(law, P, target, N), level, "D")
+    pred = _with_band(result, lambda P: law.tokens_to_reach(P, target, N), level, "D")
     if np.any(np.isnan(pred.point)):
         Ns = np.atleast_1d(np.asarray(N, float))
-        floor = law.predict(result.params, N=Ns, D=np.full_like(Ns, np.inf)) if law.name == "chinchilla" else None
-        where = "" if floor is None else f" (the fitted law's infinite-data loss at N = {Ns.tolist()} is {floor.tolist()})"
-        raise ValueError(f"target loss {target} is unreachable at N = {Ns.tolist()}{where}")
+        floor = law.loss(result.params, N=Ns, D=np.full_like(Ns, np.inf))[0]
+        raise ValueError(f"target loss {target} is unreachable at N = {Ns.tolist()} (the fitted law's "
+                         f"infinite-data loss there is {floor.tolist()})")
     return pred
 
 
 # ---------------------------------------------------------------------
-# whole curves of a planned run
+# the forecast
 
 
-def predict_curve(result: FitResult, *, N: float, steps, tokens_per_step: float, lr_curve=None,
-                  decay: float = 0.999, level: float = 0.9) -> Prediction:
-    """The predicted loss at each of `steps` for a run of size N.
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast at one or more points (or along a planned run's eval steps), with its interval.
 
-    Laws of (N, S1, S2) (`schedule`, `kaplan-schedule`) need the run's per-step lr (`lr_curve[i-1]`
-    is the lr at step i, as `train.schedules.lr_curve` gives it); S1, S2 as in
-    `analysis.laws.schedule_features`, with the same tokens_per_step and decay the fit's table used.
-    chinchilla / kaplan: D = steps * tokens_per_step at each step; a proxy labelled as such.
+    `lower`/`upper` is the headline interval, of kind `interval`: "calibrated" (bootstrap
+    spread, run scatter and the extrapolation error measured on the fitted runs;
+    `analysis.calibrate`) or "bootstrap" (the parameter band alone); the bootstrap band is
+    always kept too. `shown` is False at eval points before the fewest tokens the law was
+    fitted on (the law says nothing there).
     """
+    law: str
+    level: float
+    loss: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    interval: str
+    bootstrap_lower: np.ndarray
+    bootstrap_upper: np.ndarray
+    inputs: dict[str, np.ndarray]                  # what was asked: N and D, or C
+    derived: dict[str, np.ndarray]                 # N and D of the allocation at C, or of a planned run
+    extrapolation: np.ndarray | None = None        # C / C_fit (calibrated only)
+    sigma: np.ndarray | None = None                # total std of the log forecast (calibrated only)
+    note: str = ""
+    steps: np.ndarray | None = None                # a planned run's eval steps
+    tokens: np.ndarray | None = None
+    shown: np.ndarray | None = None
+
+    def point(self, i: int = 0) -> dict[str, Any]:
+        """Point i as `testbed predict --json` prints it."""
+        out = {"loss": float(self.loss[i]), "lower": float(self.lower[i]), "upper": float(self.upper[i]),
+               "interval": self.interval, **{k: float(v[i]) for k, v in self.derived.items()}}
+        if self.extrapolation is not None:
+            out.update(extrapolation=float(self.extrapolation[i]), sigma=float(self.sigma[i]))
+        return out
+
+    def run(self) -> dict[str, Any]:
+        """A planned run's forecast: its final point and its curve (None where not forecast)."""
+        keep = self.shown
+
+        def listed(a):
+            return [float(v) if k and np.isfinite(v) else None for v, k in zip(a, keep)]
+
+        extra = {} if self.extrapolation is None else {"extrapolation": float(self.extrapolation[-1]),
+                                                      "sigma": float(self.sigma[-1])}
+        return {"loss": float(self.loss[-1]), "lower": listed(self.lower)[-1], "upper": listed(self.upper)[-1],
+                "interval": self.interval, "bootstrap_lower": listed(self.bootstrap_lower)[-1],
+                "bootstrap_upper": listed(self.bootstrap_upper)[-1], "N": float(self.derived["N"][0]),
+                "D": float(self.tokens[-1]), **extra, "note": self.note,
+                "curve": {"steps": self.steps.tolist(), "tokens": self.tokens.tolist(), "loss": listed(self.loss),
+                          "lower": listed(self.lower), "upper": listed(self.upper)}}
+
+
+def forecast(result: FitResult, at, *, level: float = 0.9) -> Forecast:
+    """The forecast at `at`: {"N": .., "D": ..}, {"C": ..} (arrays allowed) or a planned run's config.
+
+    A planned run (a `train.config.RunConfig` or its dict) is forecast at its eval steps,
+    with N under the fit's convention and S1/S2 from its lr schedule
+    (`analysis.schedule.run_schedule_features`, as the fit's table had them); its distance
+    C / C_fit counts FLOPs as the fitted runs did. At compute C the allocation is each
+    parameter set's own optimum (`compute_optimal`), and the derived N and D are returned.
+
+    Raises ValueError when the question does not fit the law (a law of the lr schedule
+    asked at N and D) or when no interval can be given (no bootstrap samples and no
+    measured error; or a zero-width band, which a design with no more runs than
+    parameters gives).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if _is_run_config(at):
+        return _forecast_run(result, at, level)
+    if not isinstance(at, Mapping):
+        raise ValueError(f"forecast at must be {{'N': .., 'D': ..}}, {{'C': ..}} or a run config, got {type(at).__name__}")
     law = result.law_obj
-    cov, note = curve_covariates(law, N=N, steps=steps, tokens_per_step=tokens_per_step, lr_curve=lr_curve,
-                                 decay=decay)
-    return _with_band(result, lambda P: law.predict(P, **cov), level, "loss", note=note)
+    given = {k: np.atleast_1d(np.asarray(v, float)) for k, v in at.items() if v is not None}
+    for k, v in given.items():
+        if k not in ("N", "D", "C"):
+            raise ValueError(f"unknown forecast input {k!r}: give N and D, or C")
+        if not np.all(np.isfinite(v) & (v > 0)):
+            raise ValueError(f"{k} must be a positive number, got {v.tolist() if v.size > 1 else float(v[0])}")
+    if "S1" in law.covariates:
+        raise ValueError(f"the {result.law} law reads the planned run's lr schedule, not N and D alone: "
+                         "use --run CONFIG [key=value ...] (a planned run's config)")
+    derived: dict[str, np.ndarray] = {}
+    if set(given) == {"N", "D"}:
+        pred = loss_at(result, level=level, N=given["N"], D=given["D"])
+        cov = {"N": given["N"], "D": given["D"]}
+    elif set(given) == {"C"}:
+        if tuple(law.covariates) == ("C",):
+            pred = loss_at_compute(result, given["C"], level=level)
+            cov = {"C": given["C"]}
+        else:
+            alloc = compute_optimal(result, given["C"], level=level)
+            pred = alloc.loss
+            derived = {"N": np.asarray(alloc.N_opt.point, float), "D": np.asarray(alloc.D_opt.point, float)}
+            cov = dict(derived)
+    else:
+        raise ValueError("give N and D (loss at a model size and token count) or C alone "
+                         "(loss at the compute-optimal allocation)")
+    lo, hi, kind, extra = _interval(result, np.asarray(pred.point, float), pred.lower, pred.upper, level, cov)
+    return Forecast(result.law, level, np.asarray(pred.point, float), lo, hi, kind, np.asarray(pred.lower, float),
+                    np.asarray(pred.upper, float), given, derived, **extra)
 
 
-def curve_covariates(law: Law | str, *, N: float, steps, tokens_per_step: float, lr_curve=None,
-                     decay: float = 0.999) -> tuple[dict[str, np.ndarray], str]:
-    """The covariates `law` reads at each of `steps` of a planned run of size N, and a note on them.
+def _interval(result, point, b_lo, b_hi, level, cov, model=None, tokens=None, check=slice(None)):
+    """The one interval rule: calibrated when the fit stores an extrapolation error, else the bootstrap band.
 
-    (N, S1, S2) laws: S1/S2 from the run's lr curve (`analysis.laws.schedule_features`);
-    (N, D) laws: D = tokens seen at each step, a proxy exact only at the final step.
+    `check`: the points whose band must exist (a run's final point; every point asked about).
     """
-    from analysis.laws import get_law
+    b_lo, b_hi = np.asarray(b_lo, float), np.asarray(b_hi, float)
+    calibrated = stored_interval(result, level=level, model=model, tokens=tokens, **cov)
+    if calibrated is not None:
+        lo, hi, sigma, ext = calibrated
+        return np.asarray(lo, float), np.asarray(hi, float), "calibrated", {"extrapolation": ext, "sigma": sigma}
+    if not np.all(np.isfinite(b_lo[check]) & np.isfinite(b_hi[check])):
+        raise ValueError(f"no interval: the {result.law} fit has no bootstrap samples and no measured extrapolation "
+                         "error; refit with --bootstrap B (B >= 200; in Python, fit(..., bootstrap=B)) or --calibrate")
+    # a band narrower than a millionth of the loss is rounding, not uncertainty: it comes from refits that
+    # all pass through every point (no more rows or runs than parameters)
+    if np.any(b_hi[check] - b_lo[check] <= 1e-6 * np.abs(point[check])):
+        raise ValueError(f"no interval: every bootstrap refit of the {result.law} fit gives the same forecast "
+                         f"({result.n_points} points, {result.inputs.get('n_runs', '?')} runs for "
+                         f"{len(result.params)} parameters); the data cannot say how uncertain it is")
+    return b_lo, b_hi, "bootstrap", {}
 
-    law = get_law(law)
-    steps = np.atleast_1d(np.asarray(steps))
-    Nv = np.full(steps.shape, float(N))
-    if law.covariates == ("N", "S1", "S2"):
-        if lr_curve is None:
-            raise ValueError(f"the {law.name} law needs lr_curve: the learning rate of every step of the planned run")
-        S1, S2 = schedule_features(np.asarray(lr_curve, float), steps, decay, tokens_per_step=tokens_per_step)
-        return {"N": Nv, "S1": S1, "S2": S2}, f"{law.name} law: S1/S2 from the planned lr curve"
-    if law.covariates == ("N", "D"):
-        return ({"N": Nv, "D": steps.astype(float) * tokens_per_step},
-                f"{law.name}: D = tokens seen at each step (a final-loss law read along the curve; "
-                "only the last point is what the law describes)")
-    raise ValueError(f"predict_curve supports laws of (N, S1, S2) and of (N, D), not {law.name!r}")
+
+def _is_run_config(at) -> bool:
+    from train.config import RunConfig
+    return isinstance(at, RunConfig) or (isinstance(at, Mapping) and "model" in at)
 
 
-def predict_run(result: FitResult, config, *, steps=None, level: float = 0.9, decay: float = 0.999) -> Prediction:
-    """The predicted eval curve of a planned run, from its run config (a RunConfig or its dict).
+def run_covariates(result: FitResult, config) -> tuple[dict[str, np.ndarray], np.ndarray, int, str, Any]:
+    """(covariates, eval steps, tokens per step, note, resolved config) of a planned run, for `result`'s law.
 
     N is the model's parameter count under the fit's N convention (`models.counting`,
-    torch-free); steps default to the trainer's eval points (config.eval.points log-spaced
-    steps plus the last); the lr curve comes from `train.schedules.lr_curve`. Laws of
-    (N, S1, S2) use that lr curve; (N, D) laws read D = tokens seen at each step, a
-    proxy that is only exact at the final step. `extra` carries steps, tokens and N.
+    torch-free); the steps are the trainer's eval points (`train.contract.eval_steps`).
+    Laws of (N, S1, S2) read the run's schedule features; (N, D) laws read D = tokens
+    seen at each step, a proxy that is only exact at the final step.
     """
-    cov, steps, tokens_per_step, note = run_covariates(result, config, steps=steps, decay=decay)
-    law = result.law_obj
-    pred = _with_band(result, lambda P: law.predict(P, **cov), level, "loss", note=note)
-    extra = {"steps": steps, "tokens": steps * tokens_per_step, "N": cov["N"][:1]}
-    return Prediction(pred.quantity, pred.point, pred.lower, pred.upper, pred.level, pred.note, extra)
-
-
-def run_covariates(result: FitResult, config, *, steps=None, decay: float = 0.999):
-    """(covariates, steps, tokens per step, note) of a planned run at `steps` (default: its eval steps)."""
+    from analysis.schedule import run_schedule_features
     from models.counting import param_counts
     from train.config import RunConfig
     from train.contract import eval_steps
-    from train.schedules import lr_curve
 
     cfg = (config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))).resolved()
+    law = result.law_obj
     counts = param_counts(cfg.model)
-    conv = result.convention.get("N") or result.law_obj.n_convention
+    conv = result.convention.get("N") or law.n_convention
     if conv not in counts:
         raise ValueError(f"the fit's N convention {conv!r} is not one of {sorted(counts)}")
-    total = cfg.steps
-    if steps is None:
-        # the trainer's eval rule: log-spaced from step 1, rounded and deduplicated, plus the final step
-        steps = eval_steps(total, cfg.eval.points)
-    steps = np.asarray(steps, dtype=int)
-    if np.any(steps < 1) or np.any(steps > total):
-        raise ValueError(f"steps must lie in [1, {total}] (the run's optimizer steps)")
-    lr = lr_curve(total, cfg.optim.lr, cfg.schedule)
-    cov, note = curve_covariates(result.law_obj, N=float(counts[conv]), steps=steps,
-                                 tokens_per_step=cfg.train.batch_tokens, lr_curve=lr, decay=decay)
-    return cov, steps, cfg.train.batch_tokens, note
+    steps = np.asarray(eval_steps(cfg.steps, cfg.eval.points), dtype=int)
+    tokens_per_step = cfg.train.batch_tokens
+    N = np.full(steps.shape, float(counts[conv]))
+    if law.covariates == ("N", "S1", "S2"):
+        S1, S2 = run_schedule_features(cfg, steps)
+        return {"N": N, "S1": S1, "S2": S2}, steps, tokens_per_step, f"{law.name} law: S1/S2 from the planned lr curve", cfg
+    if law.covariates == ("N", "D"):
+        return ({"N": N, "D": steps.astype(float) * tokens_per_step}, steps, tokens_per_step,
+                f"{law.name}: D = tokens seen at each step (a final-loss law read along the curve; "
+                "only the last point is what the law describes)", cfg)
+    raise ValueError(f"a planned run's curve needs a law of (N, S1, S2) or of (N, D), not {law.name!r}")
 
 
-def forecast_run(result: FitResult, config, *, level: float = 0.9) -> dict:
-    """The forecast of a planned run (a RunConfig or its dict): its final loss and whole eval curve.
-
-    The interval is calibrated (`analysis.calibrate`) when the fit carries an extrapolation
-    error (`testbed fit --calibrate`, the demo's fit.json), each eval point at its own distance
-    C / C_fit, with C in the FLOP convention the fitted runs recorded (6ND for tables without
-    one); otherwise it is the bootstrap band, which is always returned too. Eval points before
-    the fewest tokens the law was fitted on are None in the curve: the law says nothing there.
-
-    Returns {"loss", "lower", "upper", "interval" ("calibrated" | "bootstrap" | None),
-    "bootstrap_lower", "bootstrap_upper", "N", "D", "note", "curve": {"steps", "tokens",
-    "loss", "lower", "upper"}} plus "extrapolation" and "sigma" (final step) when calibrated.
-    """
-    from analysis.calibrate import stored_interval
-    from train.config import RunConfig
-
-    cfg = (config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))).resolved()
-    cov, steps, tokens_per_step, note = run_covariates(result, cfg)
+def _forecast_run(result: FitResult, config, level: float) -> Forecast:
+    cov, steps, tokens_per_step, note, cfg = run_covariates(result, config)
     tokens = steps * tokens_per_step
+    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
+    if tokens[-1] < d_min:
+        raise ValueError(f"the planned run ends at {tokens[-1]:,.0f} tokens, before the fewest the {result.law} law "
+                         f"was fitted on ({d_min:,.0f}): the law says nothing there")
     point = np.asarray(result.predict(**cov), float)
     if result.samples is not None and len(result.samples):
         b_lo, b_hi = percentile_band(np.asarray(result.predict_samples(**cov), float), level)
-        kind = "bootstrap"
     else:
         b_lo = b_hi = np.full_like(point, np.nan)
-        kind = None
-    lo, hi, extra = b_lo, b_hi, {}
-    calibrated = stored_interval(result, level=level, model=cfg.model, tokens=tokens, **cov)
-    if calibrated is not None:
-        lo, hi, sigma, ext = calibrated
-        kind, extra = "calibrated", {"extrapolation": float(ext[-1]), "sigma": float(sigma[-1])}
-    d_min = (result.inputs.get("ranges") or {}).get("D", [0.0])[0]
-    keep = tokens >= d_min
-    if not keep.all():
+    lo, hi, kind, extra = _interval(result, point, b_lo, b_hi, level, cov, model=cfg.model, tokens=tokens,
+                                    check=slice(-1, None))
+    shown = tokens >= d_min
+    if not shown.all():
         note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"
-
-    def listed(a):
-        return [float(v) if k and np.isfinite(v) else None for v, k in zip(a, keep)]
-
-    return {"loss": float(point[-1]), "lower": listed(lo)[-1], "upper": listed(hi)[-1], "interval": kind,
-            "bootstrap_lower": listed(b_lo)[-1], "bootstrap_upper": listed(b_hi)[-1],
-            "N": float(cov["N"][0]), "D": float(tokens[-1]), **extra, "note": note,
-            "curve": {"steps": steps.tolist(), "tokens": tokens.tolist(), "loss": listed(point),
-                      "lower": listed(lo), "upper": listed(hi)}}
+    return Forecast(result.law, level, point, lo, hi, kind, b_lo, b_hi, {"run": cfg.run_id()},
+                    {"N": cov["N"][:1]}, note=note, steps=steps, tokens=tokens, shown=shown,
+                    **{k: np.asarray(v, float) for k, v in extra.items()})

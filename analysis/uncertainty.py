@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.fitting import FitData, _single_threaded_blas, huber
 from analysis.laws import Law
+from analysis.objective import FitData, huber, single_threaded_blas
 
 _CHUNK_ELEMENTS = 6_000_000   # replicates x rows x params per block (bounds memory on long tables)
 
@@ -56,7 +56,7 @@ def bootstrap_runs(law: Law, data: FitData, theta_hat: np.ndarray, *, delta: flo
     theta0 = np.broadcast_to(theta_hat, (n_boot, law.n_params))
     chunk = max(1, _CHUNK_ELEMENTS // (data.n * law.n_params))
     # The batched products are thin (P x n by n x P per replicate): BLAS threads only add overhead.
-    with _single_threaded_blas():
+    with single_threaded_blas():
         parts = [batched_huber_lm(law, theta0[i:i + chunk], data, W_Bxn[i:i + chunk], delta, free, max_iter=max_iter)
                  for i in range(0, n_boot, chunk)]
     return BootstrapResult(

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.fitting import fit, grid_search, polish, prepare
+from analysis.fitting import fit, grid_search, polish
 from analysis.laws import get_law
+from analysis.objective import prepare
 from analysis.uncertainty import bootstrap_runs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"

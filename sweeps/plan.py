@@ -39,10 +39,9 @@ def n_opt(flops: float, prior: str = "besiroglu") -> float:
         return math.sqrt(flops / (6.0 * 20.0))
     if prior != "besiroglu":
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-    p = BESIROGLU
-    s = p["alpha"] + p["beta"]
-    g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / s)
-    return g * (flops / 6.0) ** (p["beta"] / s)
+    from analysis.laws import CHINCHILLA   # the law's own closed form (torch-free)
+
+    return float(CHINCHILLA.n_opt(BESIROGLU, flops, 6.0)[0, 0])
 
 
 def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu") -> list[str]:

@@ -288,20 +288,18 @@ def _fit_rows(table, scale: DemoScale):
 def make_forecast(scale: DemoScale, result, table, target: RunConfig) -> dict:
     """Forecast the target's final loss and its whole curve from the fit alone (the target has not trained).
 
-    The numbers are `analysis.predict.forecast_run`'s, as `testbed predict --run` prints them:
+    The numbers are `analysis.predict.forecast`'s, as `testbed predict --run` prints them:
     the headline interval is calibrated (bootstrap spread plus the extrapolation error the
     ladder measured on itself) and the bootstrap band alone is kept as `bootstrap_lower`/
     `bootstrap_upper`. Without a backtest (a ladder too small) the headline interval is the
     bootstrap band and `interval` says so.
     """
-    from analysis.calibrate import stored_error
-    from analysis.predict import forecast_run
+    from analysis.predict import forecast
     from models.counting import flops_per_token
 
-    fc = forecast_run(result, target, level=scale.level)
-    stored = stored_error(result)
+    fc = forecast(result, target, level=scale.level).run()
     if fc["interval"] == "calibrated":
-        interval = {"kind": "calibrated", "sigma": fc["sigma"], "extrapolation_error": stored[0].to_dict(),
+        interval = {"kind": "calibrated", "sigma": fc["sigma"], "extrapolation_error": result.extrapolation.to_dict(),
                     "note": "bootstrap spread, run scatter s0 and extrapolation error k*ln(C/C_ladder) "
                             "measured by backtests inside the ladder (analysis.calibrate)"}
     else:
@@ -463,13 +461,10 @@ def run_demo(out: str | Path, scale_name: str | None = None, quiet: bool = False
     ladder_dir = run_ladder(out, scale, quiet)
 
     console.rule("[bold]2/4 fit[/]")
-    from analysis.calibrate import stored_error
-
     table, result = fit_ladder(ladder_dir, scale, out)
     console.print(result.summary())
-    stored = stored_error(result)
-    if stored is not None:
-        error = stored[0]
+    error = result.extrapolation
+    if error is not None:
         console.print(f"extrapolation error measured on the ladder ({error.n_forecasts} backtest forecasts): "
                       f"run scatter s0 = {error.s0:.2%}, growth k = {error.k:.2%} per unit ln(C/C_ladder)")
 

@@ -126,7 +126,7 @@ def test_python_dash_m_analysis_runs_and_imports_no_torch(fitted):
 
 
 def test_row_filters_keep_what_they_say():
-    from analysis.cli import filter_rows
+    from analysis.load import filter_rows
     t = pd.DataFrame({"N": [1e6, 1e6, 2e6, 2e6], "D": [1e6, 4e7, 4e6, 8e7], "loss": [4.0, 3.0, 3.5, 2.8]})
     assert filter_rows(t) is t
     assert filter_rows(t, min_tokens=4e6)["D"].tolist() == [4e7, 4e6, 8e7]
@@ -140,8 +140,8 @@ def test_calibrated_fit_widens_the_interval_with_extrapolation(sweep, fitted, tm
     assert run_testbed(["fit", str(sweep), "--out", str(out), "--bootstrap", "32", "--starts", "2",
                         "--calibrate"]) == 0
     assert "extrapolation error from" in capsys.readouterr().out
-    err = FitResult.from_json(out).settings["extrapolation_error"]
-    assert err["n_forecasts"] >= 1 and err["C_fit"] == pytest.approx(6 * 3e6 * 3e6 * 80, rel=1e-4)
+    err = FitResult.from_json(out).extrapolation
+    assert err.n_forecasts >= 1 and err.C_fit == pytest.approx(6 * 3e6 * 3e6 * 80, rel=1e-4)
     widths = []
     for n in (3e6, 3e7, 3e8):                      # 80 tokens per parameter: 1x, 100x, 10,000x C_fit
         assert run_testbed(["predict", str(out), "--N", repr(n), "--D", repr(80 * n), "--json"]) == 0

@@ -119,3 +119,28 @@ def test_true_constants_are_what_the_fake_sweep_uses():
     # guards the meaning of the other tests: the fake runs follow TRUE exactly without noise
     assert chinchilla_loss(1e6, 1e8) == pytest.approx(
         TRUE["E"] + TRUE["A"] / 1e6 ** TRUE["alpha"] + TRUE["B"] / 1e8 ** TRUE["beta"])
+
+
+def _overtraining_grid(seed: int, noise: float = 0.005) -> pd.DataFrame:
+    """Six sizes, each trained at 10 to 320 tokens per parameter (an over-training grid, as in Gadre et
+    al. 2024), from a law with equal exponents: the overtrain law is exactly right, chinchilla has a
+    spare exponent."""
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(1e7, 1e9, 6), 6)
+    D = N * np.tile([10, 20, 40, 80, 160, 320], 6)
+    loss = (1.8 + 400.0 * N ** -0.3 + 1500.0 * D ** -0.3) * np.exp(noise * rng.standard_normal(N.size))
+    return pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "N": N, "D": D, "C": 6 * N * D, "loss": loss,
+                         "step": 1, "final": True})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 5, 7])
+def test_leaderboard_ranks_by_the_far_end_where_the_right_law_wins(seed):
+    # on these grids the mean error over the held-out runs favours chinchilla, whose spare exponent
+    # fits the noise of the nearer runs; the farthest forecasts favour the right law
+    board = leaderboard(_overtraining_grid(seed), ["chinchilla", "overtrain"], bootstrap=0, n_starts=4)
+    rows = board.set_index("law")
+    assert rows.loc["chinchilla", "mean_abs_rel_err"] < rows.loc["overtrain", "mean_abs_rel_err"]
+    assert board["law"].iloc[0] == "overtrain"
+    assert rows.loc["overtrain", "far_err"] < rows.loc["chinchilla", "far_err"]
+    assert rows.loc["overtrain", "rollout_max_extrapolation"] > rows.loc["overtrain", "max_extrapolation"] / 2

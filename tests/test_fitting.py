@@ -7,8 +7,10 @@ import pytest
 
 from analysis import predict as P
 from analysis.fitresult import FitResult
-from analysis.fitting import fit, polish, prepare
-from analysis.laws import get_law, schedule_features
+from analysis.fitting import fit, polish
+from analysis.objective import prepare
+from analysis.laws import get_law
+from analysis.schedule import schedule_features
 from analysis.uncertainty import bootstrap_runs, resample_runs
 
 CHIN = {"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.28}
@@ -127,11 +129,11 @@ def test_schedule_law_recovery_on_whole_curves():
     T, tps = 2000, 50_000
     t = np.arange(T)
     lr = np.where(t < 0.8 * T, 1.0, 1.0 - 0.9 * (t - 0.8 * T) / (0.2 * T)) * 3e-3
-    pred = P.predict_curve(r, N=6.4e7, steps=[1000, 1600, 2000], tokens_per_step=tps, lr_curve=lr)
     S1, S2 = schedule_features(lr, [1000, 1600, 2000], tokens_per_step=tps)
+    pred = r.predict(N=np.full(3, 6.4e7), S1=S1, S2=S2)
     exact = get_law("schedule").predict(truth, N=np.full(3, 6.4e7), S1=S1, S2=S2)
-    np.testing.assert_allclose(pred.point, exact, rtol=0.01)
-    assert pred.point[2] < pred.point[1] - 0.05            # the cooldown's drop is predicted
+    np.testing.assert_allclose(pred, exact, rtol=0.01)
+    assert pred[2] < pred[1] - 0.05            # the cooldown's drop is predicted
 
 
 KS_TRUTH = {"Nc": 2e12, "Sc": 3e11, "alpha_N": 0.08, "alpha_S": 0.11, "C": 1e-9}
@@ -168,10 +170,10 @@ def test_kaplan_schedule_recovers_constants_and_forecasts_a_longer_larger_run():
     # the forecast the demo makes: 3x the largest size, 3x its longest schedule (about 10x its compute)
     T, tps = 12_000, 100_000
     steps = [4000, 8000, T]
-    pred = P.predict_curve(r, N=1e8, steps=steps, tokens_per_step=tps, lr_curve=_cosine(T))
     S1, S2 = schedule_features(_cosine(T), steps, tokens_per_step=tps)
+    pred = r.predict(N=np.full(3, 1e8), S1=S1, S2=S2)
     exact = get_law("kaplan-schedule").predict(KS_TRUTH, N=np.full(3, 1e8), S1=S1, S2=S2)
-    np.testing.assert_allclose(pred.point, exact, rtol=0.005)
+    np.testing.assert_allclose(pred, exact, rtol=0.005)
 
 
 # ---------------------------------------------------------------------
@@ -217,7 +219,7 @@ def test_warnings_and_fixed_parameters():
     N = np.repeat(np.geomspace(1e7, 1e10, 6), 2)
     D = np.tile([1e9, 1e10], 6)                    # only two token counts
     two_d = pd.DataFrame({"N": N, "D": D, "loss": get_law("chinchilla").predict(CHIN, N=N, D=D)})
-    assert any("fewer than 3 distinct D values (2)" in w for w in fit(two_d).warnings)
+    assert any("fewer than 3 distinct token counts D (2)" in w for w in fit(two_d).warnings)
     high_E = fit(t, fixed={"E": 3.0})              # E above every observed loss
     assert high_E.params["E"] == 3.0
     assert any("irreducible loss E = 3 is above the lowest observed loss" in w for w in high_E.warnings)
@@ -312,7 +314,7 @@ def test_predictions_closed_forms_and_errors():
     law = get_law("chinchilla")
     C = np.array([1e21, 1e24])
     # the closed-form N_opt is the minimizer of L(N, C/6N)
-    N_num = P._n_opt_numeric(law, law.as_natural(r.params)[None], C, 6.0)[0]
+    N_num = law.n_opt_search(r.params, C, 6.0)[0]
     np.testing.assert_allclose(P.n_opt(r, C).point, N_num, rtol=1e-4)
     alloc = P.compute_optimal(r, C)
     np.testing.assert_allclose(alloc.N_opt.point * alloc.D_opt.point * 6, C, rtol=1e-12)
@@ -324,8 +326,6 @@ def test_predictions_closed_forms_and_errors():
     floor = r.params["E"] + r.params["A"] / 1e9 ** r.params["alpha"]
     with pytest.raises(ValueError, match="unreachable"):
         P.tokens_to_reach(r, floor - 1e-3, 1e9)
-    curve = P.predict_curve(r, N=1e9, steps=[10, 100], tokens_per_step=1e6)
-    assert "D = tokens seen" in curve.note and curve.point[1] < curve.point[0]
     with pytest.raises(ValueError, match="no compute-optimal allocation"):
         P.n_opt(fit(pd.DataFrame({"C": np.geomspace(1e15, 1e20, 12), "loss": np.linspace(4, 3, 12)}), "compute"), 1e21)
 
@@ -399,25 +399,30 @@ def test_weights_zero_drop_rows_and_few_runs_are_flagged():
     assert any("drew runs of a single model size" in w for w in r.warnings)
 
 
-def test_predict_run_from_a_run_config():
+def test_forecast_of_a_run_config():
     from models.counting import param_counts
     from train.config import RunConfig
+    from train.contract import eval_steps
     from train.schedules import lr_curve
 
     cfg = RunConfig().with_overrides({"model.width": 128, "model.depth": 4, "train.tokens": 2_000_000,
                                       "schedule.kind": "wsd", "eval.points": 12}).resolved()
     N = param_counts(cfg.model)["total"]
+    steps = eval_steps(cfg.steps, 12)
     chin = _fixed_result("chinchilla", CHIN, n_samples=40)
-    pred = P.predict_run(chin, cfg)
-    assert pred.extra["steps"][-1] == cfg.steps and pred.extra["N"][0] == N
-    assert pred.point[-1] == pytest.approx(chin.predict(N=N, D=cfg.steps * cfg.train.batch_tokens)[0])
-    sched = _fixed_result("schedule", {"E": 1.7, "A_N": 300.0, "alpha_N": 0.35, "A": 500.0, "alpha": 0.3, "C": 2e-9})
-    pred = P.predict_run(sched, cfg, steps=[cfg.steps // 2, cfg.steps])
-    S1, S2 = schedule_features(lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule), [cfg.steps // 2, cfg.steps],
+    fc = P.forecast(chin, cfg)
+    assert fc.steps.tolist() == steps and fc.derived["N"][0] == N and fc.interval == "bootstrap"
+    assert fc.loss[-1] == pytest.approx(chin.predict(N=N, D=cfg.steps * cfg.train.batch_tokens)[0])
+    assert "D = tokens seen" in fc.note and fc.loss[-1] < fc.loss[0]
+    sched = _fixed_result("schedule", {"E": 1.7, "A_N": 300.0, "alpha_N": 0.35, "A": 500.0, "alpha": 0.3, "C": 2e-9},
+                          n_samples=40)
+    fc = P.forecast(sched, cfg)
+    S1, S2 = schedule_features(lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule), steps,
                                tokens_per_step=cfg.train.batch_tokens)
-    np.testing.assert_allclose(pred.point, sched.predict(N=np.full(2, float(N)), S1=S1, S2=S2), rtol=1e-12)
-    with pytest.raises(ValueError, match="steps must lie in"):
-        P.predict_run(sched, cfg, steps=[cfg.steps + 1])
+    np.testing.assert_allclose(fc.loss, sched.predict(N=np.full(len(steps), float(N)), S1=S1, S2=S2), rtol=1e-12)
+    # no samples and no measured error: no interval, and the forecast says why instead of printing nulls
+    with pytest.raises(ValueError, match="no bootstrap samples"):
+        P.forecast(_fixed_result("schedule", sched.params), cfg)
 
 
 def test_exponent_at_its_bound_is_reported():

@@ -3,7 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.laws import LAWS, get_law, isoflop_approach1, isoflop_approach2, schedule_features
+from analysis.isoflop import isoflop_approach1, isoflop_approach2
+from analysis.laws import LAWS, get_law
+from analysis.schedule import schedule_features
 
 COVARIATES = {
     "N": np.geomspace(1e6, 1e10, 7),
@@ -209,5 +211,6 @@ def test_analysis_fitting_modules_import_without_torch():
     import sys
 
     code = ("import sys; import analysis.laws, analysis.fitting, analysis.uncertainty, analysis.predict, "
-            "analysis.isoflop, analysis.fitresult; assert 'torch' not in sys.modules, 'torch imported'")
+            "analysis.isoflop, analysis.fitresult, analysis.objective, analysis.schedule, analysis.kernels; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import TIDY_COLUMNS, load, load_runs, load_table, lr_schedule_for_run, lr_schedules
+from analysis.load import load, load_runs, load_table
+from analysis.schedule import schedule_features
+from analysis.tables import TIDY_COLUMNS
+from train.config import RunConfig
 from tests.fake_runs import chinchilla_loss, write_run, write_sweep
 
 CHINCHILLA_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"
@@ -94,16 +97,17 @@ def test_empty_directory_says_no_runs_found(tmp_path):
         load(tmp_path / "nope")
 
 
-def test_lr_schedule_for_run_matches_the_config(tmp_path):
+def test_schedule_features_of_a_run_come_from_its_config(tmp_path):
+    from train.schedules import lr_curve
+
     d = write_run(tmp_path, "cos", n_params=1e6, tokens=4096 * 50, schedule="cosine")
     cfg = json.loads((d / "config.json").read_text())
-    lr = lr_schedule_for_run(cfg)
-    assert lr.shape == (50,)
-    assert lr[0] == pytest.approx(cfg["optim"]["lr"], rel=1e-2)
-    assert lr[-1] == pytest.approx(cfg["optim"]["lr"] * cfg["schedule"]["final_frac"], rel=1e-2)
-    assert np.all(np.diff(lr) <= 1e-15)
-    # the same curve rebuilt from the table's schedule columns alone
-    assert np.array_equal(lr_schedules(load_runs(d))["cos"], lr)
+    table = load_runs(d)
+    lr = lr_curve(50, cfg["optim"]["lr"], RunConfig.from_dict(cfg).schedule)
+    S1, S2 = schedule_features(lr, table["step"].to_numpy(), tokens_per_step=4096)
+    np.testing.assert_array_equal(table["S1"], S1)
+    np.testing.assert_array_equal(table["S2"], S2)
+    assert table["S2"].iloc[-1] > 0 and table["S1"].iloc[-1] < 50 * 4096   # a cosine anneals: S1 < D
 
 
 def test_table_mapping_derives_D_from_C(tmp_path):

@@ -63,3 +63,41 @@ def test_a_schedule_law_is_fitted_on_whole_curves_and_row_filters_apply(tmp_path
     assert "| kaplan-schedule |" in text.split("## Backtest")[1]
     with pytest.raises(ValueError, match="leave no rows"):
         write_report(sweep, tmp_path / "r2.md", laws=("kaplan",), min_tokens=1e30)
+
+
+@pytest.mark.slow
+def test_report_by_default_fits_the_schedule_laws_and_forecasts_a_given_target(tmp_path, capsys):
+    import json
+
+    from testbed.cli import main as run_testbed
+    from train.config import RunConfig
+
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6), token_mults=(5, 20, 80), noise=0.003)
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps(RunConfig().to_dict()))
+    assert run_testbed(["report", str(sweep), "--bootstrap", "16", "--starts", "1", "--target", str(target),
+                        "model.width=256", "train.tokens=40960000"]) == 0
+    text = (sweep / "report.md").read_text()
+    for law in ("chinchilla", "kaplan", "compute", "kaplan-schedule", "schedule"):
+        assert f"## Law `{law}`" in text, law
+    section = text.split("## Target run")[1]
+    assert "width 256" in section and "40,960,000 tokens" in section
+    for law in ("kaplan-schedule", "chinchilla"):
+        row = re.search(rf"\| {law} \| ([\d.]+) \| \[([\d.]+), ([\d.]+)\] \| (calibrated|bootstrap) \|", section)
+        assert row, (law, section)
+        loss, lo, hi = map(float, row.groups()[:3])
+        assert lo < loss < hi
+    # a law of the compute budget cannot forecast a run's curve, and says so
+    assert "`compute`:" in section
+    # each law counts N its own way here, and the runs table shows both counts
+    runs = text.split("## Runs")[1].split("## ")[0]
+    assert "| N_total | N_non_embedding |" in runs and "kaplan non_embedding" in runs
+
+
+def test_the_runs_table_counts_N_as_declared(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6), token_mults=(5, 20, 80), noise=0.003)
+    text = write_report(sweep, laws=("compute",), bootstrap=8, n_starts=1, n_convention="non_embedding").read_text()
+    runs = text.split("## Runs")[1].split("## ")[0]
+    assert "N counts non_embedding parameters (--n-convention)" in runs
+    assert "| N_non_embedding |" in runs and "N_total" not in runs
+    assert "| 80000 |" in runs.replace(".0 |", " |") or "| 8e+04 |" in runs

@@ -1,0 +1,39 @@
+"""What the command lines print: a fit's parameter table and a data frame, as rich tables."""
+from __future__ import annotations
+
+
+def print_fit(result) -> None:
+    """The parameter table (estimate, interval, bootstrap SE) with fit diagnostics, via rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    has_samples = result.samples is not None and len(result.samples) > 1
+    se = result.standard_errors() if has_samples else {}
+    level = f"{result.interval_level:.0%} interval" if result.interval_level else "interval"
+    table = Table(title=f"{result.law} (v{result.law_version}) on {result.n_points} points "
+                        f"(N: {result.convention.get('N')} parameters, {result.convention.get('N_source') or 'given'})")
+    for col in ("parameter", "estimate", level, "bootstrap SE"):
+        table.add_column(col, justify="right" if col != "parameter" else "left")
+    for name, value in result.params.items():
+        iv = result.intervals.get(name)
+        table.add_row(name, f"{value:.6g}", f"[{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "-",
+                      f"{se[name]:.3g}" if name in se else "-")
+    console = Console()
+    console.print(table)
+    status = "converged" if result.converged else "NOT converged"
+    resid = ", ".join(f"{k} {v:.4g}" for k, v in result.residuals.items() if isinstance(v, (int, float)))
+    console.print(f"objective {result.objective:.6g} ({status}); residuals: {resid}")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def print_frame(frame, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in frame.columns:
+        t.add_column(str(c))
+    for row in frame.itertuples(index=False):
+        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    Console(width=200).print(t)
