@@ -17,6 +17,7 @@ against the plain form by the tests.
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -383,4 +384,6 @@ def get_law(name: str | Law) -> Law:
     try:
         return LAWS[name]
     except KeyError:
-        raise ValueError(f"unknown law {name!r}; known laws: {sorted(LAWS)}") from None
+        close = difflib.get_close_matches(str(name), LAWS, n=1)
+        raise ValueError(f"unknown law {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                         f"known laws: {sorted(LAWS)}") from None

@@ -1,12 +1,13 @@
 """`testbed sweep plan|run|status ...` (also `python -m sweeps ...`).
 
     testbed sweep plan SPEC [--json] [--throughput measure|none|FLOP/s] [--prior besiroglu|tpp20]
-    testbed sweep run SPEC --out DIR [--executor local|slurm] [--jobs K] [--retries R] [--dry-run]
+    testbed sweep run SPEC --out DIR [--executor local|slurm [--cluster slurm|local|debug]] [--jobs K]
+                      [--retries R] [--pack K] [--dry-run [--sbatch FILE]]
     testbed sweep status DIR [--json]
 
 SPEC is a YAML file or the name of a preset in sweeps/presets/. Exit codes: 0 every run
-completed, 1 some run failed or diverged, 2 a bad spec or sweep directory (nothing ran),
-130 interrupted.
+completed, 1 some run failed or diverged, 2 a bad spec, flag or sweep directory (nothing
+ran), 4 the disk holding the sweep directory is full (free space, rerun), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import json
 import shlex
 import sys
 
+from sweeps.run import CLUSTERS, EXECUTORS, SweepNoSpace, run_sweep
 from sweeps.spec import SweepError, load_spec
+from train.contract import EXIT_BAD_INPUT, EXIT_NO_SPACE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,16 +32,25 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--prior", default="besiroglu", choices=("besiroglu", "tpp20"),
                     help="compute-optimal prior for the isoFLOP bracketing check")
     pl.add_argument("--jobs", type=int, default=0, help="parallel runs for the wall-time total (default: spec)")
-    ru = sub.add_parser("run", help="train every run not yet finished")
+    ru = sub.add_parser("run", help="train every run not yet finished",
+                        epilog="--executor slurm submits array jobs through submitit and needs sbatch on this "
+                               "machine; --cluster local runs the same jobs through submitit on this machine "
+                               "(and debug in this process), for trying a SLURM set-up without SLURM. Elsewhere, "
+                               "--dry-run prints one command per run (this interpreter, absolute paths) for any "
+                               "scheduler, and --sbatch FILE also writes them as an sbatch array script.")
     ru.add_argument("spec")
     ru.add_argument("--out", required=True, help="sweep directory")
-    ru.add_argument("--executor", default="local", choices=("local", "slurm"))
+    ru.add_argument("--executor", default="local", choices=EXECUTORS,
+                    help="local: a pool of worker processes here; slurm: SLURM array jobs (needs sbatch)")
     ru.add_argument("--jobs", type=int, default=0, help="local: runs at once (default: the spec's executor.jobs)")
     ru.add_argument("--retries", type=int, default=-1, help="extra attempts for failed runs (default: spec)")
     ru.add_argument("--pack", type=int, default=1,
                     help="local: train up to K compatible runs (same shape, data, batch) in one process as one packed model")
     ru.add_argument("--dry-run", action="store_true", help="write the configs, print one command per run, exit")
-    ru.add_argument("--cluster", default=None, help="slurm: submitit cluster (slurm | local | debug)")
+    ru.add_argument("--sbatch", metavar="FILE", help="with --dry-run: also write an sbatch array script to FILE")
+    ru.add_argument("--cluster", default=None, choices=CLUSTERS,
+                    help="with --executor slurm: where submitit runs the jobs: slurm (default; needs sbatch), "
+                         "local (subprocesses on this machine) or debug (in this process)")
     ru.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     ru.add_argument("--quiet", action="store_true")
     st = sub.add_parser("status", help="per-run status of a sweep directory")
@@ -67,20 +79,23 @@ def _console():
 
 
 def cmd_plan(ns) -> int:
-    from sweeps.plan import diagnostics, fixed_rate, measure_rates, plan_rows, totals
+    from sweeps.plan import diagnostics, plan_rows, totals
     spec = load_spec(ns.spec)
     runs, warnings = _expand(spec)
+    jobs = ns.jobs or spec.executor.jobs
     if ns.throughput == "none":
         rates = None
     elif ns.throughput == "measure":
-        rates = measure_rates(runs)
+        from sweeps.estimate import measure_rates
+        rates = measure_rates(runs, jobs=jobs)
     else:
+        from sweeps.estimate import fixed_rate
         try:
             rates = fixed_rate(float(ns.throughput))
         except ValueError:
             raise SweepError(f"--throughput must be measure, none or a FLOP/s number, got {ns.throughput!r}") from None
     rows = plan_rows(runs, rates)
-    tot = totals(rows, ns.jobs or spec.executor.jobs)
+    tot = totals(rows, jobs)
     diags = diagnostics(runs, spec.family, ns.prior)
     if ns.json:
         print(json.dumps({"name": spec.name, "family": spec.family, "runs": rows, "totals": tot,
@@ -89,13 +104,19 @@ def cmd_plan(ns) -> int:
         return 0
     from rich.table import Table
     console = _console()
+    seeds = len({(r["seed"], r["data_seed"]) for r in rows}) > 1
+    data_seeds = len({r["data_seed"] for r in rows}) > 1
     t = Table(title=f"sweep {spec.name} ({spec.family}): {len(rows)} runs")
-    for col in ("run id", "shape", "N", "D", "D/N", "C (FLOPs)", "steps", "lr", "est. time"):
+    cols = ["run id", "shape", "N", "D", "D/N", "C (FLOPs)", "steps", "lr"]
+    cols += ["seed (run/data)" if data_seeds else "seed"] if seeds else []
+    for col in cols + ["est. time"]:
         t.add_column(col, justify="left" if col in ("run id", "shape") else "right")
     for r in rows:
-        t.add_row(r["run_id"] + (" ↳" if r["parent"] else ""), r["shape"], f"{r['N']:,}", f"{r['D']:,}",
-                  f"{r['tokens_per_param']:.3g}", f"{r['C']:.3g}", str(r["steps"]), f"{r['lr']:.3g}",
-                  _fmt_s(r["est_seconds"]) if "est_seconds" in r else "-")
+        cells = [r["run_id"] + (" ↳" if r["parent"] else ""), r["shape"], f"{r['N']:,}", f"{r['D']:,}",
+                 f"{r['tokens_per_param']:.3g}", f"{r['C']:.3g}", str(r["steps"]), f"{r['lr']:.3g}"]
+        if seeds:
+            cells.append(f"{r['seed']}/{r['data_seed']}" if data_seeds else str(r["seed"]))
+        t.add_row(*cells, _fmt_s(r["est_seconds"]) if "est_seconds" in r else "-")
     console.print(t)
     line = f"total compute {tot['C']:.3g} FLOPs"
     if "est_seconds_serial" in tot:
@@ -112,56 +133,27 @@ def cmd_plan(ns) -> int:
 
 
 def cmd_run(ns) -> int:
-    from sweeps.local import lock_sweep_dir, run_local
-    from sweeps.progress import make_progress
-    from sweeps.sweepdir import prepare
-    spec = load_spec(ns.spec)
-    runs, warnings = _expand(spec)
-    for w in warnings:
+    o = run_sweep(ns.spec, ns.out, executor=ns.executor, jobs=ns.jobs, pack=ns.pack, dry_run=ns.dry_run,
+                  retries=ns.retries, cluster=ns.cluster, wait=not ns.no_wait, sbatch=ns.sbatch, quiet=ns.quiet)
+    for w in o.dropped:
         print(f"dropped: {w}", file=sys.stderr)
-    jobs = ns.jobs or spec.executor.jobs
-    retries = spec.executor.retries if ns.retries < 0 else ns.retries
-    if jobs < 1 or retries < 0:
-        raise SweepError("--jobs must be >= 1 and --retries >= 0")
-    if ns.pack < 1 or (ns.pack > 1 and ns.executor != "local"):
-        raise SweepError("--pack must be >= 1 and applies to the local executor only")
-    lock = lock_sweep_dir(ns.out)
-    try:
-        sd = prepare(ns.out, spec, runs)
-        if ns.dry_run:
-            if ns.pack > 1:
-                from sweeps.packing import pack_command, plan_packs
-                for members in plan_packs(runs, ns.pack):
-                    print(shlex.join(["python"] + pack_command(sd, members)[1:]))
-                return 0
-            for r in runs:
-                print(sd.shell_command(r))
-            return 0
-        if ns.executor == "slurm":
-            from sweeps import slurm
-            submitted = slurm.submit(sd, runs, spec.executor.slurm, cluster=ns.cluster)
-            print(f"submitted {len(submitted)} runs ({len(runs) - len(submitted)} already finished)")
-            if ns.no_wait:
-                return 0
-            states = slurm.wait(submitted)
-            bad = [k for k, v in states.items() if v != "completed"]
-            print(f"{len(states) - len(bad)} completed, {len(bad)} not: {bad[:5]}")
-            return 1 if bad else 0
-        display = make_progress(runs, quiet=ns.quiet)
-        try:
-            out = run_local(sd, runs, jobs=jobs, retries=retries, display=display, pack=ns.pack)
-        finally:
-            display.close()
-    finally:
-        lock.release()
-    counts: dict[str, int] = {}
-    for s in out.state.values():
-        counts[s] = counts.get(s, 0) + 1
-    print("sweep " + ("interrupted" if out.interrupted else "finished") + ": "
-          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {ns.out}")
-    if out.interrupted:
-        return 130
-    return 0 if counts.get("completed", 0) == len(runs) else 1
+    if ns.dry_run:
+        print("\n".join(o.commands))
+        for f in o.sbatch_files:
+            print(f"wrote {f}", file=sys.stderr)
+        if len(o.sbatch_files) > 1:
+            print(f"submit with: jid=$(sbatch --parsable {shlex.quote(str(o.sbatch_files[0]))}) && sbatch "
+                  f"--dependency=afterany:$jid {shlex.quote(str(o.sbatch_files[1]))}", file=sys.stderr)
+        return o.exit_code
+    if ns.executor == "slurm":
+        print(f"submitted {o.submitted} runs ({len(o.runs) - o.submitted} already finished)")
+        if not o.waited:
+            return o.exit_code
+    bad = [k for k, v in o.state.items() if v != "completed"]
+    print("sweep " + ("interrupted" if o.interrupted else "finished") + ": "
+          + ", ".join(f"{v} {k}" for k, v in sorted(o.counts.items())) + f" -> {ns.out}"
+          + (f" (not completed: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})" if bad else ""))
+    return o.exit_code
 
 
 def cmd_status(ns) -> int:
@@ -172,13 +164,19 @@ def cmd_status(ns) -> int:
         return 0
     from rich.table import Table
     t = Table(title=f"sweep {st['name']}: " + ", ".join(f"{v} {k}" for k, v in sorted(st["counts"].items())))
-    for col in ("run id", "status", "tokens done", "of", "val loss", "tokens/s"):
-        t.add_column(col, justify="left" if col in ("run id", "status") else "right")
+    problems = any(r["problem"] for r in st["runs"])
+    cols = ("run id", "status", "tokens done", "of", "val loss", "tokens/s") + (("problem",) if problems else ())
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("run id", "status", "problem") else "right")
     for r in st["runs"]:
-        t.add_row(r["run_id"], r["status"], f"{r['tokens_done']:,}", f"{r['tokens']:,}",
-                  "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
-                  "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}")
+        cells = [r["run_id"], r["status"] + (f" (pid {r['pid']})" if r["pid"] and r["pid"] > 0 else ""),
+                 f"{r['tokens_done']:,}", f"{r['tokens']:,}",
+                 "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
+                 "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}"]
+        t.add_row(*cells, *((r["problem"] or "",) if problems else ()))
     _console().print(t)
+    if st["counts"].get("interrupted"):
+        print("interrupted runs resume from their last checkpoint on the next `testbed sweep run` of this sweep")
     return 0
 
 
@@ -186,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return {"plan": cmd_plan, "run": cmd_run, "status": cmd_status}[ns.cmd](ns)
+    except SweepNoSpace as e:
+        print(f"sweep error: {e}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except SweepError as e:
         print(f"sweep error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the executor took over signals: nothing was started
         print("sweep interrupted", file=sys.stderr)
         return 130

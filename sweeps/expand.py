@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.counting import flops_per_token, param_counts
-from sweeps.spec import SweepError, SweepSpec, evaluate_rule, grid_points
+from sweeps import rules
+from sweeps.spec import SweepError, SweepSpec, grid_points
 from train.config import ConfigError, RunConfig, apply_overrides, data_vocab_size
 
 
@@ -105,10 +106,13 @@ def _apply_rules(cfg: RunConfig, spec: SweepSpec, where: str) -> RunConfig:
     _, n, _ = _count(cfg, spec.n_params)
     values = {}
     for key, rule in spec.rules.items():
-        v = evaluate_rule(rule, n, key=f"rules.{key}")
-        if key in ("train.batch_tokens", "train.micro_batch_tokens"):
-            v = max(1, round(v / cfg.model.context)) * cfg.model.context  # whole sequences (models.rules)
-        values[key] = v
+        try:
+            if key in ("train.batch_tokens", "train.micro_batch_tokens"):
+                values[key] = rules.batch_tokens_for(n, rule, cfg.model.context, key=f"rules.{key}")
+            else:
+                values[key] = rules.rule_value(rule, n, key=f"rules.{key}")
+        except ValueError as e:
+            raise SweepError(str(e)) from None
     return _apply(cfg, values, f"{where} rules")
 
 

@@ -95,9 +95,14 @@ def lock_sweep_dir(root: str | Path) -> _Lock:
     return _Lock(Path(root))
 
 
+def worker_threads(jobs: int, requested: int = 0) -> int:
+    """CPU threads a worker's torch uses: train.threads when the config sets it, else cores / jobs."""
+    return requested or max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _env(slot: int, jobs: int, n_gpus: int) -> dict:
     env = dict(os.environ)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(worker_threads(jobs))
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
     if n_gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -196,8 +201,8 @@ def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display, packs=None) -
             cmd = sd.command(r)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=_env(slot, jobs, n_gpus), preexec_fn=lambda: _die_with_parent(pid))
-        sd.pid_file(r.run_id).write_text(str(proc.pid))
         for m in members:
+            sd.pid_file(m.run_id).write_text(str(proc.pid))
             out.attempts[m.run_id] += 1
             out.state[m.run_id] = "running"
         workers[slot] = Worker(r, proc, slot, time.monotonic(), log)
@@ -214,7 +219,8 @@ def _reap(sd, workers, out, queue, retries, display, packs=None) -> None:
         if len(members) > 1:
             del workers[slot]
             w.log.close()
-            sd.pid_file(w.run.run_id).unlink(missing_ok=True)
+            for m in members:
+                sd.pid_file(m.run_id).unlink(missing_ok=True)
             _reap_pack(sd, w, members, rc, out, queue, retries, display)
             continue
         del workers[slot]

@@ -59,5 +59,5 @@ def pack_command(sd: "SweepDir", members: Sequence["PlannedRun"], python: str = 
         return sd.command(members[0], python)
     cmd = [python or sys.executable, "-m", "train"]
     for r in members:
-        cmd += ["--run", str(sd.config_file(r.run_id)), str(sd.run_dir(r.run_id))]
+        cmd += ["--run", str(sd.config_file(r.run_id).resolve()), str(sd.run_dir(r.run_id).resolve())]
     return cmd

@@ -1,4 +1,4 @@
-"""Sweep plans: the runs, their cost, and design diagnostics (torch-free except `measure_rates`).
+"""Sweep plans: the runs, their cost, and design diagnostics (torch-free; time estimates: sweeps/estimate.py).
 
 Diagnostics flag designs that cannot answer the question they are built for:
 
@@ -17,12 +17,14 @@ Diagnostics flag designs that cannot answer the question they are built for:
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sweeps.expand import PlannedRun
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sweeps.estimate import RateModel
 
 # Besiroglu et al. 2024, Table 1 (their Approach-3 refit of Chinchilla)
 BESIROGLU = {"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.348, "beta": 0.366}
@@ -73,95 +75,29 @@ def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu") -
 
 
 # ---------------------------------------------------------------------------
-# time estimates
+# the plan table
 
-@dataclass(frozen=True)
-class RateModel:
-    """Achieved training FLOP/s (by each run's declared convention) as a function of its FLOPs/token.
-
-    Measured at a few sizes; log-log interpolation between them, constant outside.
-    """
-    fpt: tuple[float, ...]
-    flops_per_s: tuple[float, ...]
-    how: str
-
-    def seconds(self, run: PlannedRun) -> float:
-        rate = math.exp(np.interp(math.log(run.flops_per_token), np.log(self.fpt), np.log(self.flops_per_s)))
-        return run.flops / rate
-
-
-def measure_rates(runs: list[PlannedRun], min_steps: int = 3, max_steps: int = 30, budget_s: float = 1.0,
-                  max_tokens: int = 4096) -> RateModel:
-    """Time optimizer steps (median of up to `max_steps`, about `budget_s` each) of the smallest and largest model of the sweep on this device.
-
-    Uses the trainer's own pieces (model, AdamW with the run's groups, loss under autocast).
-    Batches of at most `max_tokens` tokens keep this quick for large models; per-token cost
-    barely depends on the batch beyond a few rows on a CPU. Needs torch.
-    """
-    import torch
-
-    from models import build_model
-    from train.ddp import DistInfo
-    from train.loop import autocast, lm_loss, resolve_device
-    from train.optim import build_optimizer
-
-    by_fpt = sorted(runs, key=lambda r: r.flops_per_token)
-    picks = [by_fpt[0]] if by_fpt[0].flops_per_token == by_fpt[-1].flops_per_token else [by_fpt[0], by_fpt[-1]]
-    fpts, rates = [], []
-    for r in picks:
-        cfg = r.config
-        device = resolve_device(cfg.train.device, DistInfo())
-        torch.manual_seed(0)
-        model = build_model(cfg.model).to(device)
-        opt = build_optimizer(model, cfg.optim, device)
-        rows = max(1, min(cfg.batch_size, max_tokens // cfg.model.context))
-        batch = torch.randint(0, cfg.model.vocab_size, (rows, cfg.model.context + 1), device=device)
-        times = []
-        for i in range(max_steps + 1):  # the first step warms up allocators and kernels
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            loss = lm_loss(model, batch, autocast(device, cfg.train.dtype))
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i:
-                times.append(time.perf_counter() - t0)
-            if len(times) >= min_steps and sum(times) > budget_s:
-                break
-        # the median step resists hiccups from other processes sharing the machine
-        tokens_per_s = rows * cfg.model.context / float(np.median(times))
-        fpts.append(r.flops_per_token)
-        rates.append(tokens_per_s * r.flops_per_token)
-        del model, opt
-    return RateModel(tuple(fpts), tuple(rates), f"median step of {len(picks)} model(s) timed on {device}")
-
-
-def fixed_rate(flops_per_s: float) -> RateModel:
-    return RateModel((1.0,), (float(flops_per_s),), f"assumed {flops_per_s:.3g} FLOP/s")
-
-
-def plan_rows(runs: list[PlannedRun], rates: RateModel | None) -> list[dict]:
+def plan_rows(runs: list[PlannedRun], rates: "RateModel | None") -> list[dict]:
     rows = []
     for r in runs:
         row = {"run_id": r.run_id, "shape": r.shape(), "N": r.n_params, "D": r.tokens,
                "tokens_per_param": r.tokens / r.n_params, "C": r.flops, "steps": r.config.steps,
-               "lr": r.config.optim.lr, "schedule": r.config.schedule.kind, "parent": r.parent,
-               "branch_step": r.branch_step, "tags": r.tags}
+               "lr": r.config.optim.lr, "schedule": r.config.schedule.kind, "seed": r.config.run.seed,
+               "data_seed": r.config.data.seed, "parent": r.parent, "branch_step": r.branch_step, "tags": r.tags}
         if rates is not None:
-            sec = rates.seconds(r)
-            if r.parent:  # a branch only trains from its branch step on
-                sec *= 1 - r.branch_step / r.config.steps
-            row["est_seconds"] = sec
+            parts = rates.parts(r)
+            row["est_seconds"] = sum(parts.values())
+            row["est_parts"] = parts
         rows.append(row)
     return rows
 
 
 def totals(rows: list[dict], jobs: int = 1) -> dict:
+    """Total compute, and with estimates the serial time and the wall time of the local pool with `jobs`
+    workers (runs started in order, each on the first free worker)."""
+    from sweeps.estimate import schedule
     out = {"runs": len(rows), "C": sum(r["C"] for r in rows)}
     if rows and "est_seconds" in rows[0]:
-        serial = sum(r["est_seconds"] for r in rows)
-        out.update(est_seconds_serial=serial, est_seconds_parallel=serial / jobs, jobs=jobs)
+        secs = [r["est_seconds"] for r in rows]
+        out.update(est_seconds_serial=sum(secs), est_seconds_parallel=schedule(secs, jobs), jobs=jobs)
     return out

@@ -13,7 +13,7 @@ per-size rules and executor defaults:
     tokens_per_param: [5, 10, 20]                               # ladder
     budgets: [1e12, 3e12]                                       # isoflop (FLOPs, by run.flop_convention)
     tokens: [2e5, 4e5, 8e5]                                     # wsd_branches (token counts of the cooldowns)
-    rules: {optim.lr: "0.003 * (N / 1e6) ** -0.3"}              # per-size rules of N (models.rules)
+    rules: {optim.lr: "0.003 * (N / 1e6) ** -0.3"}              # per-size rules of N (sweeps.rules)
     executor: {jobs: 2, retries: 1, slurm: {partition: gpu, gpus_per_job: 1, time_min: 60}}
 
 `load_spec` checks every key and value and raises `SweepError` naming the
@@ -29,9 +29,11 @@ from typing import Any
 
 import yaml
 
-from train.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict
+from sweeps.rules import rule_value
+from train.config import ConfigError, RunConfig, apply_overrides, did_you_mean, from_dict, to_dict
 from train.contract import N_CONVENTIONS
 
+PRESETS = Path(__file__).parent / "presets"
 FAMILIES = ("grid", "isoflop", "ladder", "wsd_branches")
 TOP_KEYS = (
     "name", "description", "base", "base_config", "overrides", "family", "axes", "zip", "sizes",
@@ -74,7 +76,7 @@ class SweepSpec:
     budgets: tuple = ()
     tokens_per_param: tuple = ()
     tokens: tuple = ()
-    rules: dict = field(default_factory=dict)           # dotted key -> rule of N (models.rules)
+    rules: dict = field(default_factory=dict)           # dotted key -> rule of N (sweeps.rules)
     n_params: str = "total"         # which parameter count N means (tokens/param, rules, plan)
     tokens_per_param_range: tuple = (1.0, 1000.0)     # isoflop: combos outside are dropped with a warning
     budget_tolerance: float = 0.01  # isoflop: |C_run / C_budget - 1| allowed after rounding to whole batches
@@ -206,13 +208,14 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
         raise SweepError("a sweep spec must be a mapping")
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
-        raise SweepError(f"unknown sweep key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})")
+        raise SweepError(f"unknown sweep key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)} "
+                         f"(known: {', '.join(TOP_KEYS)})")
     name = raw.get("name")
     if not name or not isinstance(name, str):
         raise SweepError("name: every sweep needs a name (a string)")
     family = raw.get("family", "grid")
     if family not in FAMILIES:
-        raise SweepError(f"family must be one of {FAMILIES}, got {family!r}")
+        raise SweepError(f"family must be one of {FAMILIES}, got {family!r}{did_you_mean(str(family), FAMILIES)}")
     base_d = _load_base(raw, Path(base_dir))
     base = from_dict(RunConfig, base_d)
 
@@ -294,9 +297,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a YAML/JSON sweep spec. A bare name resolves to a preset."""
     p = Path(path)
     if not p.exists() and not p.suffix:
-        preset = Path(__file__).parent / "presets" / f"{p.name}.yaml"
-        if preset.exists():
-            p = preset
+        preset = PRESETS / f"{p.name}.yaml"
+        if not preset.exists():
+            names = sorted(q.stem for q in PRESETS.glob("*.yaml"))
+            raise SweepError(f"{str(path)!r} is neither a spec file nor a preset{did_you_mean(p.name, names)}; "
+                             f"presets: {', '.join(names)}")
+        p = preset
     raw = _read_yaml(p)
     return spec_from_dict(raw or {}, base_dir=p.parent)
 
@@ -317,8 +323,7 @@ def grid_points(spec: SweepSpec) -> list[dict]:
 
 
 def evaluate_rule(rule: Any, n_params: float, key: str = "rule") -> float:
-    """A per-size rule (number, formula string of N, or {coef, exponent, ref}) at N; see models.rules."""
-    from models.rules import rule_value
+    """A per-size rule (number, formula string of N, or {coef, exponent, ref}) at N; see sweeps.rules."""
     try:
         return rule_value(rule, float(n_params), key=key)
     except ValueError as e:

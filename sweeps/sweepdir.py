@@ -10,7 +10,7 @@ finished runs and skips them, and an interrupted run resumes from its checkpoint
 """
 from __future__ import annotations
 
-import json
+import errno
 import shlex
 import sys
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ from sweeps.expand import PlannedRun
 from train.contract import ckpt_file
 from sweeps.spec import SweepError, SweepSpec
 from train.config import config_hash
-from train.rundir import atomic_write_json, read_json, read_metrics
+from train.contract import METRICS, SUMMARY
+from train.rundir import atomic_write_json, read_json, salvage_metrics
 
 SWEEP_FILE = "sweep.json"
 
@@ -45,13 +46,13 @@ class SweepDir:
         return ckpt_file(self.run_dir(run.parent), run.branch_step)
 
     def command(self, run: PlannedRun, python: str = "") -> list[str]:
-        """The command that trains (or resumes) one run."""
-        return [python or sys.executable, "-m", "train", str(self.config_file(run.run_id)),
-                "--out", str(self.run_dir(run.run_id))]
+        """The command that trains (or resumes) one run: this interpreter and absolute paths, so the
+        line runs from any directory (a scheduler's job starts in its own)."""
+        return [python or sys.executable, "-m", "train", str(self.config_file(run.run_id).resolve()),
+                "--out", str(self.run_dir(run.run_id).resolve())]
 
     def shell_command(self, run: PlannedRun) -> str:
-        return shlex.join(["python", "-m", "train", str(self.config_file(run.run_id)),
-                           "--out", str(self.run_dir(run.run_id))])
+        return shlex.join(self.command(run))
 
 
 def sweep_record(spec: SweepSpec, runs: list[PlannedRun]) -> dict:
@@ -87,17 +88,22 @@ def prepare(out: str | Path, spec: SweepSpec, runs: list[PlannedRun]) -> SweepDi
     elif root.exists() and any(p.name != ".lock" for p in root.iterdir()):
         raise SweepError(f"{str(root)!r} is not empty and holds no {SWEEP_FILE}: choose another --out")
     try:
-        (root / "configs").mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        # sweep.json first: a directory holding it is this sweep's, so a run of the same command
+        # after a failure here (a full disk) picks up where this one stopped
+        atomic_write_json(existing, record)
+        (root / "configs").mkdir(exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)
+        sd = SweepDir(root)
+        for r in runs:
+            cfg = r.config
+            if r.parent:
+                cfg = cfg.with_overrides({"train.init_from": str(sd.parent_ckpt(r).resolve())})
+            atomic_write_json(sd.config_file(r.run_id), cfg.to_dict())
     except OSError as e:
-        raise SweepError(f"cannot create the sweep directory {str(root)!r}: {e}") from None
-    sd = SweepDir(root)
-    atomic_write_json(existing, record)
-    for r in runs:
-        cfg = r.config
-        if r.parent:
-            cfg = cfg.with_overrides({"train.init_from": str(sd.parent_ckpt(r).resolve())})
-        atomic_write_json(sd.config_file(r.run_id), cfg.to_dict())
+        if e.errno == errno.ENOSPC:
+            raise
+        raise SweepError(f"cannot write the sweep directory {str(root)!r}: {e.strerror or e}") from None
     return sd
 
 
@@ -105,36 +111,56 @@ def load_record(out: str | Path) -> dict:
     p = Path(out) / SWEEP_FILE
     if not p.exists():
         raise SweepError(f"{str(out)!r} is not a sweep directory (no {SWEEP_FILE})")
-    return read_json(p)
+    try:
+        return read_json(p)
+    except (OSError, ValueError) as e:
+        raise SweepError(f"{p}: cannot be read ({e})") from None
+
+
+def read_summary(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(summary or None, what is wrong with it or None)."""
+    summary = run_dir / SUMMARY
+    if not summary.exists():
+        return None, None
+    try:
+        d = read_json(summary)
+    except (OSError, ValueError) as e:
+        return None, f"{SUMMARY} unreadable ({type(e).__name__})"
+    if not isinstance(d, dict):
+        return None, f"{SUMMARY} is not a JSON object"
+    return d, None
 
 
 def run_state(run_dir: Path) -> str:
-    """completed | diverged | failed from summary.json; pending when there is none yet."""
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        try:
-            return str(read_json(summary).get("status", "failed"))
-        except (OSError, json.JSONDecodeError):
-            return "pending"
-    return "pending"
+    """completed | diverged | failed from summary.json; pending when there is none (or it cannot be read,
+    so the executor relaunches the run and the trainer rewrites it)."""
+    d, _ = read_summary(run_dir)
+    return str(d.get("status", "failed")) if d is not None else "pending"
 
 
 def progress(run_dir: Path) -> dict:
-    """Tokens done, last val loss and throughput of a run so far (from metrics.jsonl)."""
-    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    out = {"tokens": 0, "step": 0, "val_loss": None, "tokens_per_s": None}
-    if rows:
-        last = rows[-1]
-        out["tokens"], out["step"] = last.get("tokens", 0), last.get("step", 0)
-        evals = [r for r in rows if r.get("kind") == "eval"]
+    """Tokens done, last val loss, throughput and any damage of a run so far (from its files)."""
+    try:
+        rows, damaged = salvage_metrics(run_dir / METRICS)   # never raises for the file's content
+    except OSError as e:
+        rows, damaged = [], []
+        problem = f"{METRICS} unreadable ({e.strerror or e})"
+    else:
+        problem = (f"{METRICS} line{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged[:3]))}"
+                   f"{' ...' if len(damaged) > 3 else ''} damaged") if damaged else None
+    out = {"tokens": 0, "step": 0, "val_loss": None, "tokens_per_s": None, "problem": problem}
+    nums = [r for r in rows if isinstance(r.get("step"), int) and isinstance(r.get("tokens"), (int, float))]
+    if nums:
+        last = nums[-1]
+        out["tokens"], out["step"] = last["tokens"], last["step"]
+        evals = [r for r in nums if r.get("kind") == "eval" and isinstance(r.get("val_loss"), (int, float))]
         if evals:
-            out["val_loss"] = evals[-1].get("val_loss")
-        if last.get("time_s"):
+            out["val_loss"] = evals[-1]["val_loss"]
+        if isinstance(last.get("time_s"), (int, float)) and last["time_s"] > 0:
             out["tokens_per_s"] = last["tokens"] / last["time_s"]
-    summary = run_dir / "summary.json"
-    if summary.exists():  # the trainer's own figure (a branch's rows start at its parent's step)
-        try:
-            out["tokens_per_s"] = read_json(summary).get("tokens_per_s", out["tokens_per_s"])
-        except (OSError, json.JSONDecodeError):
-            pass
+    summary, sproblem = read_summary(run_dir)
+    if summary is not None and isinstance(summary.get("tokens_per_s"), (int, float)):
+        out["tokens_per_s"] = summary["tokens_per_s"]  # the trainer's own figure (a branch's rows start late)
+    if sproblem:
+        out["problem"] = "; ".join(p for p in (out["problem"], sproblem) if p)
     return out

@@ -42,7 +42,7 @@ class DemoScale:
                                     # compute is compute_ratio x the largest ladder run's (by the run's FLOP convention)
     extra: tuple = ()               # ladder runs beyond the grid: ({"width", "depth", "tokens"}, ...)
     n_params: str = "non_embedding"  # N convention of the ladder and the fit
-    lr_rule: str = ""               # optim.lr as a formula of N (models/rules.py), for the ladder and the target alike
+    lr_rule: str = ""               # optim.lr as a formula of N (sweeps/rules.py), for the ladder and the target alike
     law: str = "kaplan"             # the law fitted to the ladder (analysis.laws)
     select: str = "final"           # fit on each run's final loss ("final") or on every eval point ("all")
     fit_min_tokens: int = 0         # with select="all": eval points before this many tokens are not fitted

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,12 +165,16 @@ def test_small_bpe_vocab_and_bad_field(tmp_path):
         build_data(cfg_for(path, tmp_path, tokenizer="byte"), 8).val_batch(10**7)
 
 
-def test_hub_source_fails_fast_and_suggests_local_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_source_offline_and_not_cached_reports_the_real_error_fast(tmp_path):
+    # HF_HUB_OFFLINE is read when huggingface_hub is imported: a fresh process, as on a compute node
+    code = ("from train.data import build_data; from train.data.config import DataConfig\n"
+            f"build_data(DataConfig(source='hf:someone/corpus:en', cache_dir={str(tmp_path / 'c')!r}), 8)")
     t0 = time.perf_counter()
-    with pytest.raises(DataError, match="hf:someone/corpus.*not reachable.*local files"):
-        build_data(cfg_for("hf:someone/corpus:en", tmp_path), 8)
-    assert time.perf_counter() - t0 < 10
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode != 0
+    assert re.search(r"hf:someone/corpus.*OfflineModeIsEnabled.*HF_HUB_OFFLINE.*local files", r.stderr), r.stderr
+    assert time.perf_counter() - t0 < 60
 
 
 def test_given_tokenizer_json(tmp_path):
@@ -207,3 +215,151 @@ def test_presets_load_and_validate(preset):
 def test_presets_exist():
     names = {p.name for p in PRESETS.glob("*.yaml")}
     assert {"wikipedia_gpt.yaml", "tiny_shakespeare.yaml"} <= names
+
+
+ARTICLES = [("Anarchism", "Anarchism is a political philosophy.\nIt has many currents of thought and strategy."),
+            ("Apple Inc.", "Apple Inc. is an American technology company.\nIt was founded in 1976."),
+            ("Cogency", ""),                                   # an empty article: its title stands alone
+            ("Alien", "Alien may refer to:"),
+            ("Astronomer", "An astronomer is a scientist who studies celestial bodies.")]
+
+
+def wikiextractor_text(articles=ARTICLES) -> str:
+    """Title line, blank line, body; articles separated by a blank line (an empty body leaves the title alone)."""
+    return "".join(f"{t}\n\n{b}\n\n" if b else f"{t}\n\n" for t, b in articles)
+
+
+def test_titled_text_files_are_read_as_whole_articles(tmp_path):
+    from train.data.documents import read_documents, split_text
+    docs = split_text(wikiextractor_text())
+    assert docs == [f"{t}\n\n{b}" for t, b in ARTICLES if b]
+    path = tmp_path / "wiki.txt"
+    path.write_text(wikiextractor_text() * 3)
+    assert len(list(read_documents(path, "text"))) == 12
+    # plain paragraphs keep the blank-line rule
+    assert split_text("First paragraph, a sentence.\n\nSecond one.\n\nThird one here.\n\nFourth.") == [
+        "First paragraph, a sentence.", "Second one.", "Third one here.", "Fourth."]
+
+
+@pytest.mark.skipif(not (SHARED / "wikipedia_en_2015" / "wiki_en_2015.valid.txt.zst").exists(),
+                    reason="shared data absent")
+def test_the_shipped_wikipedia_shard_reads_one_document_per_article():
+    from train.data.documents import read_documents
+    docs = list(read_documents(SHARED / "wikipedia_en_2015" / "wiki_en_2015.valid.txt.zst", "text"))
+    # 307 articles (the data README), 4 of them empty; blank-line splitting made 610 "documents"
+    assert len(docs) == 303
+    assert all("\n\n" in d for d in docs) and all(len(d.split("\n", 1)[0]) <= 100 for d in docs)
+
+
+def _tokenizer_with_added_tokens(tmp_path) -> Path:
+    from train.data.tokenize import train_bpe
+    tok = train_bpe(corpus(40), 300)
+    tok.add_special_tokens(["<pad>", "<mask>"])
+    path = tmp_path / "tok.json"
+    tok.save(str(path))
+    return path
+
+
+def test_a_tokenizer_file_counts_its_added_tokens(tmp_path):
+    path = _tokenizer_with_added_tokens(tmp_path)
+    from tokenizers import Tokenizer
+    full = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    txt = write_txt(tmp_path / "a.txt", corpus())
+    cfg = load_config(None, [f"data.source={txt}", f"data.tokenizer={path}", "model.context=16",
+                             "train.batch_tokens=64", "train.tokens=128", "eval.tokens=64"]).resolved()
+    assert cfg.model.vocab_size == full == 302
+    assert build_data(cfg.data, 16).vocab_size <= cfg.model.vocab_size
+
+
+def test_a_missing_tokenizer_file_is_a_config_error(tmp_path):
+    txt = write_txt(tmp_path / "a.txt", corpus())
+    r = subprocess.run([sys.executable, "-m", "train", "--out", str(tmp_path / "run"), f"data.source={txt}",
+                        f"data.tokenizer={tmp_path / 'nope.json'}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "data.tokenizer" in r.stderr and "nope.json" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def _hub_cache_with(tmp_path, docs) -> Path:
+    """A Hugging Face home whose datasets cache holds 'someone/corpus' as a download would leave it."""
+    code = f"""
+import json, os, shutil, sys
+from datasets import config
+from datasets.packaged_modules.json.json import Json
+src = {str(tmp_path / 'train.jsonl')!r}
+with open(src, 'w') as f:
+    for d in json.loads(sys.argv[1]): f.write(json.dumps({{'text': d}}) + '\\n')
+b = Json(cache_dir={str(tmp_path / 'build')!r}, dataset_name='corpus', config_id='default',
+         data_files={{'train': src}}, hash='0123abcd')
+b.download_and_prepare()
+shutil.move({str(tmp_path / 'build' / 'corpus')!r}, os.path.join(config.HF_DATASETS_CACHE, 'someone___corpus'))
+"""
+    home = tmp_path / "hf"
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(docs)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    return home
+
+
+def test_a_hub_dataset_in_the_local_cache_loads_offline(tmp_path):
+    home = _hub_cache_with(tmp_path, corpus(50))
+    code = ("from train.data import build_data; from train.data.config import DataConfig\n"
+            f"s = build_data(DataConfig(source='hf:someone/corpus', tokenizer='byte', val_frac=0.1, "
+            f"cache_dir={str(tmp_path / 'c')!r}), 8)\n"
+            "print(s.describe()['train_docs'] + s.describe()['val_docs'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "50"
+
+
+def test_a_save_to_disk_folder_loads_with_load_from_disk(tmp_path):
+    import datasets
+    datasets.Dataset.from_dict({"text": corpus(30)}).save_to_disk(str(tmp_path / "saved"))
+    src = build_data(cfg_for(f"hf:{tmp_path / 'saved'}", tmp_path, tokenizer="byte"), 8)
+    assert src.describe()["train_docs"] + src.describe()["val_docs"] == 30
+    ref = build_data(cfg_for(write_txt(tmp_path / "a.txt", corpus(30)), tmp_path, tokenizer="byte",
+                             cache_dir=str(tmp_path / "c2")), 8)
+    assert np.array_equal(np.asarray(src._train), np.asarray(ref._train))
+
+
+def test_start_up_on_a_cached_corpus_reads_neither_source_nor_shards_again(tmp_path, monkeypatch):
+    import train.data.documents as documents
+    cfg = cfg_for(write_txt(tmp_path / "a.txt", corpus()), tmp_path)
+    first = build_data(cfg, 16)
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was read again to hash it")
+
+    monkeypatch.setattr(documents, "sha256_file", no_hashing)
+    again = build_data(cfg, 16)
+    assert not again.tokenized and again.cache_path == first.cache_path
+
+
+def test_a_vocabulary_far_above_what_the_corpus_yields_is_a_warning(tmp_path, caplog):
+    import logging
+    with caplog.at_level(logging.WARNING):
+        src = build_data(cfg_for(write_txt(tmp_path / "a.txt", corpus(20)), tmp_path, vocab_size=8192), 16)
+    assert src.vocab_size < 1000
+    assert "data.vocab_size=8,192 but the BPE trained on" in caplog.text and "never be used" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for i in range(0, 200):
+            src.train_array(i, 64)
+    assert "epochs over the" in caplog.text and caplog.text.count("epochs over the") == 1
+
+
+def test_a_full_disk_while_tokenizing_leaves_no_half_cache(tmp_path, monkeypatch):
+    import errno
+
+    import train.data.text as text
+    cfg = cfg_for(write_txt(tmp_path / "a.txt", corpus()), tmp_path)
+
+    def full(docs, tokenizer, out, dtype, advance=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(text, "encode_to_file", full)
+    with pytest.raises(OSError, match="No space left"):
+        build_data(cfg, 16)
+    assert [p.name for p in (tmp_path / "cache" / "text").iterdir() if not p.name.endswith((".lock", ".json"))] == []
+    monkeypatch.undo()
+    assert build_data(cfg, 16).tokenized          # space freed: the same call builds it

@@ -2,6 +2,7 @@
 each model exactly the curve its own single run gives (CPU, float tolerance), write the
 same run directories, resume after an interruption, and refuse incompatible packs."""
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -259,7 +260,7 @@ def test_sweep_run_with_pack_writes_the_same_run_directories(tmp_path, capsys):
     spec.write_text(SWEEP)
     out = tmp_path / "sweep"
     assert sweep_main(["run", str(spec), "--out", str(out), "--pack", "3", "--dry-run"]) == 0
-    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("python")]
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith(sys.executable)]
     # 4 runs of one shape: a pack of 3 and an ordinary run
     assert sorted(c.count("--run ") for c in commands) == [0, 3]
     assert all(c.split()[1:3] == ["-m", "train"] for c in commands)   # packs train through `python -m train --run ...`

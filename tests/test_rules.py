@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from models.rules import (PowerLaw, batch_tokens_for, eval_formula, lr_for, rule_value, timescale,
+from sweeps.rules import (PowerLaw, batch_tokens_for, eval_formula, lr_for, rule_value, timescale,
                           weight_decay_for_timescale)
 
 

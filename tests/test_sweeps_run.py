@@ -107,12 +107,17 @@ def test_dry_run_prints_one_runnable_command_per_run(tmp_path, capsys):
     assert len(lines) == len(runs)
     for line, r in zip(lines, runs):
         argv = shlex.split(line)
-        assert argv[:3] == ["python", "-m", "train"] and argv[4] == "--out"
-        assert Path(argv[5]) == out / r.run_id
+        # this interpreter and absolute paths: a scheduler's job starts elsewhere, without our venv on PATH
+        assert argv[:3] == [sys.executable, "-m", "train"] and argv[4] == "--out"
+        assert Path(argv[3]).is_absolute() and Path(argv[5]) == (out / r.run_id).resolve()
         # the config file the command names is exactly the planned run
         assert load_config(argv[3]).resolved().run_id() == r.run_id
     assert not any((out / r.run_id).exists() for r in runs)  # nothing trained
     assert json.loads((out / "sweep.json").read_text())["runs"][0]["run_id"] == runs[0].run_id
+    # a line runs as printed from another directory
+    done = subprocess.run(shlex.split(lines[0]), cwd="/", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / runs[0].run_id / "summary.json").read_text())["status"] == "completed"
 
 
 def test_an_output_dir_holding_another_sweep_is_refused_before_any_run(tmp_path, capsys):
@@ -159,6 +164,8 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
     wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
     status = {r["run_id"]: r["status"] for r in sweep_status(out)["runs"]}
     assert list(status.values()).count("completed") < len(runs)
+    # dead at once, whatever the files' age: nothing holds the runs, so none is "running"
+    assert "running" not in status.values() and "interrupted" in status.values(), status
 
     def workers():
         return workers_of(out)
@@ -280,3 +287,64 @@ def test_workers_split_cpu_threads_and_take_gpus_round_robin(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     assert [_env(s, jobs=2, n_gpus=2)["CUDA_VISIBLE_DEVICES"] for s in range(2)] == ["4", "6"]
     assert "CUDA_VISIBLE_DEVICES" not in _env(0, jobs=1, n_gpus=0) or os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_executor_slurm_without_sbatch_is_a_clear_error_before_anything_runs(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))   # no sbatch anywhere
+    spec = write_spec(tmp_path / "s.yaml", axes={"run.seed": [0]})
+    for extra in ([], ["--cluster", "slurm"]):
+        assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--executor", "slurm", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "sbatch" in err and "--dry-run" in err and "--cluster local" in err and "Traceback" not in err
+        assert not (tmp_path / "o").exists()
+
+
+FAKE_SBATCH = """#!/bin/sh
+# records each submission script and answers as sbatch does
+n=$(ls "$RECORD" | wc -l)
+cp "$1" "$RECORD/$n.sh"
+echo "Submitted batch job $((1000 + n))"
+"""
+
+
+def test_wsd_branches_are_submitted_with_a_slurm_dependency_on_their_parent(tmp_path):
+    pytest.importorskip("submitit")
+    bin_dir, record = tmp_path / "bin", tmp_path / "record"
+    bin_dir.mkdir()
+    record.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    base = {**TINY, "train": {**TINY["train"], "tokens": 8192},
+            "schedule": {"kind": "wsd", "warmup_steps": 2, "decay_frac": 0.25}, "run": {}}
+    spec = tmp_path / "w.yaml"
+    spec.write_text(yaml.safe_dump({"name": "w", "base": base, "family": "wsd_branches",
+                                    "sizes": [{"width": 32, "depth": 1}], "tokens": [2048, 4096, 8192]}))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record)}
+    r = subprocess.run(sweep_cmd(spec, tmp_path / "sweep", "--executor", "slurm", "--no-wait"), capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "submitted 3 runs" in r.stdout
+    scripts = [(record / f"{i}.sh").read_text() for i in range(len(list(record.iterdir())))]
+    assert len(scripts) == 2                                      # the stable run, then its branches' array
+    assert "--dependency" not in scripts[0]
+    assert "#SBATCH --dependency=afterany:1000" in scripts[1] and "#SBATCH --array=0-1" in scripts[1]
+    assert "#SBATCH --kill-on-invalid-dep=yes" in scripts[1]
+
+
+def test_dry_run_writes_an_sbatch_array_script_that_runs_a_task(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.yaml", base={**TINY, "train": {**TINY["train"], "tokens": 2048}})
+    out, script = tmp_path / "sweep", tmp_path / "sweep.sbatch"
+    assert main(["run", str(spec), "--out", str(out), "--dry-run", "--sbatch", str(script)]) == 0
+    text = script.read_text()
+    runs = expand(load_spec(spec))
+    assert "#SBATCH --array=0-2" in text and text.count(sys.executable) == 3
+    assert str((out / runs[1].run_id).resolve()) in text
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    task = subprocess.run(["bash", str(script)], cwd="/", env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert task.returncode == 0, task.stderr
+    assert json.loads((out / runs[1].run_id / "summary.json").read_text())["status"] == "completed"
+    assert not (out / runs[0].run_id).exists()

@@ -8,7 +8,7 @@ import pytest
 
 from models.counting import flops_per_token
 from sweeps.expand import branch_step, expand
-from sweeps.plan import diagnostics, n_opt, plan_rows, totals, fixed_rate
+from sweeps.plan import diagnostics, n_opt, plan_rows, totals
 from sweeps.spec import SweepError, load_spec, spec_from_dict
 from train.schedules import lr_curve
 
@@ -241,14 +241,19 @@ def test_a_good_design_is_quiet():
 
 
 def test_plan_rows_and_totals():
+    from sweeps.estimate import eval_tokens, fixed_rate
     runs = _runs("ladder", sizes=SIZES, tokens_per_param=[5, 10])
     rows = plan_rows(runs, fixed_rate(1e9))
     assert [r["run_id"] for r in rows] == [r.run_id for r in runs]
     for row, r in zip(rows, runs):
-        assert row["est_seconds"] == pytest.approx(r.flops / 1e9)
+        # training FLOPs plus the evaluations' forward FLOPs (a third of training's per token)
+        assert row["est_seconds"] == pytest.approx((r.flops + eval_tokens(r) * r.flops_per_token / 3) / 1e9)
         assert row["C"] == pytest.approx(flops_per_token(r.config.model, r.config.run.flop_convention) * r.tokens)
     t = totals(rows, jobs=2)
-    assert t["runs"] == len(runs) and t["est_seconds_parallel"] == pytest.approx(t["est_seconds_serial"] / 2)
+    assert t["runs"] == len(runs) and t["est_seconds_serial"] == pytest.approx(sum(r["est_seconds"] for r in rows))
+    # the local pool starts runs in order on the first free worker
+    assert totals([{"C": 1.0, "est_seconds": s} for s in (4.0, 1.0, 1.0, 1.0, 1.0)], jobs=2)[
+        "est_seconds_parallel"] == pytest.approx(4.0)
 
 
 def test_plan_cli_prints_the_table_and_warnings(tmp_path, capsys):
@@ -264,8 +269,68 @@ def test_plan_cli_prints_the_table_and_warnings(tmp_path, capsys):
 
 
 def test_measured_throughput_gives_positive_times():
-    from sweeps.plan import measure_rates
+    from sweeps.estimate import measure_rates
     runs = _runs("ladder", sizes=SIZES[:2], tokens_per_param=[5])
-    rates = measure_rates(runs, min_steps=2, max_steps=3, budget_s=0.1)
-    assert len(rates.fpt) == 2 and all(r > 0 for r in rates.flops_per_s)
+    rates = measure_rates(runs, min_steps=2, max_steps=3, budget_s=0.1, startup=False)
+    assert len(rates.fpt) == 2 and all(r > 0 for r in rates.train_flops_per_s + rates.eval_flops_per_s)
     assert all(rates.seconds(r) > 0 for r in runs)
+
+
+def test_estimates_use_the_workers_threads_and_the_real_batch(monkeypatch):
+    import torch
+
+    import sweeps.estimate as est
+    import sweeps.local
+    import train.loop
+    # 8192-token batches: larger than a small probe batch, which a GPU would run launch-bound
+    runs = expand(spec_from_dict({"name": "t", "base": {**BASE, "train": {"batch_tokens": 8192, "tokens": 16384}},
+                                  "family": "grid", "axes": {"run.seed": [0]}}))
+    seen = []
+    real = train.loop.train_step
+
+    def spy(model, optimizer, batch, *a, **kw):
+        seen.append((torch.get_num_threads(), tuple(batch.shape)))
+        return real(model, optimizer, batch, *a, **kw)
+
+    monkeypatch.setattr(train.loop, "train_step", spy)
+    monkeypatch.setattr(sweeps.local.os, "cpu_count", lambda: 3)
+    est.measure_rates(runs, jobs=1, min_steps=1, max_steps=1, budget_s=0.0, startup=False)
+    # one worker gets every core, as the pool gives it, and steps on the run's whole batch
+    assert seen and all(s == (3, (8192 // 32, 33)) for s in seen)
+
+
+def test_several_workers_are_measured_side_by_side(tmp_path):
+    from sweeps.estimate import measure_rates
+    runs = _runs("ladder", sizes=SIZES[:2], tokens_per_param=[5])
+    rates = measure_rates(runs, jobs=2, min_steps=1, max_steps=2, budget_s=0.0, startup=False)
+    assert "2 workers of" in rates.how and all(r > 0 for r in rates.train_flops_per_s + rates.eval_flops_per_s)
+
+
+def test_startup_is_timed_through_the_workers_command():
+    from sweeps.estimate import measure_startup
+    runs = _runs("ladder", sizes=SIZES[:1], tokens_per_param=[5])
+    assert 0.2 < measure_startup(runs[0], threads=1) < 120
+
+
+def test_plan_table_shows_the_seed_axis(tmp_path, capsys):
+    import yaml
+
+    from sweeps.cli import main
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "seeds", "base": BASE, "family": "grid", "axes": {"run.seed": [0, 7]}}))
+    assert main(["plan", str(p), "--throughput", "none"]) == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if "gpt-" in ln]
+    assert "seed" in text
+    assert len(lines) == 2 and lines[0].split("│")[-3].strip() == "0" and lines[1].split("│")[-3].strip() == "7"
+
+
+def test_gpt_and_lstm_runs_are_timed_at_their_own_rates():
+    from sweeps.estimate import measure_rates
+    runs = _runs("grid", axes={"model.kind": ["gpt", "lstm"], "model.width": [32, 64]})
+    rates = measure_rates(runs, min_steps=1, max_steps=2, budget_s=0.0, startup=False)
+    assert sorted(rates.kinds) == ["gpt", "gpt", "lstm", "lstm"]
+    for r in runs:   # a measured model's own estimate is its own measurement
+        i = next(i for i, (k, f) in enumerate(zip(rates.kinds, rates.fpt))
+                 if k == r.config.model.kind and f == r.flops_per_token)
+        assert rates.parts(r)["train"] == pytest.approx(r.flops / rates.train_flops_per_s[i])

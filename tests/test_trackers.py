@@ -90,17 +90,86 @@ def _wandb_records(path):
             yield pending + data
 
 
-def read_wandb_log(path):
-    """History rows and config of an offline wandb run, read from its transaction log."""
+def read_wandb_run(path):
+    """History rows, config, summary, tags, exit code and name of an offline wandb run, from its
+    transaction log."""
     from wandb.proto import wandb_internal_pb2
-    history, config = [], {}
+    run = {"history": [], "config": {}, "summary": {}, "tags": [], "exit_code": None, "name": None}
     for data in _wandb_records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
         if kind == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
-        elif kind in ("config", "run"):
+            run["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in rec.history.item})
+        elif kind == "summary":
+            run["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in rec.summary.update})
+        elif kind == "exit":
+            run["exit_code"] = rec.exit.exit_code
+        if kind in ("config", "run"):
             updates = rec.config.update if kind == "config" else rec.run.config.update
-            config.update({i.key: json.loads(i.value_json) for i in updates})
-    return history, config
+            run["config"].update({i.key: json.loads(i.value_json) for i in updates})
+        if kind == "run":
+            run["tags"], run["name"] = list(rec.run.tags), rec.run.display_name
+    return run
+
+
+def read_wandb_log(path):
+    """History rows and config of an offline wandb run."""
+    run = read_wandb_run(path)
+    return run["history"], run["config"]
+
+
+def test_wandb_with_packed_runs_records_each_run_its_summary_tags_and_exit_code(tmp_path):
+    """Two runs packed in one process, one of them diverging: each is its own W&B run."""
+    import subprocess
+
+    import yaml
+    pytest.importorskip("wandb")
+    base = {"model": {"width": 32, "depth": 1, "context": 32, "head_dim": 16}, "data": {"vocab_size": 64},
+            "train": {"batch_tokens": 512, "tokens": 4096, "device": "cpu", "threads": 1},
+            "eval": {"tokens": 512, "points": 2}, "run": {"tracker": "wandb", "log_every": 1}}
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "wbpack", "base": base, "family": "grid",
+                                    "axes": {"optim.lr": [3e-3, 1e3]}}))
+    env = {**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wb"),
+           "WANDB_SILENT": "true"}
+    (tmp_path / "wb").mkdir()
+    r = subprocess.run([sys.executable, "-m", "sweeps", "run", str(spec), "--out", str(tmp_path / "sweep"),
+                        "--pack", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr                    # one diverged
+    assert "1 completed" in r.stdout and "1 diverged" in r.stdout, r.stdout
+    summaries = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text())
+                 for p in (tmp_path / "sweep").glob("*/summary.json")}
+    assert {s["packed_with"] for s in summaries.values()} == {2}
+    runs = {}
+    for d in (tmp_path / "wb" / "wandb").glob("offline-run-*"):
+        got = read_wandb_run(next(d.glob("*.wandb")))
+        runs[got["name"]] = got
+    assert set(runs) == set(summaries)
+    for run_id, s in summaries.items():
+        w = runs[run_id]
+        assert w["summary"]["status"] == s["status"]
+        assert w["summary"]["params_total"] == s["params_total"] > 0
+        assert w["summary"]["flops_per_token"] == pytest.approx(s["flops_per_token"])
+        assert w["summary"]["loss_floor"] == pytest.approx(s["loss_floor"])
+        assert w["exit_code"] == (0 if s["status"] == "completed" else 1)
+        assert w["tags"] == ["sweep:wbpack", "shape:gpt-w32-d1", "tokens:4.1e+03"]
+
+
+def test_a_missing_wandb_is_a_config_error_before_a_sweep_or_run_starts(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from sweeps.cli import main as sweep_main
+    from train.cli import main as train_main
+    monkeypatch.setitem(sys.modules, "wandb", None)   # as if not installed
+    assert train_main(["--out", str(tmp_path / "run"), *TINY, "run.tracker=wandb"]) == 2
+    assert "pip install 'scaling-testbed[wandb]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "wb", "base": {"run": {"tracker": "wandb"}}, "family": "grid",
+                                    "axes": {"run.seed": [0, 1]}}))
+    assert sweep_main(["run", str(spec), "--out", str(tmp_path / "sweep")]) == 2
+    assert "scaling-testbed[wandb]" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()

@@ -7,7 +7,9 @@ wrong type raises `ConfigError` naming the key, before anything trains.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
+import importlib.util
 import json
 import math
 import typing
@@ -173,6 +175,9 @@ class RunConfig:
             raise ConfigError(f"run.diverge_factor must be > 1, got {r.diverge_factor}")
         if r.tracker not in ("jsonl", "wandb"):
             raise ConfigError(f"run.tracker must be jsonl or wandb, got {r.tracker!r}")
+        if r.tracker == "wandb" and importlib.util.find_spec("wandb") is None:
+            # checked here, not when the run opens its tracker: a sweep then refuses before launching anything
+            raise ConfigError("run.tracker=wandb needs the wandb package: pip install 'scaling-testbed[wandb]'")
         if d.vocab_size <= 0:
             raise ConfigError(f"data.vocab_size must be positive, got {d.vocab_size}")
         try:
@@ -203,8 +208,8 @@ def data_vocab_size(d: DataConfig) -> int:
     if d.tokenizer == "byte" and d.source != "synthetic":
         return 256
     if d.tokenizer.endswith(".json") and d.source != "synthetic":
-        with open(d.tokenizer) as f:
-            return len(json.load(f)["model"]["vocab"])
+        from train.data.tokenize import tokenizer_file_vocab_size  # counts added tokens; a missing file is a ConfigError
+        return tokenizer_file_vocab_size(d.tokenizer)
     return d.vocab_size
 
 
@@ -231,6 +236,12 @@ def config_hash(cfg: RunConfig) -> str:
 
 # ---------------------------------------------------------------------------
 # generic dataclass <-> dict with type checking
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices` to a misspelt `word`, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}: the dotted keys the command line uses."""
@@ -318,7 +329,8 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
     unknown = [k for k in d if k not in types]
     if unknown:
         known = ", ".join(prefix + k for k in types)
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r} (known keys here: {known})")
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}"
+                          f"{did_you_mean(prefix + unknown[0], [prefix + k for k in types])} (known keys here: {known})")
     kwargs = {k: _coerce(v, types[k], prefix + k) for k, v in d.items()}
     return cls(**kwargs)
 
@@ -348,10 +360,11 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str]) -> Any:
         node = d
         for i, p in enumerate(parts[:-1]):
             if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r} in override {key!r}")
+                raise ConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r} in override {key!r}"
+                                  f"{did_you_mean(key, flatten(to_dict(cfg)))}")
             node = node[p]
         if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"unknown config key {key!r}")
+            raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, flatten(to_dict(cfg)))}")
         if isinstance(node[parts[-1]], dict) and not isinstance(value, dict):
             raise ConfigError(f"{key} is a section; set one of its keys ({', '.join(key + '.' + k for k in node[parts[-1]])})")
         node[parts[-1]] = value

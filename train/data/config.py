@@ -62,7 +62,7 @@ class DataConfig:
     max_docs: int = 0               # 0: all documents (text sources)
     val_frac: float = 0.005         # fraction of documents held out for validation (text sources)
     cache_dir: str = ""             # "": $SCALING_TESTBED_CACHE or ~/.cache/scaling-testbed
-    num_proc: int = 0               # tokenization processes; 0: one per core
+    num_proc: int = 0               # tokenization threads (fixed when a process first tokenizes); 0: one per core
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:

@@ -122,11 +122,11 @@ def lr_for(n_params: float, rule: Any) -> float:
     return rule_value(rule, n_params, key="optim.lr")
 
 
-def batch_tokens_for(n_params: float, rule: Any, context: int) -> int:
+def batch_tokens_for(n_params: float, rule: Any, context: int, key: str = "train.batch_tokens") -> int:
     """Tokens per optimizer step at N from a rule, rounded to a whole number (>= 1) of sequences."""
     if context <= 0:
         raise ValueError(f"model.context must be positive, got {context}")
-    tokens = rule_value(rule, n_params, key="train.batch_tokens")
+    tokens = rule_value(rule, n_params, key=key)
     return max(1, round(tokens / context)) * context
 
 
