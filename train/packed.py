@@ -253,11 +253,3 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
         for b in books:
             b.close()
 
-
-if __name__ == "__main__":
-    # the former command line of packs, kept as an alias: `python -m train --run CONFIG DIR ...`
-    # (`testbed train --run ...`) takes the same arguments
-    import sys
-
-    from train.cli import main
-    sys.exit(main())
