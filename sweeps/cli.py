@@ -18,7 +18,7 @@ import sys
 
 from sweeps.run import CLUSTERS, EXECUTORS, SweepNoSpace, run_sweep
 from sweeps.spec import SweepError, load_spec
-from train.contract import EXIT_BAD_INPUT, EXIT_NO_SPACE
+from train.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_SPACE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the executor took over signals: nothing was started
         print("sweep interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

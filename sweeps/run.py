@@ -25,9 +25,8 @@ from typing import Any, Callable
 
 from sweeps.expand import PlannedRun, expand
 from sweeps.spec import SweepError, SweepSpec, load_spec, spec_from_dict
-from train.contract import COMPLETED, EXIT_FAILED, EXIT_OK
+from train.contract import COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
-EXIT_INTERRUPTED = 130
 EXECUTORS = ("local", "slurm")
 CLUSTERS = ("slurm", "local", "debug")
 

@@ -8,7 +8,11 @@ from collections import namedtuple
 
 import pytest
 
+import yaml
+
+from models.counting import flops_per_token, param_counts
 from testbed import demo
+from testbed.preset import PRESETS, ladder_runs, load_preset, preset_from_dict, target_config
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,7 @@ def test_outputs_exist(finished_demo):
 
     out, *_ = finished_demo
     fit = FitResult.from_json(out / demo.FIT_FILE)
-    assert fit.law == demo.SCALES["mini"].law and fit.samples is not None
+    assert fit.law == load_preset("mini").fit.law and fit.samples is not None
     report = (out / "report.md").read_text()
     for png in ("ladder_curves.png", "fit.png", "target_curve.png"):
         assert (out / "report_files" / png).stat().st_size > 0
@@ -120,35 +124,82 @@ def test_rerun_trains_nothing_again(finished_demo):
     assert ladder_mtimes and all(p.stat().st_mtime_ns == m for p, m in ladder_mtimes.items())
 
 
-def test_the_ladder_is_the_grid_plus_the_extra_runs(finished_demo):
+def test_the_ladder_trained_is_the_presets_sweep_spec(finished_demo):
     out, *_ = finished_demo
     from analysis.load import load_runs
 
-    scale = demo.SCALES["mini"]
-    finals = load_runs(out / "ladder", n_convention=scale.n_params)
+    preset = load_preset("mini")
+    finals = load_runs(out / "ladder")
     finals = finals[finals["final"]]
-    trained = sorted(zip(finals["width"], finals["depth"], finals["D"]))
-    planned = sorted((r["width"], r["depth"], r["tokens"]) for r in demo.ladder_shapes(scale))
+    trained = sorted(zip(finals["width"], finals["depth"], finals["D"], strict=True))
+    planned = sorted((r.config.model.width, r.config.model.depth, r.tokens) for r in ladder_runs(preset))
     assert trained == planned
-    assert len(planned) == len(scale.sizes) * len(scale.tokens) + len(scale.extra)
-    assert (16, 1, 20480) in trained
+    assert (16, 1, 20480) in trained and len(trained) == 7
 
 
-def test_an_extra_run_repeating_a_grid_run_is_refused(tmp_path, monkeypatch):
-    mini = demo.SCALES["mini"]
-    bad = demo.DemoScale(**{**demo.asdict(mini), "extra": ({"width": 16, "depth": 1, "tokens": 5120},)})
-    monkeypatch.setitem(demo.SCALES, "mini", bad)
-    with pytest.raises(demo.DemoError, match="repeats a grid run"):
-        demo.run_demo(tmp_path / "x", "mini", quiet=True)
-    assert not (tmp_path / "x").exists()
+def test_the_forecast_names_where_the_target_lies_outside_the_ladder(finished_demo):
+    # the mini target is two layers deep, every ladder run one: the law never saw depth change
+    out, before, _, result = finished_demo
+    assert any(w.startswith("depth 2 (ladder: 1-1") for w in result["outside_ladder"]), result["outside_ladder"]
+    assert before["outside_ladder"] == result["outside_ladder"]
+    assert "outside the ladder in: depth 2" in (out / "report.md").read_text()
 
 
-def test_a_directory_holding_another_demo_is_refused(finished_demo, monkeypatch):
+def test_the_target_follows_the_presets_rules_and_compute_ratio():
+    d = yaml.safe_load((PRESETS / "mini.yaml").read_text())
+    d["ladder"]["rules"] = {"optim.lr": "0.02 * (N / 10000) ** -0.5"}
+    preset = preset_from_dict(d)
+    target = target_config(preset)
+    n = param_counts(target.model)["non_embedding"]
+    assert target.optim.lr == pytest.approx(0.02 * (n / 10000) ** -0.5)
+    c_max = max(r.flops for r in ladder_runs(preset))
+    c_target = flops_per_token(target.model, target.run.flop_convention) * target.train.tokens
+    batch = flops_per_token(target.model, target.run.flop_convention) * target.train.batch_tokens
+    assert 10 * c_max <= c_target < 10 * c_max + batch   # whole batches, at least the ratio
+    assert (target.model.width, target.model.depth) == (64, 2)
+
+
+def test_a_preset_with_a_repeated_ladder_run_is_refused(tmp_path):
+    d = yaml.safe_load((PRESETS / "mini.yaml").read_text())
+    z = d["ladder"]["zip"][0]
+    for key in z:
+        z[key] = z[key] + [z[key][0]]
+    with pytest.raises(demo.DemoError, match="duplicate run"):
+        preset_from_dict(d)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(targte=d.pop("target")), "unknown key 'targte'.*did you mean 'target'"),
+    (lambda d: d["target"].pop("compute_ratio"), "target.compute_ratio is missing"),
+    (lambda d: d["target"].update(compute_ratio=0.5), "compute_ratio must be a number > 1"),
+    (lambda d: d["fit"].update(law="kaplin"), "fit.law: unknown law 'kaplin'"),
+    (lambda d: d["fit"].update(select="some"), "fit.select must be final or all"),
+    (lambda d: d["ladder"].update(family="pyramid"), "ladder: .*family"),
+])
+def test_a_bad_preset_fails_naming_the_key(edit, message):
+    d = yaml.safe_load((PRESETS / "mini.yaml").read_text())
+    edit(d)
+    with pytest.raises(demo.DemoError, match=message):
+        preset_from_dict(d, source="bad.yaml")
+
+
+def test_a_directory_holding_another_demo_is_refused(finished_demo):
     out, *_ = finished_demo
-    other = demo.DemoScale(**{**demo.asdict(demo.SCALES["mini"]), "bootstrap": 7})
-    monkeypatch.setitem(demo.SCALES, "mini", other)
+    d = yaml.safe_load((PRESETS / "mini.yaml").read_text())
+    d["fit"]["bootstrap"] = 7
     with pytest.raises(demo.DemoError, match="different demo"):
-        demo.run_demo(out, "mini", quiet=True)
+        demo.run_demo(out, preset_from_dict(d), quiet=True)
+    # how many ladder runs train at once does not make it another demo
+    assert load_preset("mini").with_jobs(1).settings() == load_preset("mini").settings()
+
+
+def test_the_data_option_runs_the_recipe_on_another_corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    preset = load_preset("mini").with_data(str(corpus))
+    assert preset.ladder["base"]["data"]["source"] == str(corpus)
+    assert load_preset("mini").ladder["base"]["data"]["source"] == "synthetic"   # the built-in preset is untouched
+    assert preset.settings() != load_preset("mini").settings()
 
 
 def test_bad_directories_and_settings_fail_before_training(tmp_path, monkeypatch):
@@ -158,10 +209,10 @@ def test_bad_directories_and_settings_fail_before_training(tmp_path, monkeypatch
     with pytest.raises(demo.DemoError, match="not empty"):
         demo.run_demo(busy, "mini", quiet=True)
     assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
-    with pytest.raises(demo.DemoError, match="--scale"):
+    with pytest.raises(demo.DemoError, match="unknown demo preset 'huge'"):
         demo.run_demo(tmp_path / "x", "huge", quiet=True)
     with pytest.raises(demo.DemoError, match="--jobs"):
-        demo.run_demo(tmp_path / "x", "mini", quiet=True, jobs=0)
+        load_preset("mini").with_jobs(0)
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 2**20, 2**20))
     with pytest.raises(demo.DemoError, match="MB free"):

@@ -46,6 +46,7 @@ EXIT_BAD_INPUT = 2     # bad config, flag, file or directory: nothing was traine
 EXIT_DIVERGED = 3      # the run diverged (its summary says so)
 EXIT_NO_SPACE = 4      # a write failed on a full disk: free space and rerun the same command (it resumes)
 EXIT_OUT_OF_MEMORY = 5  # the device ran out of memory even at one sequence per micro-batch: retrying cannot help
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT): rerun the same command to resume
 NOT_RETRIED = (EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_OUT_OF_MEMORY)   # a retry would fail the same way
 EXIT_BY_STATUS = {COMPLETED: EXIT_OK, FAILED: EXIT_FAILED, DIVERGED: EXIT_DIVERGED}
 

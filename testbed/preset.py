@@ -1,0 +1,186 @@
+"""Demo presets: a ladder (a sweep spec), how to fit it, and the target to forecast, in one YAML file.
+
+    name: cpu
+    description: ...
+    ladder: {a sweep spec, as sweeps/spec.py reads it}
+    fit: {law: kaplan-schedule | auto, candidates: [...], select: all | final, min_tokens: 204800,
+          bootstrap: 1000, level: 0.9}
+    target: {width: 96, depth: 2, compute_ratio: 10.0}
+    disk_mb: 50
+
+The built-in presets live in `testbed/presets/` and are named without their path
+(`testbed demo --scale cpu`); a path to another YAML file works too. The target is the
+ladder's base config at the target shape, with the ladder's per-size rules (learning
+rate, batch) applied at its N and its tokens chosen so that its compute is
+`compute_ratio` x the largest ladder run's, by the runs' own FLOP convention.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.config import RunConfig, did_you_mean
+
+PRESETS = Path(__file__).parent / "presets"
+TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb")
+FIT_KEYS = ("law", "candidates", "select", "min_tokens", "bootstrap", "level")
+TARGET_KEYS = ("width", "depth", "compute_ratio")
+
+
+class DemoError(ValueError):
+    """A demo that cannot start (bad preset, directory or settings); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    law: str = "auto"              # a law of analysis.laws, or "auto": chosen by backtests inside the ladder
+    candidates: tuple = ()         # laws "auto" chooses among (default: every law the ladder can feed)
+    select: str | None = None      # "final" or "all" eval points; default: the law's own (`Law.fitted_on`)
+    min_tokens: float = 0          # eval points before this many tokens are not fitted (each run's final point is)
+    bootstrap: int = 1000
+    level: float = 0.9
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    name: str
+    ladder: dict                   # a sweep spec
+    fit: FitPlan
+    target: dict                   # {"width", "depth", "compute_ratio"}
+    description: str = ""
+    disk_mb: float = 50.0
+    source: str = field(default="", compare=False)
+
+    def settings(self) -> dict:
+        """What makes two demos the same demo (how many ladder runs train at once does not)."""
+        d = {"name": self.name, "ladder": copy.deepcopy(self.ladder), "fit": self.fit.__dict__ | {},
+             "target": dict(self.target)}
+        d["ladder"].get("executor", {}).pop("jobs", None)
+        return json.loads(json.dumps(d))
+
+    def with_jobs(self, jobs: int) -> "DemoPreset":
+        if jobs < 1:
+            raise DemoError(f"--jobs must be >= 1, got {jobs}")
+        ladder = copy.deepcopy(self.ladder)
+        ladder.setdefault("executor", {})["jobs"] = jobs
+        return DemoPreset(**{**self.__dict__, "ladder": ladder})
+
+    def with_data(self, source: str) -> "DemoPreset":
+        """The same recipe on another corpus (ladder and target alike)."""
+        ladder = copy.deepcopy(self.ladder)
+        ladder.setdefault("base", {}).setdefault("data", {})["source"] = source
+        return DemoPreset(**{**self.__dict__, "ladder": ladder})
+
+
+def _unknown(keys, allowed, where: str) -> None:
+    for k in keys:
+        if k not in allowed:
+            raise DemoError(f"{where}: unknown key {k!r}{did_you_mean(k, allowed)}; known: {', '.join(allowed)}")
+
+
+def preset_from_dict(d: dict, source: str = "") -> DemoPreset:
+    """A validated preset; every problem raises DemoError naming the key."""
+    where = source or "demo preset"
+    if not isinstance(d, dict):
+        raise DemoError(f"{where}: a demo preset is a mapping of {', '.join(TOP_KEYS)}")
+    _unknown(d, TOP_KEYS, where)
+    for key in ("name", "ladder", "target"):
+        if key not in d:
+            raise DemoError(f"{where}: missing key {key!r}")
+    fit = d.get("fit") or {}
+    _unknown(fit, FIT_KEYS, f"{where}: fit")
+    target = d["target"]
+    _unknown(target, TARGET_KEYS, f"{where}: target")
+    for key in TARGET_KEYS:
+        if key not in target:
+            raise DemoError(f"{where}: target.{key} is missing")
+    if not (isinstance(target["compute_ratio"], (int, float)) and target["compute_ratio"] > 1):
+        raise DemoError(f"{where}: target.compute_ratio must be a number > 1, got {target['compute_ratio']!r}")
+    plan = FitPlan(**{**fit, "candidates": tuple(fit.get("candidates") or ())})
+    if plan.select not in (None, "final", "all"):
+        raise DemoError(f"{where}: fit.select must be final or all, got {plan.select!r}")
+    if not 0 < plan.level < 1 or plan.bootstrap < 1:
+        raise DemoError(f"{where}: fit.level must lie in (0, 1) and fit.bootstrap be >= 1")
+    if plan.law != "auto":
+        from analysis.laws import get_law
+        try:
+            get_law(plan.law)
+        except ValueError as e:
+            raise DemoError(f"{where}: fit.law: {e}") from None
+    preset = DemoPreset(name=str(d["name"]), ladder=dict(d["ladder"]), fit=plan, target=dict(target),
+                        description=str(d.get("description", "")), disk_mb=float(d.get("disk_mb", 50)), source=source)
+    ladder_runs(preset)   # the ladder spec is checked (and expanded) before anything trains
+    return preset
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> DemoPreset:
+    """A built-in preset by name, or a YAML file."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        if name_or_path not in preset_names():
+            raise DemoError(f"unknown demo preset {name_or_path!r}{did_you_mean(name_or_path, preset_names())}; "
+                            f"built in: {', '.join(preset_names())}, or a path to a YAML file")
+        path = PRESETS / f"{name_or_path}.yaml"
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DemoError(f"cannot read demo preset {str(path)!r}: {str(e).splitlines()[0]}") from None
+    return preset_from_dict(d, source=str(path))
+
+
+def _spec(d: dict):
+    from sweeps.spec import SweepError, spec_from_dict
+    try:
+        return spec_from_dict(d)
+    except (SweepError, ValueError) as e:
+        raise DemoError(f"ladder: {e}") from None
+
+
+def ladder_runs(preset: DemoPreset) -> list:
+    """The ladder's planned runs (resolved configs, N, FLOPs), without training anything."""
+    from sweeps.expand import expand
+    from sweeps.spec import SweepError
+    try:
+        return expand(_spec(preset.ladder))
+    except SweepError as e:
+        raise DemoError(f"ladder: {e}") from None
+
+
+def target_config(preset: DemoPreset, target: dict | None = None) -> RunConfig:
+    """The target run: the ladder's base at the target shape, per-size rules applied, tokens for its compute ratio.
+
+    Tokens are whole batches; the ratio is against the largest ladder run by the runs' own FLOP
+    convention, so `compute_ratio` in forecast.json is what the target really costs.
+    """
+    from sweeps.expand import expand
+
+    t = {**preset.target, **(target or {})}
+    c_max = max(r.flops for r in ladder_runs(preset))
+    keep = ("base", "base_config", "overrides", "rules", "n_params")
+
+    def one(tokens: int):
+        spec = {**{k: preset.ladder[k] for k in keep if k in preset.ladder}, "name": f"demo-{preset.name}",
+                "family": "grid", "zip": [{"model.width": [t["width"]], "model.depth": [t["depth"]],
+                                           "run.name": [f"target-w{t['width']}-d{t['depth']}"],
+                                           "train.tokens": [tokens]}]}
+        (run,) = expand(_spec(spec))
+        return run
+
+    probe = one(1 << 20)
+    batch = probe.config.train.batch_tokens
+    batches = max(1, math.ceil(t["compute_ratio"] * c_max / probe.flops_per_token / batch))
+    return one(batches * batch).config
+
+
+def yaml_dump(d: dict[str, Any]) -> str:
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=120)
