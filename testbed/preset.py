@@ -156,30 +156,39 @@ def ladder_runs(preset: DemoPreset) -> list:
         raise DemoError(f"ladder: {e}") from None
 
 
-def target_config(preset: DemoPreset, target: dict | None = None) -> RunConfig:
-    """The target run: the ladder's base at the target shape, per-size rules applied, tokens for its compute ratio.
+def targets_spec(preset: DemoPreset, targets: list[dict], name: str | None = None) -> dict:
+    """A sweep spec of target runs: the ladder's base and rules at each target's shape and compute ratio.
 
-    Tokens are whole batches; the ratio is against the largest ladder run by the runs' own FLOP
-    convention, so `compute_ratio` in forecast.json is what the target really costs.
+    `targets`: {"width", "depth", "compute_ratio"} each. Tokens are whole batches, at least
+    `compute_ratio` x the largest ladder run's compute by the runs' own FLOP convention, so a
+    forecast's `compute_ratio` is what the target really costs. Each target is named
+    `target-w{width}-d{depth}`; `name` (default `demo-{preset}`) is the spec's.
     """
     from sweeps.expand import expand
 
-    t = {**preset.target, **(target or {})}
     c_max = max(r.flops for r in ladder_runs(preset))
     keep = ("base", "base_config", "overrides", "rules", "n_params")
+    head = {**{k: preset.ladder[k] for k in keep if k in preset.ladder}, "name": name or f"demo-{preset.name}",
+            "family": "grid"}
 
-    def one(tokens: int):
-        spec = {**{k: preset.ladder[k] for k in keep if k in preset.ladder}, "name": f"demo-{preset.name}",
-                "family": "grid", "zip": [{"model.width": [t["width"]], "model.depth": [t["depth"]],
-                                           "run.name": [f"target-w{t['width']}-d{t['depth']}"],
-                                           "train.tokens": [tokens]}]}
-        (run,) = expand(_spec(spec))
-        return run
+    def spec(shapes: list[dict], tokens: list[int]) -> dict:
+        return {**head, "zip": [{"model.width": [t["width"] for t in shapes], "model.depth": [t["depth"] for t in shapes],
+                                 "run.name": [f"target-w{t['width']}-d{t['depth']}" for t in shapes],
+                                 "train.tokens": tokens}]}
 
-    probe = one(1 << 20)
-    batch = probe.config.train.batch_tokens
-    batches = max(1, math.ceil(t["compute_ratio"] * c_max / probe.flops_per_token / batch))
-    return one(batches * batch).config
+    shapes = [{**preset.target, **t} for t in targets]
+    probes = expand(_spec(spec(shapes, [1 << 20] * len(shapes))))   # FLOPs per token and batch of each shape
+    tokens = [max(1, math.ceil(t["compute_ratio"] * c_max / r.flops_per_token / r.config.train.batch_tokens))
+              * r.config.train.batch_tokens for t, r in zip(shapes, probes, strict=True)]
+    return spec(shapes, tokens)
+
+
+def target_config(preset: DemoPreset, target: dict | None = None) -> RunConfig:
+    """The preset's target run (or `target`'s shape and ratio instead), resolved: see `targets_spec`."""
+    from sweeps.expand import expand
+
+    (run,) = expand(_spec(targets_spec(preset, [target or {}])))
+    return run.config
 
 
 def yaml_dump(d: dict[str, Any]) -> str:
