@@ -83,11 +83,15 @@ def fit_ladder(table, preset: DemoPreset, fixed: dict | None = None):
     error measured there attached when the ladder allows a backtest; `fixed` holds parameters (benchmarks)."""
     from analysis.calibrate import with_extrapolation_error
     from analysis.fitting import fit
-    from analysis.select import select_law
+    from analysis.laws import get_law
+    from analysis.select import candidate_laws, select_law
 
     plan, rows = preset.fit, fitted_rows(table, preset)
     if plan.law == "auto":
-        result = select_law(rows, plan.candidates or None, bootstrap=plan.bootstrap, level=plan.level,
+        # a planned run is forecast from its config: laws of (N, D) or of (N, S1, S2) can read it
+        candidates = list(plan.candidates) or [n for n in candidate_laws(rows)
+                                               if set(get_law(n).covariates) <= {"N", "D", "S1", "S2"}]
+        result = select_law(rows, candidates, bootstrap=plan.bootstrap, level=plan.level,
                             select=plan.select, fixed=fixed).result
     else:
         result = fit(rows, plan.law, bootstrap=plan.bootstrap, level=plan.level, seed=0, select=plan.select,
