@@ -15,11 +15,38 @@ from testbed import demo
 from testbed.preset import PRESETS, ladder_runs, load_preset, preset_from_dict, target_config
 
 
+def train_ladder_in_process(out, preset):
+    """Train the preset's ladder in its sweep directory here, one run after another, each from the
+    config file the sweep wrote, with one thread as a worker of a two-job sweep on two cores has.
+    A worker subprocess spends seconds importing torch for a run that trains in a fraction of one;
+    the demo's own `run_sweep` then finds every run finished. The subprocess executor has its own
+    tests (tests/test_sweeps_run.py)."""
+    import torch
+
+    from sweeps import run_sweep
+    from sweeps.sweepdir import SweepDir
+    from train.api import train_run
+    from train.config import load_config
+
+    demo.prepare_dir(out, preset)
+    planned = run_sweep(preset.ladder, out / "ladder", dry_run=True, quiet=True, log=None)
+    sd = SweepDir(out / "ladder")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for r in planned.runs:
+            assert train_run(load_config(sd.config_file(r.run_id)), sd.run_dir(r.run_id))["status"] == "completed"
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def finished_demo(tmp_path_factory):
-    """A mini demo interrupted as the target starts, then rerun to the end."""
+    """A mini demo interrupted as the target starts, then rerun to the end (its ladder trained in-process)."""
     out = tmp_path_factory.mktemp("demo") / "out"
     import train.api
+
+    train_ladder_in_process(out, load_preset("mini"))
 
     real = train.api.train_run
 

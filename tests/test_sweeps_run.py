@@ -80,9 +80,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+# The SIGKILL test's sweep: two runs on two workers, 32 steps each with a checkpoint every 4. A
+# worker process costs seconds of imports; the kills land on the first checkpoints, so more
+# steps or runs would only add time.
+KILLED = {"axes": {"run.seed": [0, 1]}, "base": {**TINY, "train": {**TINY["train"], "tokens": 16384}}}
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The tiny spec's runs trained uninterrupted, in this process, one thread (as the sweep's workers)."""
+    """The SIGKILL test's runs trained uninterrupted, in this process, one thread (as the sweep's workers)."""
     import torch
 
     from train.api import train_run
@@ -90,7 +96,7 @@ def reference(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        runs = expand(load_spec(write_spec(d / "tiny.yaml")))
+        runs = expand(load_spec(write_spec(d / "tiny.yaml", **KILLED)))
         for r in runs:
             assert train_run(r.config, d / r.run_id)["status"] == "completed"
     finally:
@@ -140,7 +146,7 @@ def test_bad_spec_exits_2_naming_the_key(tmp_path, capsys):
 
 
 def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_path, reference):
-    spec = write_spec(tmp_path / "tiny.yaml")
+    spec = write_spec(tmp_path / "tiny.yaml", **KILLED)
     out = tmp_path / "sweep"
     runs = expand(load_spec(spec))
 
