@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   # a small sweep, a fit and a checked forecast on the built-in offline data
-#   make test   # the test suite
+#   make test   # the test suite (make test-fast: without the tests marked slow)
 # Both create ./.venv on first use. Override the torch requirement for a GPU
 # machine, e.g. `make demo TORCH_SPEC=torch` (the default is the CPU build).
 PYTHON ?= python3
@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup clean-venv
+.PHONY: demo test test-fast lint setup clean-venv
 
 $(BIN)/testbed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# a quicker check while editing: leaves out the tests marked slow (worker processes, long fits)
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -137,7 +137,7 @@ def plot_curves(table: pd.DataFrame, path: str | Path, x: str = "D") -> Path:
         raise ValueError(f"x must be D or C, got {x!r}")
     fig, (ax,) = _figure()
     norm, mappable = _n_colours(table["N"].to_numpy(float))
-    for run, rows in table.sort_values("step").groupby("run", sort=False):
+    for _run, rows in table.sort_values("step").groupby("run", sort=False):
         c = mappable.to_rgba(rows["N"].iloc[0])
         ax.plot(rows[x], rows["loss"], "-", color=c, lw=1.2, alpha=0.85)
         fin = rows[rows["final"]] if "final" in rows else rows.iloc[-1:]

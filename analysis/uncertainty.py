@@ -110,7 +110,7 @@ def batched_huber_lm(law: Law, theta0_RxP: np.ndarray, data: FitData, W_Rxn: np.
     converged = np.zeros(R, dtype=bool)
     active = np.arange(R)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         if active.size == 0:
             break
         a = active

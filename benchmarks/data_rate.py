@@ -46,7 +46,7 @@ def main() -> None:
         src.loss_floor(val)
         floor_s = time.process_time() - c0
         for b in (int(x) for x in args.batch.split(",")):
-            cpu, wall = timed(lambda i: src.train_batch(i, b), repeats=max(5, 20000 // b))
+            cpu, wall = timed(lambda i, src=src, b=b: src.train_batch(i, b), repeats=max(5, 20000 // b))
             print(f"| synthetic V={args.vocab} T={args.context} | {k} | {b} | {b * L / cpu / 1e6:.1f} | "
                   f"{b * L / wall / 1e6:.1f} | {floor_s:.2f} ({args.val_tokens} tok) |", flush=True)
     if SHAKESPEARE.exists():
@@ -56,7 +56,7 @@ def main() -> None:
             src = build_data(cfg, args.context)
             build = f"build (BPE train + tokenize) {time.process_time() - c0:.1f}s cpu, {time.perf_counter() - w0:.1f}s wall"
             for b in (int(x) for x in args.batch.split(",")):
-                cpu, wall = timed(lambda i: src.train_batch(i, b), repeats=max(5, 20000 // b))
+                cpu, wall = timed(lambda i, src=src, b=b: src.train_batch(i, b), repeats=max(5, 20000 // b))
                 print(f"| tiny-shakespeare BPE-512 memmap | - | {b} | {b * L / cpu / 1e6:.1f} | "
                       f"{b * L / wall / 1e6:.1f} | - |")
             print(f"\ntiny-shakespeare: {build}; {src.meta['train_tokens']:,} train tokens")

@@ -92,14 +92,14 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
 
 def _gpt_forward_matmul_flops(cfg: ModelConfig) -> float:
     """Forward FLOPs per token of every matmul (2 per multiply-add), torchtitan style."""
-    d, h, t, l = cfg.width, cfg.mlp_hidden, cfg.context, cfg.depth
+    d, h, t, n_layers = cfg.width, cfg.mlp_hidden, cfg.context, cfg.depth
     qkv = 2 * d * 3 * d
     scores = 2 * t * d          # q . k for T keys, summed over heads (H * d_head = d)
     values = 2 * t * d          # softmax(qk) @ v
     out = 2 * d * d
     mlp = 2 * d * h * (2 if cfg.mlp == "gelu" else 3)
     head = 2 * d * cfg.vocab_size
-    return l * (qkv + scores + values + out + mlp) + head
+    return n_layers * (qkv + scores + values + out + mlp) + head
 
 
 def _lstm_forward_matmul_flops(cfg: ModelConfig) -> float:

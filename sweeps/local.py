@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -200,7 +201,7 @@ def _launch(sd, by_id, workers, out, queue, jobs, n_gpus, display, packs=None) -
         else:
             cmd = sd.command(r)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_env(slot, jobs, n_gpus), preexec_fn=lambda: _die_with_parent(pid))
+                                env=_env(slot, jobs, n_gpus), preexec_fn=functools.partial(_die_with_parent, pid))
         for m in members:
             sd.pid_file(m.run_id).write_text(str(proc.pid))
             out.attempts[m.run_id] += 1

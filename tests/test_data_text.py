@@ -300,6 +300,7 @@ shutil.move({str(tmp_path / 'build' / 'corpus')!r}, os.path.join(config.HF_DATAS
     return home
 
 
+@pytest.mark.slow
 def test_a_hub_dataset_in_the_local_cache_loads_offline(tmp_path):
     home = _hub_cache_with(tmp_path, corpus(50))
     code = ("from train.data import build_data; from train.data.config import DataConfig\n"

@@ -15,6 +15,7 @@ TINY = ["model.width=32", "model.depth=1", "model.context=32", "data.vocab_size=
         "train.threads=1", "optim.lr=1e-2", "train.device=cpu"]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_a_single_process(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -65,12 +65,14 @@ def finished_demo(tmp_path_factory):
     return out, before, ladder_mtimes, result
 
 
+@pytest.mark.slow
 def test_forecast_is_written_before_the_target_trains(finished_demo):
     out, before, _, _ = finished_demo
     assert before["actual"] is None and before["inside_interval"] is None
     assert before["lower"] <= before["predicted"] <= before["upper"]
 
 
+@pytest.mark.slow
 def test_forecast_json_is_complete_and_consistent(finished_demo):
     out, before, _, result = finished_demo
     fc = json.loads((out / demo.FORECAST_FILE).read_text())
@@ -111,6 +113,7 @@ def test_forecast_json_is_complete_and_consistent(finished_demo):
     assert curve["predicted"][-1] == pytest.approx(fc["predicted"])
 
 
+@pytest.mark.slow
 def test_outputs_exist(finished_demo):
     from analysis.fitresult import FitResult
 
@@ -123,6 +126,7 @@ def test_outputs_exist(finished_demo):
         assert png in report
 
 
+@pytest.mark.slow
 def test_fit_json_forecasts_the_target_from_the_command_line(finished_demo, capsys):
     # fit.json carries the measured extrapolation error; `testbed predict --run` on the target's
     # config gives the forecast the demo made, with a calibrated interval
@@ -141,6 +145,7 @@ def test_fit_json_forecasts_the_target_from_the_command_line(finished_demo, caps
     assert [p is None for p in got["curve"]["loss"]] == [p is None for p in fc["curve"]["predicted"]]
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing_again(finished_demo):
     out, _, ladder_mtimes, result = finished_demo
     target_summary = out / "target" / "summary.json"
@@ -151,6 +156,7 @@ def test_rerun_trains_nothing_again(finished_demo):
     assert ladder_mtimes and all(p.stat().st_mtime_ns == m for p, m in ladder_mtimes.items())
 
 
+@pytest.mark.slow
 def test_the_ladder_trained_is_the_presets_sweep_spec(finished_demo):
     out, *_ = finished_demo
     from analysis.load import load_runs
@@ -164,6 +170,7 @@ def test_the_ladder_trained_is_the_presets_sweep_spec(finished_demo):
     assert (16, 1, 20480) in trained and len(trained) == 7
 
 
+@pytest.mark.slow
 def test_the_forecast_names_where_the_target_lies_outside_the_ladder(finished_demo):
     # the mini target is two layers deep, every ladder run one: the law never saw depth change
     out, before, _, result = finished_demo
@@ -210,6 +217,7 @@ def test_a_bad_preset_fails_naming_the_key(edit, message):
         preset_from_dict(d, source="bad.yaml")
 
 
+@pytest.mark.slow
 def test_a_directory_holding_another_demo_is_refused(finished_demo):
     out, *_ = finished_demo
     d = yaml.safe_load((PRESETS / "mini.yaml").read_text())

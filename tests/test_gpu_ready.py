@@ -174,6 +174,7 @@ def test_a_compiled_run_compiles_once_for_training_and_once_for_eval(tmp_path, c
     assert curve(tmp_path / "run") == curve(tmp_path / "eager")
 
 
+@pytest.mark.slow
 def test_a_compiled_pack_recompiles_a_logarithmic_number_of_times(tmp_path, compiles):
     budgets = [6, 7, 8, 9, 10, 11, 12, 13]   # every run leaves the pack at its own step
     cfgs = [tiny(**{"run.seed": i, "train.tokens": 512 * n, "train.compile": True}) for i, n in enumerate(budgets)]

@@ -252,6 +252,7 @@ def test_cli_prints_counts():
     assert bad.returncode == 2 and "model.heads" in bad.stderr
 
 
+@pytest.mark.slow
 def test_models_never_import_train():
     # layering: models <- train <- sweeps; the counting CLI must not reach up into train
     code = ("import sys, models, models.__main__, models.gpt, models.packed, models.lstm; "

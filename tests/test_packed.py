@@ -254,6 +254,7 @@ zip:
 """
 
 
+@pytest.mark.slow
 def test_sweep_run_with_pack_writes_the_same_run_directories(tmp_path, capsys):
     from sweeps.cli import main as sweep_main
     spec = tmp_path / "packed_grid.yaml"

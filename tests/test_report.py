@@ -9,6 +9,7 @@ from analysis.report import write_report
 from tests.fake_runs import write_sweep
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_and_the_pngs_it_links(tmp_path):
     sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6), token_mults=(5, 20, 80), noise=0.003)
     out = write_report(sweep, laws=("chinchilla", "compute"), bootstrap=24, n_starts=1)
@@ -49,6 +50,7 @@ def test_report_refuses_bad_input_before_writing(tmp_path):
     assert not (sweep / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_a_schedule_law_is_fitted_on_whole_curves_and_row_filters_apply(tmp_path):
     sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6), token_mults=(5, 20, 80), noise=0.003)
     out = write_report(sweep, tmp_path / "r.md", laws=("kaplan", "kaplan-schedule"), bootstrap=16, n_starts=1,
@@ -94,6 +96,7 @@ def test_report_by_default_fits_the_schedule_laws_and_forecasts_a_given_target(t
     assert "| N_total | N_non_embedding |" in runs and "kaplan non_embedding" in runs
 
 
+@pytest.mark.slow
 def test_the_runs_table_counts_N_as_declared(tmp_path):
     sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6), token_mults=(5, 20, 80), noise=0.003)
     text = write_report(sweep, laws=("compute",), bootstrap=8, n_starts=1, n_convention="non_embedding").read_text()

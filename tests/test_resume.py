@@ -22,6 +22,7 @@ def curve(run_dir):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(run_dir / "metrics.jsonl")]
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_uninterrupted_curve(tmp_path):
     # 120 steps: the kill lands just after the first checkpoint (step 10), 110 steps (about a second) before the end
     overrides = TINY + ["train.tokens=61440", "run.ckpt_every=10", "eval.points=12"]

@@ -33,6 +33,7 @@ def test_the_law_the_data_follow_is_chosen():
     assert s.law == "overtrain"
 
 
+@pytest.mark.slow
 def test_a_law_with_a_parameter_at_its_bound_is_passed_over_and_the_reason_given():
     # chinchilla forecasts this Kaplan-law ladder better than the compute frontier does, but with no
     # irreducible loss in the data its E runs to the lower bound of its box

@@ -105,6 +105,7 @@ def test_a_stale_worker_pid_of_another_process_is_not_a_live_run(tmp_path):
     assert sweep_status(out)["runs"][0]["status"] == "interrupted"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail_at", [1, 2])
 def test_a_full_disk_while_preparing_gives_one_message_and_a_rerun_works(tmp_path, capsys, monkeypatch, fail_at):
     import sweeps.sweepdir as sweepdir
@@ -140,6 +141,7 @@ def small_corpus(path: Path, n_docs: int = 40) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_driver_tokenizes_once_before_workers_and_warns_about_the_data(tmp_path):
     corpus = small_corpus(tmp_path / "c.txt")
     base = {**TINY, "data": {"source": str(corpus), "tokenizer": "bpe", "vocab_size": 2048, "val_frac": 0.1,
@@ -180,6 +182,7 @@ def test_concurrent_builders_of_one_cache_tokenize_once(tmp_path):
     assert "waiting for it" in second.stderr
 
 
+@pytest.mark.slow
 def test_run_sweep_returns_each_runs_state(tmp_path):
     from sweeps import run_sweep
     spec = write_spec(tmp_path / "s.yaml", seeds=(0, 1))

@@ -104,6 +104,7 @@ def reference(tmp_path_factory):
     return {x.run_id: curve(d / x.run_id) for x in runs}
 
 
+@pytest.mark.slow
 def test_dry_run_prints_one_runnable_command_per_run(tmp_path, capsys):
     spec = write_spec(tmp_path / "tiny.yaml")
     out = tmp_path / "sweep"
@@ -145,6 +146,7 @@ def test_bad_spec_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_path, reference):
     spec = write_spec(tmp_path / "tiny.yaml", **KILLED)
     out = tmp_path / "sweep"
@@ -221,6 +223,7 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
         assert got == reference[r.run_id], f"{r.run_id}: curve differs from the uninterrupted sweep"
 
 
+@pytest.mark.slow
 def test_a_diverging_run_does_not_stop_the_others_and_is_not_retried(tmp_path):
     spec = write_spec(tmp_path / "s.yaml", axes={"optim.lr": [3e-3, 1e3]},
                       base={**TINY, "train": {**TINY["train"], "tokens": 8192}})
@@ -240,6 +243,7 @@ def test_a_diverging_run_does_not_stop_the_others_and_is_not_retried(tmp_path):
     assert json.loads(s.stdout)["counts"] == {"completed": 1, "diverged": 1}
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_round_trip(tmp_path):
     pytest.importorskip("submitit")
     spec = write_spec(tmp_path / "s.yaml", axes={"run.seed": [0]},
@@ -255,6 +259,7 @@ def test_submitit_local_executor_round_trip(tmp_path):
     assert list((out / "slurm").iterdir())  # submitit's job folder
 
 
+@pytest.mark.slow
 def test_wsd_branch_waits_for_its_parent_and_equals_a_from_scratch_run(tmp_path):
     import torch
 
@@ -340,6 +345,7 @@ def test_wsd_branches_are_submitted_with_a_slurm_dependency_on_their_parent(tmp_
     assert "#SBATCH --kill-on-invalid-dep=yes" in scripts[1]
 
 
+@pytest.mark.slow
 def test_dry_run_writes_an_sbatch_array_script_that_runs_a_task(tmp_path, capsys):
     spec = write_spec(tmp_path / "s.yaml", base={**TINY, "train": {**TINY["train"], "tokens": 2048}})
     out, script = tmp_path / "sweep", tmp_path / "sweep.sbatch"

@@ -299,6 +299,7 @@ def test_estimates_use_the_workers_threads_and_the_real_batch(monkeypatch):
     assert seen and all(s == (3, (8192 // 32, 33)) for s in seen)
 
 
+@pytest.mark.slow
 def test_several_workers_are_measured_side_by_side(tmp_path):
     from sweeps.estimate import measure_rates
     runs = _runs("ladder", sizes=SIZES[:2], tokens_per_param=[5])
@@ -306,6 +307,7 @@ def test_several_workers_are_measured_side_by_side(tmp_path):
     assert "2 workers of" in rates.how and all(r > 0 for r in rates.train_flops_per_s + rates.eval_flops_per_s)
 
 
+@pytest.mark.slow
 def test_startup_is_timed_through_the_workers_command():
     from sweeps.estimate import measure_startup
     runs = _runs("ladder", sizes=SIZES[:1], tokens_per_param=[5])
@@ -325,6 +327,7 @@ def test_plan_table_shows_the_seed_axis(tmp_path, capsys):
     assert len(lines) == 2 and lines[0].split("│")[-3].strip() == "0" and lines[1].split("│")[-3].strip() == "7"
 
 
+@pytest.mark.slow
 def test_gpt_and_lstm_runs_are_timed_at_their_own_rates():
     from sweeps.estimate import measure_rates
     runs = _runs("grid", axes={"model.kind": ["gpt", "lstm"], "model.width": [32, 64]})

@@ -30,6 +30,7 @@ def test_missing_wandb_names_the_extra(tmp_path, monkeypatch):
         open_trackers(tmp_path / "m.jsonl", run, "x", {})
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_the_logged_history(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -121,6 +122,7 @@ def read_wandb_log(path):
     return run["history"], run["config"]
 
 
+@pytest.mark.slow
 def test_wandb_with_packed_runs_records_each_run_its_summary_tags_and_exit_code(tmp_path):
     """Two runs packed in one process, one of them diverging: each is its own W&B run."""
     import subprocess

@@ -182,6 +182,7 @@ def test_read_run_names_a_directory_without_config(tmp_path):
         read_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_testbed_train_dispatches_to_the_same_cli(tmp_path):
     out = tmp_path / "run"
     # the console script installed beside this interpreter (the venv need not be on PATH)
@@ -217,6 +218,7 @@ def test_cuda_bf16_run_tracks_the_cpu_run(tmp_path):
     assert gpu["final_val_loss"] == pytest.approx(cpu["final_val_loss"], abs=0.05)
 
 
+@pytest.mark.slow
 def test_train_never_imports_sweeps():
     # layering: models <- train <- sweeps; the packed trainer's pack rules live in train.packable
     code = ("import sys, train.api, train.cli, train.loop, train.packed, train.coordcheck; "

@@ -64,12 +64,3 @@ def all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def all_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return all_sum(t, info) / info.world_size
-
-
-def broadcast_object(obj: object, info: DistInfo) -> object:
-    """Rank 0's value of a picklable object on every rank (used for errors found by rank 0)."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
