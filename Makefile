@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
+# test processes (pytest-xdist; 0: one process). Each file's tests stay in one process, so a
+# module's fixture (the demo's trained ladder) is built once.
+TEST_JOBS ?= 2
 BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast lint setup clean-venv
@@ -24,11 +27,11 @@ demo: setup
 	$(BIN)/testbed demo --out $(DEMO_OUT)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # a quicker check while editing: leaves out the tests marked slow (worker processes, long fits)
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .
