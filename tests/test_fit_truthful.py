@@ -170,6 +170,26 @@ def test_as_many_rows_as_parameters_is_flagged_and_never_gives_a_zero_width_inte
         assert code == 2 and "no interval" in cap.err
 
 
+def test_runs_without_noise_never_give_a_zero_width_calibrated_interval(tmp_path, capsys):
+    # the law passes through every run: the measured run scatter and growth are zero, and so is the
+    # bootstrap spread, so a calibrated interval would be the point itself
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6, 1e7), token_mults=(5, 20, 80), noise=0.0)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "2", "--bootstrap", "32",
+                        "--calibrate"]) == 0
+    assert FitResult.from_json(out).extrapolation is not None
+    capsys.readouterr()
+    for where in (["--N", "1e6", "--D", "2e7"], ["--N", "1e9", "--D", "2e10"], ["--C", "1e20"]):
+        code = run_testbed(["predict", str(out), *where, "--json"])
+        cap = capsys.readouterr()
+        if code == 0:   # an interval is allowed only if it has a width
+            got = json.loads(cap.out)
+            assert got["upper"] - got["lower"] > 1e-6 * got["loss"], (where, got)
+        else:
+            assert code == 2 and "no interval" in cap.err and cap.out == "", (where, cap)
+            assert len(cap.err.strip().splitlines()) == 1
+
+
 def test_as_many_runs_as_parameters_is_flagged():
     t = _table([1e6, 3e6, 1e7, 3e7, 1e8], [2e7, 1e8, 2e8, 1e9, 2e9])
     warnings = fit(t, "chinchilla", n_starts=2, bootstrap=50).warnings
