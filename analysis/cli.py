@@ -130,22 +130,32 @@ def _fit(args: argparse.Namespace) -> int:
         _laws(args.law)
     table = _load(args)
     groups = split_by(table, args.by)
+    results = []   # every group is fitted before any file is written: a group that fails leaves nothing behind
     for label, rows in groups:
         common = dict(delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, select=args.select,
                       n_convention=args.n_convention, level=args.level, n_starts=args.starts)
-        if args.law == "auto":
-            from analysis.select import select_law
+        try:
+            if args.law == "auto":
+                from analysis.select import select_law
 
-            selection = select_law(rows, **common)
-            print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
-                                                      "error") if c in selection.board]], "law selection")
-            for line in selection.reasons:
-                print(f"selection: {line}")
-            result = selection.result
-        else:
-            result = fit(rows, args.law, **common)
-        if args.calibrate:
-            result = calibrated(result, rows, delta=args.delta, n_starts=args.starts)
+                if label:
+                    print(f"--- {label}")
+                selection = select_law(rows, **common)
+                print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
+                                                          "error") if c in selection.board]], "law selection")
+                for line in selection.reasons:
+                    print(f"selection: {line}")
+                result = selection.result
+            else:
+                result = fit(rows, args.law, **common)
+            if args.calibrate:
+                result = calibrated(result, rows, delta=args.delta, n_starts=args.starts)
+        except ValueError as e:
+            if not label:
+                raise
+            raise ValueError(f"--by {label}: {e}") from None
+        results.append((label, result))
+    for label, result in results:
         out = Path(args.out) if not label else _group_path(Path(args.out), label)
         result.to_json(out)
         if label:

@@ -335,6 +335,19 @@ def test_where_and_by_fit_one_family_at_a_time(tmp_path, capsys):
     assert not (tmp_path / "never.json").exists()
 
 
+def test_by_writes_no_fit_when_one_group_cannot_be_fitted_and_names_that_group(tmp_path, capsys):
+    good = _table(np.repeat([1e6, 3e6, 1e7, 3e7], 3), np.repeat([1e6, 3e6, 1e7, 3e7], 3) * np.tile([5, 20, 80], 4))
+    single_size = _table(np.full(4, 1e6), 1e6 * np.array([5, 10, 20, 40]))
+    csv = tmp_path / "two.csv"
+    pd.concat([good.assign(dataset="a"), single_size.assign(dataset="b")]).to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(csv), "--out", str(out), "--starts", "1", "--bootstrap", "0",
+                        "--by", "dataset"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--by dataset=b" in err, err
+    assert list(tmp_path.glob("fit*.json")) == []   # not even the group that fitted
+
+
 def test_predict_many_targets_from_a_csv_in_one_call(sweep, tmp_path, capsys):
     out = tmp_path / "fit.json"
     assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "1", "--bootstrap", "32"]) == 0
