@@ -32,8 +32,19 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argpars
         return body(args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        print(f"{prog}: error: {_as_flag(msg)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+# the library checks its arguments under their Python names; on the command line they are these flags
+_FLAG_OF = {"n_starts": "--starts", "bootstrap": "--bootstrap", "level": "--level", "delta": "--delta",
+            "holdout_frac": "--holdout-frac"}
+_LIBRARY_NAME = re.compile(rf"^({'|'.join(_FLAG_OF)}) must ")
+
+
+def _as_flag(msg: str) -> str:
+    """`n_starts must be >= 1, got 0` as `--starts must be >= 1, got 0`."""
+    return _LIBRARY_NAME.sub(lambda m: f"{_FLAG_OF[m.group(1)]} must ", msg)
 
 
 def _join_negative_numbers(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str]:

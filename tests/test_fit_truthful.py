@@ -294,6 +294,20 @@ def test_malformed_predict_inputs_exit_2_with_one_line_naming_them(case, flag_or
     assert cap.out == ""
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["fit", "--starts", "0"], "--starts"),
+    (["fit", "--bootstrap", "-1"], "--bootstrap"),
+    (["fit", "--level", "2"], "--level"),
+    (["fit", "--delta", "0"], "--delta"),
+    (["backtest", "--holdout-frac", "2"], "--holdout-frac"),
+    (["backtest", "--starts", "0", "--bootstrap", "0"], "--starts"),
+])
+def test_a_bad_flag_value_is_named_by_its_flag(argv, flag, sweep, tmp_path, capsys):
+    assert run_testbed([argv[0], str(sweep), *argv[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {flag} must" in err, err
+
+
 # ---------------------------------------------------------------------------
 # row filters, groups and batch forecasts
 
