@@ -308,6 +308,18 @@ def test_a_bad_flag_value_is_named_by_its_flag(argv, flag, sweep, tmp_path, caps
     assert len(err.splitlines()) == 1 and f"error: {flag} must" in err, err
 
 
+@pytest.mark.parametrize("command", ["fit", "backtest", "report"])
+def test_runs_all_left_out_point_at_the_flags_that_keep_them(command, tmp_path, capsys):
+    from tests.fake_runs import write_run
+
+    for i, n in enumerate((1e5, 3e5, 1e6)):
+        write_run(tmp_path / "sweep", f"r{i}", n_params=n, tokens=40960, status="diverged")
+    assert run_testbed([command, str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--include-failed" in err and "--include-partial" in err, err
+    assert not (tmp_path / "sweep" / "report.md").exists()
+
+
 # ---------------------------------------------------------------------------
 # row filters, groups and batch forecasts
 
