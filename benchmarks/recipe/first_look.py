@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--lr-rule", default="0.013 * (N / 24736) ** 0.12")
     ap.add_argument("--min-tokens", type=float, default=153600)
     ap.add_argument("--method", default="wsd3")
+    ap.add_argument("--exclude", default="", help="ladder shapes left out of the fits, e.g. w32d4")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
@@ -80,6 +81,8 @@ def main() -> None:
     shapes = [tuple(int(x) for x in s[1:].split("d")) for s in a.shapes.split(",")]
     laws, convs = a.laws.split(","), a.convs.split(",")
     table = load(a.ladder)
+    if a.exclude:
+        table = table[~table["shape"].isin(a.exclude.split(","))]
     out = Path(a.out)
     jobs = {}
     plans = {}
@@ -113,13 +116,7 @@ def main() -> None:
             (sd / f"{k}.json").write_text(json.dumps(cfg.to_dict()))
             jobs[(seed, k)] = (sd, cfg)
     if not a.no_train:
-        for seed, (sd, targets) in plans.items():
-            pass
-        # train all targets, two at a time, largest first
-        variants = {}
-        for (seed, k), (sd, cfg) in sorted(jobs.items(), key=lambda x: -x[1][1].train.tokens):
-            variants[f"seed{seed}/{k}"] = {}
-        _train(jobs, out, a.jobs)
+        _train(jobs, out, a.jobs)   # two at a time, largest compute first
     rows = []
     for seed, (sd, targets) in plans.items():
         fcs = json.loads((sd / "forecasts.json").read_text())["forecasts"]

@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--min-tokens", type=float, default=153600)
     ap.add_argument("--n-starts", type=int, default=8)
     ap.add_argument("--methods", default="wsd3,cos3,cos1")
+    ap.add_argument("--exclude", default="", help="shapes left out of every fit, e.g. w32d4")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     tables = {}
@@ -117,11 +118,13 @@ def main() -> None:
         for m in ("cos3", "cos1"):
             if m in methods:
                 tables[m] = c
+    if a.exclude:
+        tables = {m: t[~t["shape"].isin(a.exclude.split(","))] for m, t in tables.items()}
     rows = run(tables, a.laws.split(","), a.convs.split(","), a.holdout, a.min_tokens, a.n_starts)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     df = pd.DataFrame(rows)
-    print(f"held-out shape {a.holdout}; curve laws fitted on eval points from {a.min_tokens:.0f} tokens")
+    print(f"held-out shape {a.holdout}; excluded {a.exclude or '-'}; curve laws fitted on eval points from {a.min_tokens:.0f} tokens")
     print("| method | law | N conv | seeds | mean abs err (held-out finals) | max abs err | signed errs per seed | "
           "params at bound (full ladder fits) |")
     print("|---|---|---|---|---|---|---|---|")
