@@ -64,15 +64,29 @@ def at_bounds(res) -> list[str]:
     return [w.split(" sits")[0] for w in res.warnings if "sits at its bound" in w]
 
 
-def run(tables: dict[str, pd.DataFrame], laws, convs, holdout: str, min_tokens: float, n_starts: int):
+def run(tables: dict[str, pd.DataFrame], laws, convs, holdout: str, min_tokens: float, n_starts: int,
+        cross: bool = False):
+    """Per (method, seed, law, N convention): fit without the held-out shape, forecast its final losses.
+
+    Without `cross` each method forecasts its own held-out runs; with it, every method forecasts the
+    held-out shape's runs of every method (WSD branch finals and the cosine run alike), so methods are
+    scored on the same runs.
+    """
     out = []
     for method, t in tables.items():
         for seed in sorted(t["data_seed"].unique()):
             ts = t[t["data_seed"] == seed]
-            held = ts[ts["shape"] == holdout]
-            finals = held[held["final"]].sort_values("D")
-            if method == "cos1":
-                finals = finals.tail(1)
+            if cross:
+                held = pd.concat([u[(u["data_seed"] == seed) & (u["shape"] == holdout)].assign(src=m)
+                                  for m, u in tables.items() if m != "cos3"])
+                finals = held[held["final"]].drop_duplicates("run")
+                finals = finals[(finals["src"] != "cos1") |
+                                (finals["tokens_budget"] == finals["tokens_budget"].max())].sort_values(["src", "D"])
+            else:
+                held = ts[ts["shape"] == holdout].assign(src=method)
+                finals = held[held["final"]].sort_values("D")
+                if method == "cos1":
+                    finals = finals.tail(1)
             for law in laws:
                 if method == "cos1" and law not in CURVE_LAWS:
                     continue
@@ -88,6 +102,7 @@ def run(tables: dict[str, pd.DataFrame], laws, convs, holdout: str, min_tokens: 
                     pred = np.asarray(r.predict(**cov), float)
                     err = (pred - fin["loss"].to_numpy(float)) / fin["loss"].to_numpy(float)
                     out.append({"method": method, "seed": int(seed), "law": law, "conv": conv,
+                                "held": [f"{a}@{int(d)}" for a, d in zip(fin["src"], fin["tokens_budget"])],
                                 "errs": [round(float(e), 5) for e in err],
                                 "mean_abs": float(np.mean(np.abs(err))), "max_abs": float(np.max(np.abs(err))),
                                 "bounds_backtest": at_bounds(r), "bounds_full": at_bounds(full),
@@ -106,6 +121,7 @@ def main() -> None:
     ap.add_argument("--min-tokens", type=float, default=153600)
     ap.add_argument("--n-starts", type=int, default=8)
     ap.add_argument("--methods", default="wsd3,cos3,cos1")
+    ap.add_argument("--cross", action="store_true", help="every method forecasts every method's held-out runs")
     ap.add_argument("--exclude", default="", help="shapes left out of every fit, e.g. w32d4")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
@@ -120,20 +136,27 @@ def main() -> None:
                 tables[m] = c
     if a.exclude:
         tables = {m: t[~t["shape"].isin(a.exclude.split(","))] for m, t in tables.items()}
-    rows = run(tables, a.laws.split(","), a.convs.split(","), a.holdout, a.min_tokens, a.n_starts)
+    rows = run(tables, a.laws.split(","), a.convs.split(","), a.holdout, a.min_tokens, a.n_starts, a.cross)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     df = pd.DataFrame(rows)
+    print(f"held-out runs per seed: {df['held'].iloc[0]}")
     print(f"held-out shape {a.holdout}; excluded {a.exclude or '-'}; curve laws fitted on eval points from {a.min_tokens:.0f} tokens")
-    print("| method | law | N conv | seeds | mean abs err (held-out finals) | max abs err | signed errs per seed | "
+    srcs = sorted({h.split("@")[0] for hs in df["held"] for h in hs})
+    print("| method | law | N conv | seeds | mean abs err (held-out finals) | "
+          + " | ".join(f"mean abs ({s} runs)" for s in srcs) + " | max abs err | signed errs per seed | "
           "params at bound (full ladder fits) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---" * (8 + len(srcs)) + "|")
     for (m, law, conv), g in df.groupby(["method", "law", "conv"], sort=False):
         bounds = sorted({b for bs in g["bounds_full"] for b in bs})
         nb = sum(bool(bs) for bs in g["bounds_full"])
         signed = "; ".join(" ".join(f"{e:+.2%}" for e in errs) for errs in g["errs"])
-        print(f"| {m} | {law} | {conv} | {len(g)} | {g['mean_abs'].mean():.2%} | {g['max_abs'].max():.2%} | "
-              f"{signed} | {nb}/{len(g)}: {', '.join(bounds) or '-'} |")
+        per_src = []
+        for s_ in srcs:
+            e = [abs(x) for hs, es in zip(g["held"], g["errs"]) for h, x in zip(hs, es) if h.startswith(s_ + "@")]
+            per_src.append(f"{np.mean(e):.2%}" if e else "-")
+        print(f"| {m} | {law} | {conv} | {len(g)} | {g['mean_abs'].mean():.2%} | " + " | ".join(per_src)
+              + f" | {g['max_abs'].max():.2%} | {signed} | {nb}/{len(g)}: {', '.join(bounds) or '-'} |")
 
 
 if __name__ == "__main__":

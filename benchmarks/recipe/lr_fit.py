@@ -19,6 +19,7 @@ def main() -> None:
     ap.add_argument("dir")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--tokens", type=int, default=409600)
+    ap.add_argument("--ref", type=float, default=24736)
     ap.add_argument("--n", default="params_non_embedding")
     a = ap.parse_args()
     pat = re.compile(rf"^w(\d+)d(\d+)-b{a.batch}-t{a.tokens}-lr([0-9.e-]+)-s(\d+)$")
@@ -60,7 +61,7 @@ def main() -> None:
     if len(xs) >= 2:
         b, la = np.polyfit(xs, ys, 1)
         print(f"power law over {len(xs)} interior optima: lr* = {np.exp(la):.4g} * N^{b:.3f}"
-              f"  (= {np.exp(la + b * np.log(24736)):.4g} * (N / 24736)^{b:.3f})")
+              f"  (= {np.exp(la + b * np.log(a.ref)):.4g} * (N / {a.ref:g})^{b:.3f})")
 
 
 if __name__ == "__main__":
