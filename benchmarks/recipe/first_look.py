@@ -116,7 +116,7 @@ def main() -> None:
             (sd / f"{k}.json").write_text(json.dumps(cfg.to_dict()))
             jobs[(seed, k)] = (sd, cfg)
     if not a.no_train:
-        _train(jobs, out, a.jobs)   # two at a time, largest compute first
+        _train(jobs, out, a.jobs)   # two at a time
     rows = []
     for seed, (sd, targets) in plans.items():
         fcs = json.loads((sd / "forecasts.json").read_text())["forecasts"]
@@ -160,8 +160,8 @@ def _train(jobs: dict, out: Path, n_jobs: int) -> None:
         d = sd / k
         if (d / "summary.json").exists() and summary(d)["status"] == "completed":
             continue
-        todo.append((cfg.train.tokens * flops_per_token(cfg.model, "exact"), sd, k))
-    todo.sort(key=lambda x: -x[0])
+        todo.append(((seed, -cfg.train.tokens * flops_per_token(cfg.model, "exact")), sd, k))
+    todo.sort(key=lambda x: x[0])   # seed by seed (a partial result covers whole seeds), largest first
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running = []
     while todo or running:
