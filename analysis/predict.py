@@ -52,11 +52,15 @@ class Prediction:
 def _with_band(result: FitResult, fn, level: float, quantity: str, note: str = "") -> Prediction:
     """Apply fn(params_SxP) -> (S, n) to the point estimate and to every bootstrap sample."""
     law = result.law_obj
-    point = fn(law.as_natural(result.params)[None, :])[0]
-    if result.samples is None or len(result.samples) == 0:
+    # a bootstrap set with an exponent at its bound (e.g. beta = 0) has no finite optimum: its inf or
+    # NaN is counted by `percentile_band` (as +inf), so numpy's warnings about it say nothing more
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        point = fn(law.as_natural(result.params)[None, :])[0]
+        samples = None if result.samples is None or len(result.samples) == 0 else fn(result.samples)
+    if samples is None:
         nan = np.full_like(point, np.nan, dtype=float)
         return Prediction(quantity, point, nan, nan, None, note)
-    lo, hi = percentile_band(fn(result.samples), level)
+    lo, hi = percentile_band(samples, level)
     return Prediction(quantity, point, lo, hi, level, note)
 
 

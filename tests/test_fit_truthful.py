@@ -120,6 +120,23 @@ def test_calibrate_on_a_small_fit_warns_and_falls_back_to_the_bootstrap_band(tmp
     assert _json(capsys)["interval"] == "bootstrap"
 
 
+def test_bootstrap_sets_without_a_finite_optimum_print_no_numpy_warnings(tmp_path, capsys):
+    import warnings
+
+    # one tokens-per-parameter ratio: some bootstrap refits put beta at its bound, where the
+    # compute-optimal size is infinite; the band counts them, and the user sees only the answer
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6, 1e7), token_mults=(20,), noise=0.003)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "1", "--bootstrap", "64"]) == 0
+    assert (FitResult.from_json(out).samples[:, -1] == 0).any()   # the case under test: beta = 0 in some sets
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_testbed(["predict", str(out), "--C", "1e17", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and json.loads(cap.out)["interval"] == "bootstrap"
+
+
 def test_overtrain_with_calibrate_gives_the_calibrated_interval_at_N_and_D(sweep, tmp_path, capsys):
     out = tmp_path / "ot.json"
     assert run_testbed(["fit", str(sweep), "--law", "overtrain", "--out", str(out), "--starts", "2",
