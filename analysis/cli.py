@@ -32,8 +32,19 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argpars
         return body(args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        print(f"{prog}: error: {_as_flag(msg)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+# the library checks its arguments under their Python names; on the command line they are these flags
+_FLAG_OF = {"n_starts": "--starts", "bootstrap": "--bootstrap", "level": "--level", "delta": "--delta",
+            "holdout_frac": "--holdout-frac"}
+_LIBRARY_NAME = re.compile(rf"^({'|'.join(_FLAG_OF)}) must ")
+
+
+def _as_flag(msg: str) -> str:
+    """`n_starts must be >= 1, got 0` as `--starts must be >= 1, got 0`."""
+    return _LIBRARY_NAME.sub(lambda m: f"{_FLAG_OF[m.group(1)]} must ", msg)
 
 
 def _join_negative_numbers(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str]:
@@ -130,22 +141,32 @@ def _fit(args: argparse.Namespace) -> int:
         _laws(args.law)
     table = _load(args)
     groups = split_by(table, args.by)
+    results = []   # every group is fitted before any file is written: a group that fails leaves nothing behind
     for label, rows in groups:
         common = dict(delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, select=args.select,
                       n_convention=args.n_convention, level=args.level, n_starts=args.starts)
-        if args.law == "auto":
-            from analysis.select import select_law
+        try:
+            if args.law == "auto":
+                from analysis.select import select_law
 
-            selection = select_law(rows, **common)
-            print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
-                                                      "error") if c in selection.board]], "law selection")
-            for line in selection.reasons:
-                print(f"selection: {line}")
-            result = selection.result
-        else:
-            result = fit(rows, args.law, **common)
-        if args.calibrate:
-            result = calibrated(result, rows, delta=args.delta, n_starts=args.starts)
+                if label:
+                    print(f"--- {label}")
+                selection = select_law(rows, **common)
+                print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
+                                                          "error") if c in selection.board]], "law selection")
+                for line in selection.reasons:
+                    print(f"selection: {line}")
+                result = selection.result
+            else:
+                result = fit(rows, args.law, **common)
+            if args.calibrate:
+                result = calibrated(result, rows, delta=args.delta, n_starts=args.starts)
+        except ValueError as e:
+            if not label:
+                raise
+            raise ValueError(f"--by {label}: {e}") from None
+        results.append((label, result))
+    for label, result in results:
         out = Path(args.out) if not label else _group_path(Path(args.out), label)
         result.to_json(out)
         if label:

@@ -52,11 +52,15 @@ class Prediction:
 def _with_band(result: FitResult, fn, level: float, quantity: str, note: str = "") -> Prediction:
     """Apply fn(params_SxP) -> (S, n) to the point estimate and to every bootstrap sample."""
     law = result.law_obj
-    point = fn(law.as_natural(result.params)[None, :])[0]
-    if result.samples is None or len(result.samples) == 0:
+    # a bootstrap set with an exponent at its bound (e.g. beta = 0) has no finite optimum: its inf or
+    # NaN is counted by `percentile_band` (as +inf), so numpy's warnings about it say nothing more
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        point = fn(law.as_natural(result.params)[None, :])[0]
+        samples = None if result.samples is None or len(result.samples) == 0 else fn(result.samples)
+    if samples is None:
         nan = np.full_like(point, np.nan, dtype=float)
         return Prediction(quantity, point, nan, nan, None, note)
-    lo, hi = percentile_band(fn(result.samples), level)
+    lo, hi = percentile_band(samples, level)
     return Prediction(quantity, point, lo, hi, level, note)
 
 
@@ -205,8 +209,8 @@ def forecast(result: FitResult, at, *, level: float = 0.9) -> Forecast:
 
     Raises ValueError when the question does not fit the law (a law of the lr schedule
     asked at N and D) or when no interval can be given (no bootstrap samples and no
-    measured error; or a zero-width band, which a design with no more runs than
-    parameters gives).
+    measured error; or an interval of zero width, calibrated or bootstrap, which a design
+    with no more runs than parameters, or runs without noise, gives).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
@@ -254,17 +258,28 @@ def _interval(result, point, b_lo, b_hi, level, cov, model=None, tokens=None, ch
     calibrated = stored_interval(result, level=level, model=model, tokens=tokens, **cov)
     if calibrated is not None:
         lo, hi, sigma, ext = calibrated
-        return np.asarray(lo, float), np.asarray(hi, float), "calibrated", {"extrapolation": ext, "sigma": sigma}
+        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        if _zero_width(lo, hi, point, check):
+            err = result.extrapolation
+            raise ValueError(f"no interval: the {result.law} fit's measured extrapolation error is zero "
+                             f"(run scatter s0 = {err.s0:.2g}, growth k = {err.k:.2g}) and its bootstrap band has "
+                             "no width: the law passes through every run, so the data cannot say how uncertain "
+                             "the forecast is")
+        return lo, hi, "calibrated", {"extrapolation": ext, "sigma": sigma}
     if not np.all(np.isfinite(b_lo[check]) & np.isfinite(b_hi[check])):
         raise ValueError(f"no interval: the {result.law} fit has no bootstrap samples and no measured extrapolation "
                          "error; refit with --bootstrap B (B >= 200; in Python, fit(..., bootstrap=B)) or --calibrate")
-    # a band narrower than a millionth of the loss is rounding, not uncertainty: it comes from refits that
-    # all pass through every point (no more rows or runs than parameters)
-    if np.any(b_hi[check] - b_lo[check] <= 1e-6 * np.abs(point[check])):
+    if _zero_width(b_lo, b_hi, point, check):
         raise ValueError(f"no interval: every bootstrap refit of the {result.law} fit gives the same forecast "
                          f"({result.n_points} points, {result.inputs.get('n_runs', '?')} runs for "
                          f"{len(result.params)} parameters); the data cannot say how uncertain it is")
     return b_lo, b_hi, "bootstrap", {}
+
+
+def _zero_width(lo: np.ndarray, hi: np.ndarray, point: np.ndarray, check) -> bool:
+    """A band narrower than a millionth of the loss is rounding, not uncertainty: refits that all pass
+    through every point (no more rows or runs than parameters), or data without noise."""
+    return bool(np.any(hi[check] - lo[check] <= 1e-6 * np.abs(point[check])))
 
 
 def _is_run_config(at) -> bool:

@@ -99,7 +99,8 @@ def load_runs(
     if not frames:
         where = ", ".join(str(p) for p in paths)
         raise ValueError(f"no usable runs found under {where} ({len(run_dirs)} run dir(s), all left out: "
-                         f"{'; '.join(skipped)}; pass include_failed/include_partial to keep them)")
+                         f"{'; '.join(skipped)}; keep them with --include-failed / --include-partial, "
+                         "in Python include_failed=True / include_partial=True)")
     table = pd.concat(frames, ignore_index=True)
     if include_failed:
         table = _drop_nonfinite_unfinished(table)

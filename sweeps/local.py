@@ -20,7 +20,6 @@ thread pool and no auto-refreshing display thread are used.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
 import os
 import signal
@@ -33,6 +32,7 @@ from sweeps.expand import PlannedRun
 from sweeps.spec import SweepError
 from sweeps.sweepdir import SweepDir, run_state
 from train.contract import EXIT_DIVERGED as RC_DIVERGED, FINISHED, NOT_RETRIED
+from train.rundir import RunDirBusy, RunLock, lock_holder
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -78,22 +78,16 @@ class Outcome:
     interrupted: bool = False
 
 
-class _Lock:
-    def __init__(self, root: Path):
-        root.mkdir(parents=True, exist_ok=True)
-        self.f = open(root / ".lock", "w")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.close()
-            raise SweepError(f"another driver is running the sweep in {str(root)!r}") from None
-
-    def release(self) -> None:
-        self.f.close()
-
-
-def lock_sweep_dir(root: str | Path) -> _Lock:
-    return _Lock(Path(root))
+def lock_sweep_dir(root: str | Path) -> RunLock:
+    """The sweep directory's driver lock: the run directory's lock (`train.rundir.RunLock`, an flock
+    the kernel drops when the driver dies) on <out>/.lock; a second driver is refused naming the first."""
+    try:
+        return RunLock(root).acquire()
+    except RunDirBusy:
+        holder = lock_holder(root)
+        who = f"process {holder}" if holder else "another process"
+        raise SweepError(f"another driver ({who}) is running the sweep in {str(root)!r}; wait for it to finish "
+                         "or stop it first") from None
 
 
 def worker_threads(jobs: int, requested: int = 0) -> int:

@@ -120,6 +120,23 @@ def test_calibrate_on_a_small_fit_warns_and_falls_back_to_the_bootstrap_band(tmp
     assert _json(capsys)["interval"] == "bootstrap"
 
 
+def test_bootstrap_sets_without_a_finite_optimum_print_no_numpy_warnings(tmp_path, capsys):
+    import warnings
+
+    # one tokens-per-parameter ratio: some bootstrap refits put beta at its bound, where the
+    # compute-optimal size is infinite; the band counts them, and the user sees only the answer
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6, 1e7), token_mults=(20,), noise=0.003)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "1", "--bootstrap", "64"]) == 0
+    assert (FitResult.from_json(out).samples[:, -1] == 0).any()   # the case under test: beta = 0 in some sets
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_testbed(["predict", str(out), "--C", "1e17", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and json.loads(cap.out)["interval"] == "bootstrap"
+
+
 def test_overtrain_with_calibrate_gives_the_calibrated_interval_at_N_and_D(sweep, tmp_path, capsys):
     out = tmp_path / "ot.json"
     assert run_testbed(["fit", str(sweep), "--law", "overtrain", "--out", str(out), "--starts", "2",
@@ -170,6 +187,26 @@ def test_as_many_rows_as_parameters_is_flagged_and_never_gives_a_zero_width_inte
         assert code == 2 and "no interval" in cap.err
 
 
+def test_runs_without_noise_never_give_a_zero_width_calibrated_interval(tmp_path, capsys):
+    # the law passes through every run: the measured run scatter and growth are zero, and so is the
+    # bootstrap spread, so a calibrated interval would be the point itself
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6, 1e7), token_mults=(5, 20, 80), noise=0.0)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "2", "--bootstrap", "32",
+                        "--calibrate"]) == 0
+    assert FitResult.from_json(out).extrapolation is not None
+    capsys.readouterr()
+    for where in (["--N", "1e6", "--D", "2e7"], ["--N", "1e9", "--D", "2e10"], ["--C", "1e20"]):
+        code = run_testbed(["predict", str(out), *where, "--json"])
+        cap = capsys.readouterr()
+        if code == 0:   # an interval is allowed only if it has a width
+            got = json.loads(cap.out)
+            assert got["upper"] - got["lower"] > 1e-6 * got["loss"], (where, got)
+        else:
+            assert code == 2 and "no interval" in cap.err and cap.out == "", (where, cap)
+            assert len(cap.err.strip().splitlines()) == 1
+
+
 def test_as_many_runs_as_parameters_is_flagged():
     t = _table([1e6, 3e6, 1e7, 3e7, 1e8], [2e7, 1e8, 2e8, 1e9, 2e9])
     warnings = fit(t, "chinchilla", n_starts=2, bootstrap=50).warnings
@@ -180,7 +217,7 @@ def test_a_bootstrap_over_few_runs_is_flagged():
     t = _table([1e6, 3e6, 1e7, 3e7], [2e7, 6e7, 2e8, 6e8])
     warnings = fit(t, "compute", n_starts=1, bootstrap=50).warnings
     assert any("bootstrap resamples only 4 runs" in w for w in warnings)
-    assert any("fewer than 3 distinct" not in w for w in warnings)
+    assert not any("fewer than 3 distinct" in w for w in warnings)   # 4 budgets: only the bootstrap is flagged
 
 
 # ---------------------------------------------------------------------------
@@ -274,6 +311,32 @@ def test_malformed_predict_inputs_exit_2_with_one_line_naming_them(case, flag_or
     assert cap.out == ""
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["fit", "--starts", "0"], "--starts"),
+    (["fit", "--bootstrap", "-1"], "--bootstrap"),
+    (["fit", "--level", "2"], "--level"),
+    (["fit", "--delta", "0"], "--delta"),
+    (["backtest", "--holdout-frac", "2"], "--holdout-frac"),
+    (["backtest", "--starts", "0", "--bootstrap", "0"], "--starts"),
+])
+def test_a_bad_flag_value_is_named_by_its_flag(argv, flag, sweep, tmp_path, capsys):
+    assert run_testbed([argv[0], str(sweep), *argv[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {flag} must" in err, err
+
+
+@pytest.mark.parametrize("command", ["fit", "backtest", "report"])
+def test_runs_all_left_out_point_at_the_flags_that_keep_them(command, tmp_path, capsys):
+    from tests.fake_runs import write_run
+
+    for i, n in enumerate((1e5, 3e5, 1e6)):
+        write_run(tmp_path / "sweep", f"r{i}", n_params=n, tokens=40960, status="diverged")
+    assert run_testbed([command, str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--include-failed" in err and "--include-partial" in err, err
+    assert not (tmp_path / "sweep" / "report.md").exists()
+
+
 # ---------------------------------------------------------------------------
 # row filters, groups and batch forecasts
 
@@ -313,6 +376,19 @@ def test_where_and_by_fit_one_family_at_a_time(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1
     assert not (tmp_path / "never.json").exists()
+
+
+def test_by_writes_no_fit_when_one_group_cannot_be_fitted_and_names_that_group(tmp_path, capsys):
+    good = _table(np.repeat([1e6, 3e6, 1e7, 3e7], 3), np.repeat([1e6, 3e6, 1e7, 3e7], 3) * np.tile([5, 20, 80], 4))
+    single_size = _table(np.full(4, 1e6), 1e6 * np.array([5, 10, 20, 40]))
+    csv = tmp_path / "two.csv"
+    pd.concat([good.assign(dataset="a"), single_size.assign(dataset="b")]).to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(csv), "--out", str(out), "--starts", "1", "--bootstrap", "0",
+                        "--by", "dataset"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--by dataset=b" in err, err
+    assert list(tmp_path.glob("fit*.json")) == []   # not even the group that fitted
 
 
 def test_predict_many_targets_from_a_csv_in_one_call(sweep, tmp_path, capsys):

@@ -264,3 +264,21 @@ def test_a_full_disk_under_the_token_cache_stops_the_sweep_with_one_line(tmp_pat
     assert len(err.strip().splitlines()) == 1 and "no space left on device" in err and "token cache" in err, err
     assert ".tmp" not in (results / "ls").read_text()                 # the half-built cache is gone
     assert not list((tmp_path / "sweep" / "logs").glob("*.log"))       # no worker started
+
+
+def test_a_second_driver_is_refused_naming_the_first_and_a_dead_one_frees_the_directory(tmp_path, capsys):
+    spec, out, runs = planned(tmp_path)
+    hold = ("from train.rundir import RunLock; import sys, time; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    first = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert main(["run", str(spec), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"another driver (process {first.pid})" in err and str(out) in err, err
+        assert not any((out / r.run_id).exists() for r in runs)   # the refused driver trained nothing
+    finally:
+        first.kill()
+        first.wait()
+    assert main(["run", str(spec), "--out", str(out), "--dry-run"]) == 0   # a killed driver leaves no lock
