@@ -212,6 +212,7 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from analysis.console import print_fit_warnings
     from analysis.fitresult import FitResult
     from analysis.predict import forecast
 
@@ -233,19 +234,23 @@ def _predict(args: argparse.Namespace) -> int:
                          "(loss at the compute-optimal allocation), or --run CONFIG, or --targets CSV")
     result = FitResult.from_json(args.fit)
     if args.run is not None:
-        return _print_run_forecast(result, args)
-    if args.targets is not None:
-        return _predict_targets(result, args)
-    fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
-    out = fc.point(0)
-    if args.json:
-        print(json.dumps(out))
+        rc = _print_run_forecast(result, args)
+    elif args.targets is not None:
+        rc = _predict_targets(result, args)
     else:
-        asked = ", ".join(f"{k}={getattr(args, k):.4g}" for k in points)
-        derived = "".join(f", {k}={out[k]:.4g}" for k in ("N", "D") if k in out)
-        print(f"{result.law}: loss at {asked}{derived} = {out['loss']:.4f}  "
-              f"[{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})")
-    return 0
+        fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
+        out = fc.point(0)
+        if args.json:
+            print(json.dumps(out))
+        else:
+            asked = ", ".join(f"{k}={getattr(args, k):.4g}" for k in points)
+            derived = "".join(f", {k}={out[k]:.4g}" for k in ("N", "D") if k in out)
+            print(f"{result.law}: loss at {asked}{derived} = {out['loss']:.4f}  "
+                  f"[{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})")
+        rc = 0
+    if rc == 0:   # the answer stands on the fit: its caveats go with it
+        print_fit_warnings(result)
+    return rc
 
 
 def _predict_targets(result, args) -> int:

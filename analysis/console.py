@@ -27,6 +27,14 @@ def print_fit(result) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def print_fit_warnings(result) -> None:
+    """A forecast repeats, on stderr, what the fit it comes from warned about (a fit's caveats hold for its forecasts)."""
+    import sys
+
+    for w in result.warnings:
+        print(f"warning from the fit: {w}", file=sys.stderr)
+
+
 def print_frame(frame, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
