@@ -276,9 +276,7 @@ def _predict_targets(result, args) -> int:
 
 
 def _print_run_forecast(result, args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from analysis.console import print_run_forecast
     from analysis.predict import forecast
     from train.config import load_config
 
@@ -286,18 +284,8 @@ def _print_run_forecast(result, args) -> int:
     out = forecast(result, cfg, level=args.level).run()
     if args.json:
         print(json.dumps(out))
-        return 0
-    t = Table(title=f"{result.law}: forecast of {cfg.run_id()} (N={out['N']:.4g}, D={out['D']:.4g})")
-    for col in ("step", "tokens", "loss", f"{args.level:.0%} interval ({out['interval']})"):
-        t.add_column(col, justify="right")
-    c = out["curve"]
-    for s, tok, p, lo, hi in zip(c["steps"], c["tokens"], c["loss"], c["lower"], c["upper"]):
-        if p is not None:
-            t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
-    Console().print(t)
-    print(f"{result.law}: final loss {out['loss']:.4f}  [{out['lower']:.4f}, {out['upper']:.4f}] "
-          f"({args.level:.0%}, {out['interval']})")
-    print(f"note: {out['note']}")
+    else:
+        print_run_forecast(result.law, cfg.run_id(), out, args.level)
     return 0
 
 
