@@ -18,8 +18,100 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+SCHEDULE = ("tests/test_one_source.py", "tests/test_laws.py")
+DEMO = ("tests/test_demo_settings.py",)
+CALIBRATE = ("tests/test_calibrate.py", "tests/test_calibrate_by_hand.py")
+CHECKED = ("tests/test_checked_forecast.py",)
+SLURM = ("tests/test_slurm_executor.py",)
+
 MUTATIONS: list[Mutation] = [
     Mutation("eval_steps_drop_last", "train/contract.py",
              "return sorted(set(steps.tolist()) | {total_steps})", "return sorted(set(steps.tolist()))",
              "the final step is no longer an eval point", ("tests/test_train.py", "tests/test_analysis_cli.py")),
+    Mutation("eval_steps_linear", "train/contract.py",
+             "np.geomspace(1, total_steps, num=points)", "np.linspace(1, total_steps, num=points)",
+             "eval points are spaced linearly instead of log-spaced (trainer and forecast alike)",
+             ("tests/test_one_source.py",)),
+    # --- schedule features: fitting (the loader) vs forecasting (a planned run) ------------------
+    Mutation("schedule_decay_fit_side", "analysis/rundirs.py",
+             'run_schedule_features(config, frame["step"].to_numpy())',
+             'run_schedule_features(config, frame["step"].to_numpy(), decay=0.99)',
+             "the loader's S2 uses another momentum decay than a forecast's", SCHEDULE),
+    Mutation("schedule_s1_in_steps_forecast_side", "analysis/predict.py",
+             'return {"N": N, "S1": S1, "S2": S2}, steps',
+             'return {"N": N, "S1": S1 / tokens_per_step, "S2": S2}, steps',
+             "a forecast counts the forward area S1 in steps, the fitted table in tokens", SCHEDULE),
+    Mutation("schedule_s1_in_steps", "analysis/schedule.py",
+             "decay, tokens_per_step=batch)", "decay, tokens_per_step=1.0)",
+             "a run's S1/S2 count steps instead of tokens (both sides)", SCHEDULE),
+    Mutation("schedule_decay_constant", "analysis/schedule.py",
+             "DECAY = 0.999 ", "DECAY = 0.99 ",
+             "the momentum decay of S2 is not Tissue et al.'s 0.999 (both sides)", SCHEDULE),
+    # --- forecast curve: every eval step, not only the last -------------------------------------
+    Mutation("forecast_curve_steps", "analysis/predict.py",
+             "eval_steps(cfg.steps, cfg.eval.points), dtype=int)", "eval_steps(cfg.steps, cfg.eval.points + 1), dtype=int)",
+             "a forecast curve's steps are not the steps the trainer evaluates at",
+             ("tests/test_one_source.py",)),
+    # --- the cpu/gpu demo settings path ----------------------------------------------------------
+    Mutation("demo_target_ignores_lr_rule", "testbed/preset.py",
+             'keep = ("base", "base_config", "overrides", "rules", "n_params")',
+             'keep = ("base", "base_config", "overrides", "n_params")',
+             "the target is trained at the base lr, not the ladder's per-size LR rule", DEMO),
+    Mutation("demo_ignores_fit_min_tokens", "testbed/demo.py",
+             'table[(table["D"] >= preset.fit.min_tokens) | table["final"]]',
+             'table[(table["D"] >= 0) | table["final"]]',
+             "the demo fits the early-plateau eval points fit.min_tokens excludes", DEMO),
+    Mutation("demo_ignores_fit_law", "testbed/demo.py",
+             "result = fit(rows, plan.law, ", 'result = fit(rows, "kaplan", ',
+             "the demo fits Kaplan's final-loss law whatever the preset names", DEMO),
+    Mutation("demo_ignores_fit_select", "testbed/demo.py",
+             "level=plan.level, seed=0, select=plan.select,", 'level=plan.level, seed=0, select="final",',
+             "the demo fits final losses only, not the preset's row selection (every eval point)", DEMO),
+    # --- calibrated intervals --------------------------------------------------------------------
+    Mutation("calibrate_s0_not_normal_consistent", "analysis/calibrate.py",
+             'median_abs_deviation(r[np.isfinite(r)], scale="normal")', "median_abs_deviation(r[np.isfinite(r)])",
+             "the run scatter s0 is the raw MAD, not a normal-consistent scale", CALIBRATE),
+    Mutation("calibrate_k_normal_likelihood", "analysis/calibrate.py",
+             "nu = 3.0", "nu = 1e6",
+             "the growth rate k is fitted under a normal likelihood (one wild backtest sets it)", CALIBRATE),
+    Mutation("calibrate_no_k_zero_fallback", "analysis/calibrate.py",
+             "return float(np.exp(best.x)) if best.fun < nll(0.0) - 1e-9 else 0.0", "return float(np.exp(best.x))",
+             "k is never 0 when the backtests are no worse than the scatter", CALIBRATE),
+    Mutation("calibrate_distance_ignores_flop_convention", "analysis/calibrate.py",
+             "flops_per_token(model, error.runs_flop_convention) * np.asarray(tokens, float)",
+             'flops_per_token(model, "6N") * np.asarray(tokens, float)',
+             "a planned run's extrapolation distance counts FLOPs by 6N, not the fitted runs' convention",
+             CALIBRATE),
+    # --- the checked forecast's numbers and report -----------------------------------------------
+    Mutation("checked_are_relative_to_prediction", "analysis/checked.py",
+             "float(np.mean([abs(p - a) / a for p, a in pairs]))", "float(np.mean([abs(p - a) / p for p, a in pairs]))",
+             "the whole-curve ARE divides by the forecast, not the actual loss", CHECKED),
+    Mutation("checked_are_last_point_only", "analysis/checked.py",
+             "for p, a in zip(curve[\"predicted\"], curve[\"actual\"], strict=True)\n             if a is not None",
+             "for p, a in zip(curve[\"predicted\"][-1:], curve[\"actual\"][-1:], strict=True)\n             if a is not None",
+             "the whole-curve ARE scores the final point only", CHECKED),
+    Mutation("checked_report_error_number", "analysis/checked.py",
+             "f\"{100 * f['abs_rel_error']:.2f}%\"", "f\"{f['abs_rel_error']:.2f}%\"",
+             "the report prints the relative error as a fraction labelled %", CHECKED),
+    # --- SLURM -----------------------------------------------------------------------------------
+    Mutation("slurm_partition_dropped", "sweeps/slurm.py",
+             'params["slurm_partition"] = opts.partition', "pass",
+             "the sweep's SLURM partition never reaches the scheduler", SLURM),
+    Mutation("slurm_branch_dependency_afterok", "sweeps/slurm.py",
+             'dependency=f"afterany:{parent_job.job_id}"', 'dependency=f"afterok:{parent_job.job_id}"',
+             "a branch job waits for its parent to succeed (afterok), so a parent killed by its time limit "
+             "after writing the checkpoint leaves the branch pending forever", SLURM),
+    Mutation("slurm_resubmits_everything", "sweeps/slurm.py",
+             "if run_state(sd.run_dir(r.run_id)) not in FINISHED]", "]",
+             "a rerun resubmits runs that already completed", SLURM),
+    Mutation("slurm_wait_failure_hidden", "sweeps/slurm.py",
+             'out[r.run_id] = "failed"', "out[r.run_id] = run_state(Path(r.run_id))",
+             "a job that failed (node crash, time limit) is not reported as failed", SLURM),
+    # --- the command line -----------------------------------------------------------------------
+    Mutation("cli_unknown_command_exit_0", "testbed/cli.py",
+             "{usage()}\", file=sys.stderr)\n        return 2", "{usage()}\", file=sys.stderr)\n        return 0",
+             "`testbed nosuch` exits 0", ("tests/test_testbed_cli.py",)),
+    Mutation("cli_module_exit_code_lost", "testbed/__main__.py",
+             "raise SystemExit(main())", "main()",
+             "`python -m testbed` always exits 0", ("tests/test_testbed_cli.py",)),
 ]
