@@ -20,7 +20,7 @@ class Mutation:
 
 SCHEDULE = ("tests/test_one_source.py", "tests/test_laws.py")
 DEMO = ("tests/test_demo_settings.py",)
-CALIBRATE = ("tests/test_calibrate.py", "tests/test_calibrate_by_hand.py")
+CALIBRATE = ("tests/test_calibrate_by_hand.py", "tests/test_calibrate.py")
 CHECKED = ("tests/test_checked_forecast.py",)
 SLURM = ("tests/test_slurm_executor.py",)
 
