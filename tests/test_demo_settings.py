@@ -120,3 +120,28 @@ def test_the_cpu_forecast_of_the_target_lands_on_the_truth_with_a_calibrated_int
     assert len(shown) >= 5
     np.testing.assert_allclose([p for p, _ in shown], [t for _, t in shown], rtol=0.015)
     assert record["compute_ratio"] == pytest.approx(10.0, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_the_readme_presets_plan_a_target_their_fit_can_forecast(name):
+    """The README's presets, beyond loading: the target costs compute_ratio x the largest ladder run (whole
+    batches, in the runs' own FLOP convention), every ladder run keeps eval points from fit.min_tokens on (so each
+    one shapes the curve fit), and the law reads a planned run's config."""
+    from analysis.laws import get_law
+
+    preset = load_preset(name)
+    runs = ladder_runs(preset)
+    target = target_config(preset)
+    conv = target.run.flop_convention
+    assert {r.config.run.flop_convention for r in runs} == {conv}
+    c_max = max(flops_per_token(r.config.model, conv) * r.config.train.tokens for r in runs)
+    fpt = flops_per_token(target.model, conv)
+    ratio = preset.target["compute_ratio"]
+    assert ratio >= 10
+    assert ratio * c_max <= fpt * target.train.tokens < ratio * c_max + fpt * target.train.batch_tokens
+    assert (target.model.width, target.model.depth) == (preset.target["width"], preset.target["depth"])
+    for r in runs:
+        batch = r.config.train.batch_tokens
+        kept = [s for s in eval_steps(r.config.steps, r.config.eval.points) if s * batch >= preset.fit.min_tokens]
+        assert len(kept) >= 2, r.run_id
+    assert set(get_law(preset.fit.law).covariates) <= {"N", "D", "S1", "S2"}
