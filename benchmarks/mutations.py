@@ -114,4 +114,21 @@ MUTATIONS: list[Mutation] = [
     Mutation("cli_module_exit_code_lost", "testbed/__main__.py",
              "raise SystemExit(main())", "main()",
              "`python -m testbed` always exits 0", ("tests/test_testbed_cli.py",)),
+    # --- tests that could not fail, rewritten --------------------------------------------------
+    Mutation("local_cpu_worker_hides_gpus", "sweeps/local.py",
+             "        env[\"CUDA_VISIBLE_DEVICES\"] = ids[slot % n_gpus]\n    return env",
+             "        env[\"CUDA_VISIBLE_DEVICES\"] = ids[slot % n_gpus]\n    else:\n"
+             "        env.pop(\"CUDA_VISIBLE_DEVICES\", None)\n    return env",
+             "a CPU-only worker drops the user's CUDA_VISIBLE_DEVICES", ("tests/test_sweeps_run.py::test_workers_split_cpu_threads_and_take_gpus_round_robin",)),
+    Mutation("fit_table_estimate_is_interval_end", "analysis/console.py",
+             'table.add_row(name, f"{value:.6g}",', 'table.add_row(name, f"{iv[0] if iv else value:.6g}",',
+             "`testbed fit` prints the interval's lower end as the estimate",
+             ("tests/test_analysis_cli.py::test_fit_writes_json_and_prints_the_parameter_table",)),
+    Mutation("run_id_hash_shortened", "train/config.py",
+             "config_hash(self)[:8]", "config_hash(self)[:7]",
+             "run ids change, so relaunched sweeps no longer find their finished runs",
+             ("tests/test_config.py", "tests/test_sweeps_spec.py")),
+    Mutation("plan_tokens_per_param_total_n", "sweeps/plan.py",
+             '"tokens_per_param": r.tokens / r.n_params,', '"tokens_per_param": r.tokens / r.params["total"],',
+             "the plan's tokens per parameter ignores the spec's N convention", ("tests/test_presets.py",)),
 ]
