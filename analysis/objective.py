@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.laws import Law, get_law
 from analysis.load import select_rows, use_n_convention
+from analysis.plateau import fitted_on_plateau
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str | None = None, w
     if "N" in rows.columns and ("N" in law.covariates or "M" in law.covariates):
         if rows["N"].nunique() < 2:
             raise ValueError(f"law {law.name!r} needs several model sizes; column 'N' has a single value {rows['N'].iloc[0]:g}")
+    if "step" in rows.columns:
+        plateau = fitted_on_plateau(pd.to_numeric(rows["step"], errors="coerce").fillna(0).to_numpy(), runs)
+        if plateau:
+            notes.append(plateau)
     flop_conv = table.attrs.get("flop_convention")
     if flop_conv is None and "flop_convention" in rows.columns:
         kinds = sorted(set(rows["flop_convention"].astype(str)) - {""})

@@ -1,6 +1,6 @@
 """`testbed sweep plan|run|status ...` (also `python -m sweeps ...`).
 
-    testbed sweep plan SPEC [--json] [--throughput measure|none|FLOP/s] [--prior besiroglu|tpp20]
+    testbed sweep plan SPEC [--json] [--throughput measure|none|FLOP/s] [--prior besiroglu|tpp20] [--plateau-steps STEPS]
     testbed sweep run SPEC --out DIR [--executor local|slurm [--cluster slurm|local|debug]] [--jobs K]
                       [--retries R] [--pack K] [--dry-run [--sbatch FILE]]
     testbed sweep status DIR [--json]
@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="time estimate: measure (time a few steps here), none, or a FLOP/s number")
     pl.add_argument("--prior", default="besiroglu", choices=("besiroglu", "tpp20"),
                     help="compute-optimal prior for the isoFLOP bracketing check")
+    pl.add_argument("--plateau-steps", type=float, default=None, metavar="STEPS",
+                    help="length of the early plateau in optimizer steps, measured for this setup "
+                         "(default: analysis.plateau.PLATEAU_STEPS, measured at CPU scale); runs shorter "
+                         "than 3x it are flagged")
     pl.add_argument("--jobs", type=int, default=0, help="parallel runs for the wall-time total (default: spec)")
     ru = sub.add_parser("run", help="train every run not yet finished",
                         epilog="--executor slurm submits array jobs through submitit and needs sbatch on this "
@@ -96,7 +100,7 @@ def cmd_plan(ns) -> int:
             raise SweepError(f"--throughput must be measure, none or a FLOP/s number, got {ns.throughput!r}") from None
     rows = plan_rows(runs, rates)
     tot = totals(rows, jobs)
-    diags = diagnostics(runs, spec.family, ns.prior)
+    diags = diagnostics(runs, spec.family, ns.prior, plateau_steps=ns.plateau_steps)
     if ns.json:
         print(json.dumps({"name": spec.name, "family": spec.family, "runs": rows, "totals": tot,
                           "diagnostics": diags, "dropped": warnings,

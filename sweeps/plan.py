@@ -13,6 +13,8 @@ Diagnostics flag designs that cannot answer the question they are built for:
 - collinearity: a law in N and D needs them to vary independently; |corr(log N, log D)|
   > 0.95 across runs makes their exponents unidentifiable.
 - coverage: fewer than 3 distinct sizes or 3 distinct token counts cannot pin a power law.
+- the early plateau: runs that end within 3x the plateau (analysis.plateau) show the drop
+  after it, not scaling.
 """
 from __future__ import annotations
 
@@ -44,8 +46,14 @@ def n_opt(flops: float, prior: str = "besiroglu") -> float:
     return float(CHINCHILLA.n_opt(BESIROGLU, flops, 6.0)[0, 0])
 
 
-def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu") -> list[str]:
-    """Warnings about the design; an empty list for a sound one."""
+def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu",
+                plateau_steps: float | None = None) -> list[str]:
+    """Warnings about the design; an empty list for a sound one.
+
+    `plateau_steps`: the early plateau's length in optimizer steps for this setup (default:
+    `analysis.plateau.PLATEAU_STEPS`)."""
+    from analysis.plateau import PLATEAU_STEPS, short_runs
+
     out = []
     if family == "isoflop":
         budgets = sorted({r.tags["budget"] for r in runs})
@@ -71,6 +79,10 @@ def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu") -
             out.append(f"N and D are nearly collinear across runs (corr(log N, log D) = {corr:+.3f}, "
                        f"|corr| > {COLLINEAR_CORR}): their exponents cannot be separated; vary tokens per "
                        f"parameter at fixed size")
+    steps = {r.run_id: -(-r.tokens // r.config.train.batch_tokens) for r in runs}
+    plateau = short_runs(steps, PLATEAU_STEPS if plateau_steps is None else plateau_steps)
+    if plateau:
+        out.append(plateau)
     return out
 
 

@@ -112,6 +112,8 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
 
     console = Console(quiet=quiet)
     preset = load_preset(preset) if isinstance(preset, str) else preset
+    if preset.needs_data:
+        raise DemoError(f"preset {preset.name} trains on a local text corpus: give it with --data PATH")
     out = Path(out)
     target = target_config(preset)  # validates the target before anything trains
     prepare_dir(out, preset)

@@ -7,6 +7,7 @@
           bootstrap: 1000, level: 0.9}
     target: {width: 96, depth: 2, compute_ratio: 10.0}
     disk_mb: 50
+    needs_data: false   # true: the preset trains only on a corpus given with --data
 
 The built-in presets live in `testbed/presets/` and are named without their path
 (`testbed demo --scale cpu`); a path to another YAML file works too. The target is the
@@ -28,7 +29,7 @@ import yaml
 from train.config import RunConfig, did_you_mean
 
 PRESETS = Path(__file__).parent / "presets"
-TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb")
+TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb", "needs_data")
 FIT_KEYS = ("law", "candidates", "select", "min_tokens", "bootstrap", "level")
 TARGET_KEYS = ("width", "depth", "compute_ratio")
 
@@ -55,6 +56,7 @@ class DemoPreset:
     target: dict                   # {"width", "depth", "compute_ratio"}
     description: str = ""
     disk_mb: float = 50.0
+    needs_data: bool = False       # the ladder's data.source is a placeholder until with_data
     source: str = field(default="", compare=False)
 
     def settings(self) -> dict:
@@ -75,7 +77,7 @@ class DemoPreset:
         """The same recipe on another corpus (ladder and target alike)."""
         ladder = copy.deepcopy(self.ladder)
         ladder.setdefault("base", {}).setdefault("data", {})["source"] = source
-        return DemoPreset(**{**self.__dict__, "ladder": ladder})
+        return DemoPreset(**{**self.__dict__, "ladder": ladder, "needs_data": False})
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -102,6 +104,8 @@ def preset_from_dict(d: dict, source: str = "") -> DemoPreset:
             raise DemoError(f"{where}: target.{key} is missing")
     if not (isinstance(target["compute_ratio"], (int, float)) and target["compute_ratio"] > 1):
         raise DemoError(f"{where}: target.compute_ratio must be a number > 1, got {target['compute_ratio']!r}")
+    if not isinstance(d.get("needs_data", False), bool):
+        raise DemoError(f"{where}: needs_data must be true or false, got {d['needs_data']!r}")
     plan = FitPlan(**{**fit, "candidates": tuple(fit.get("candidates") or ())})
     if plan.select not in (None, "final", "all"):
         raise DemoError(f"{where}: fit.select must be final or all, got {plan.select!r}")
@@ -114,7 +118,8 @@ def preset_from_dict(d: dict, source: str = "") -> DemoPreset:
         except ValueError as e:
             raise DemoError(f"{where}: fit.law: {e}") from None
     preset = DemoPreset(name=str(d["name"]), ladder=dict(d["ladder"]), fit=plan, target=dict(target),
-                        description=str(d.get("description", "")), disk_mb=float(d.get("disk_mb", 50)), source=source)
+                        description=str(d.get("description", "")), disk_mb=float(d.get("disk_mb", 50)),
+                        needs_data=d.get("needs_data", False), source=source)
     ladder_runs(preset)   # the ladder spec is checked (and expanded) before anything trains
     return preset
 

@@ -1,4 +1,4 @@
-"""Eval noise vs eval tokens (issue 15): how much does a run's val loss move with the val sample?
+"""Eval noise vs eval tokens: how much does a run's val loss move with the val sample?
 
 For each given run directory, loads its last checkpoint and evaluates it on a large pool of
 held-out windows (synthetic: generated; text: the val shard), then for each eval size n reports
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

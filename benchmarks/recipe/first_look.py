@@ -1,4 +1,4 @@
-"""First look at forecast errors of a recipe ladder on targets of several shapes (issue 15).
+"""First look at forecast errors of a recipe ladder on targets of several shapes.
 
 Per seed: fit every law on the seed's whole ladder (a recipe15_* sweep directory), forecast each
 target's final loss, write the forecasts to <out>/seed<k>/forecasts.json BEFORE the targets
@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ladder_fit import CURVE_LAWS, at_bounds, load, rows_for, with_n  # noqa: E402
-from runs import launch, summary  # noqa: E402
+from runs import summary  # noqa: E402
 
 from analysis.fitting import fit  # noqa: E402
 from analysis.laws import schedule_features  # noqa: E402

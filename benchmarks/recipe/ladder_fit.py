@@ -1,4 +1,4 @@
-"""In-ladder backtests for the recipe choices (issue 15): multi-budget method x N convention x law.
+"""In-ladder backtests for the recipe choices: multi-budget method x N convention x law.
 
 Loads one or more ladder sweep directories (recipe15_* presets), splits them by seed
 (data.seed) and, per seed, fits each law on every shape except the held-out one (default: the

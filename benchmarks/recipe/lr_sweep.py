@@ -1,4 +1,4 @@
-"""LR (and batch) sweeps for the ladder recipe (issue 15): final val loss per (shape, batch, lr, seed).
+"""LR (and batch) sweeps for the ladder recipe: final val loss per (shape, batch, lr, seed).
 
     python benchmarks/recipe/lr_sweep.py --out /work/scratch/h15/lr --widths 16 --lrs 2e-3,4e-3,8e-3 --seeds 0,1
 

@@ -1,4 +1,4 @@
-"""Where does the early plateau end, and what moves it? (issue 15)
+"""Where does the early plateau end, and what moves it?
 
 Short runs of one small GPT on the synthetic language (or real text) under a few
 optimizer/parametrization variants; prints, per variant, the first step and token

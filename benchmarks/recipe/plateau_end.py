@@ -1,5 +1,5 @@
 """Plateau end per run: the first eval step whose val loss is `margin` nats below the data's unigram
-loss (estimated from training tokens), for every run under the given directories (issue 15).
+loss (estimated from training tokens), for every run under the given directories.
 
     python benchmarks/recipe/plateau_end.py /work/scratch/h15/synth_wsd --unigram 4.8498
 """
@@ -21,6 +21,7 @@ def unigram_loss(cfg: dict) -> float:
     """Cross-entropy of the training unigram (add-0.5 smoothed) on the run's own validation tokens."""
     import numpy as np
 
+    from analysis.plateau import unigram_loss as unigram_ce
     from train.config import RunConfig
     from train.data import build_data
     rc = RunConfig.from_dict(cfg)
@@ -28,11 +29,7 @@ def unigram_loss(cfg: dict) -> float:
     if key not in _UNI:
         src = build_data(rc.data, rc.model.context)
         tr = np.concatenate([src.train_array(i, 64).ravel() for i in range(200)])
-        V = rc.model.vocab_size
-        p = np.bincount(tr, minlength=V) + 0.5
-        p /= p.sum()
-        va = src.val_array(65536)[:, 1:]
-        _UNI[key] = float(-np.log(p[va]).mean())
+        _UNI[key] = unigram_ce(tr, src.val_array(65536)[:, 1:], rc.model.vocab_size)
     return _UNI[key]
 
 

@@ -1,4 +1,4 @@
-"""Tiny launcher and reader for the recipe experiments (issue 15, phase 1).
+"""Tiny launcher and reader for the recipe experiments.
 
 `launch(jobs, base, variants, out)` trains each variant (a dict of dotted overrides on top
 of `base`) with `testbed train` into out/<name>, `jobs` at a time, one thread each, and
