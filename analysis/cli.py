@@ -212,6 +212,7 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from analysis.console import print_fit_warnings
     from analysis.fitresult import FitResult
     from analysis.predict import forecast
 
@@ -233,19 +234,23 @@ def _predict(args: argparse.Namespace) -> int:
                          "(loss at the compute-optimal allocation), or --run CONFIG, or --targets CSV")
     result = FitResult.from_json(args.fit)
     if args.run is not None:
-        return _print_run_forecast(result, args)
-    if args.targets is not None:
-        return _predict_targets(result, args)
-    fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
-    out = fc.point(0)
-    if args.json:
-        print(json.dumps(out))
+        rc = _print_run_forecast(result, args)
+    elif args.targets is not None:
+        rc = _predict_targets(result, args)
     else:
-        asked = ", ".join(f"{k}={getattr(args, k):.4g}" for k in points)
-        derived = "".join(f", {k}={out[k]:.4g}" for k in ("N", "D") if k in out)
-        print(f"{result.law}: loss at {asked}{derived} = {out['loss']:.4f}  "
-              f"[{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})")
-    return 0
+        fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
+        out = fc.point(0)
+        if args.json:
+            print(json.dumps(out))
+        else:
+            asked = ", ".join(f"{k}={getattr(args, k):.4g}" for k in points)
+            derived = "".join(f", {k}={out[k]:.4g}" for k in ("N", "D") if k in out)
+            print(f"{result.law}: loss at {asked}{derived} = {out['loss']:.4f}  "
+                  f"[{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})")
+        rc = 0
+    if rc == 0:   # the answer stands on the fit: its caveats go with it
+        print_fit_warnings(result)
+    return rc
 
 
 def _predict_targets(result, args) -> int:
@@ -271,9 +276,7 @@ def _predict_targets(result, args) -> int:
 
 
 def _print_run_forecast(result, args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from analysis.console import print_run_forecast
     from analysis.predict import forecast
     from train.config import load_config
 
@@ -281,18 +284,8 @@ def _print_run_forecast(result, args) -> int:
     out = forecast(result, cfg, level=args.level).run()
     if args.json:
         print(json.dumps(out))
-        return 0
-    t = Table(title=f"{result.law}: forecast of {cfg.run_id()} (N={out['N']:.4g}, D={out['D']:.4g})")
-    for col in ("step", "tokens", "loss", f"{args.level:.0%} interval ({out['interval']})"):
-        t.add_column(col, justify="right")
-    c = out["curve"]
-    for s, tok, p, lo, hi in zip(c["steps"], c["tokens"], c["loss"], c["lower"], c["upper"]):
-        if p is not None:
-            t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
-    Console().print(t)
-    print(f"{result.law}: final loss {out['loss']:.4f}  [{out['lower']:.4f}, {out['upper']:.4f}] "
-          f"({args.level:.0%}, {out['interval']})")
-    print(f"note: {out['note']}")
+    else:
+        print_run_forecast(result.law, cfg.run_id(), out, args.level)
     return 0
 
 

@@ -27,6 +27,14 @@ def print_fit(result) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def print_fit_warnings(result) -> None:
+    """A forecast repeats, on stderr, what the fit it comes from warned about (a fit's caveats hold for its forecasts)."""
+    import sys
+
+    for w in result.warnings:
+        print(f"warning from the fit: {w}", file=sys.stderr)
+
+
 def print_frame(frame, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -37,3 +45,20 @@ def print_frame(frame, title: str) -> None:
     for row in frame.itertuples(index=False):
         t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     Console(width=200).print(t)
+
+
+def print_run_forecast(law: str, run_id: str, out: dict, level: float) -> None:
+    """A planned run's forecast (`analysis.predict.forecast(...).run()`): its curve as a table, then the final loss."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{law}: forecast of {run_id} (N={out['N']:.4g}, D={out['D']:.4g})")
+    for col in ("step", "tokens", "loss", f"{level:.0%} interval ({out['interval']})"):
+        t.add_column(col, justify="right")
+    c = out["curve"]
+    for s, tok, p, lo, hi in zip(c["steps"], c["tokens"], c["loss"], c["lower"], c["upper"]):
+        if p is not None:
+            t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
+    Console().print(t)
+    print(f"{law}: final loss {out['loss']:.4f}  [{out['lower']:.4f}, {out['upper']:.4f}] ({level:.0%}, {out['interval']})")
+    print(f"note: {out['note']}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,19 @@ def test_fit_writes_json_and_prints_the_parameter_table(fitted, capsys, sweep, t
     assert result.law == "chinchilla" and result.samples.shape == (32, 5)
     assert set(result.intervals) == {"E", "A", "B", "alpha", "beta"}
     assert result.inputs["n_runs"] == 12
-    # the printed table (run again to capture it) names every parameter
-    assert run_testbed(["fit", str(sweep), "--out", str(tmp_path / "f.json"), "--starts", "1"]) == 0
+    # the printed table (run again to capture it) shows each parameter's estimate, interval and bootstrap SE
+    # as the written fit has them, and the fit's objective
+    again = tmp_path / "f.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(again), "--bootstrap", "16", "--starts", "1"]) == 0
     printed = capsys.readouterr().out
-    for name in ("E", "A", "B", "alpha", "beta", "objective"):
-        assert name in printed
+    shown = FitResult.from_json(again)
+    se = shown.standard_errors()
+    for name, value in shown.params.items():
+        lo, hi = shown.intervals[name]
+        row = rf"│ {name}\s+│\s+{re.escape(f'{value:.6g}')} │\s+{re.escape(f'[{lo:.4g}, {hi:.4g}]')} │\s+{re.escape(f'{se[name]:.3g}')} │"
+        assert re.search(row, printed), (name, printed)
+    assert f"objective {shown.objective:.6g} (" in printed
+    assert f"wrote {again}" in printed
 
 
 def test_predict_json_round_trip(fitted, capsys):

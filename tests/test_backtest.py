@@ -7,7 +7,7 @@ import pytest
 
 from analysis.backtest import backtest, covariates_for, default_cutoff, leaderboard, rollout, run_compute
 from analysis.load import load_runs
-from tests.fake_runs import TRUE, chinchilla_loss, write_sweep
+from tests.fake_runs import TRUE, chinchilla_loss, write_run, write_sweep
 
 FAST = {"n_starts": 1}  # one polished start: the synthetic data are smooth
 
@@ -115,10 +115,15 @@ def test_bad_arguments_are_refused_before_fitting(sweep_table):
         covariates_for(sweep_table.drop(columns=["S1", "S2"]), "schedule")
 
 
-def test_true_constants_are_what_the_fake_sweep_uses():
-    # guards the meaning of the other tests: the fake runs follow TRUE exactly without noise
-    assert chinchilla_loss(1e6, 1e8) == pytest.approx(
-        TRUE["E"] + TRUE["A"] / 1e6 ** TRUE["alpha"] + TRUE["B"] / 1e8 ** TRUE["beta"])
+def test_the_fake_sweep_follows_its_stated_constants(tmp_path):
+    # guards the meaning of the other tests: a noiseless fake run's final loss is the recorded value of
+    # 1.8 + 20 / N^0.32 + 50 / D^0.28 at N = 1e6, D = 409600 (1.8 + 0.24045 + 1.34115 by hand)
+    assert TRUE == {"E": 1.8, "A": 20.0, "B": 50.0, "alpha": 0.32, "beta": 0.28}
+    run = write_run(tmp_path, "r", n_params=1e6, tokens=4096 * 100, batch_tokens=4096)
+    table = load_runs(run)
+    final = table[table["final"]].iloc[0]
+    assert (final["D"], final["N"]) == (409600, 1e6)
+    assert final["loss"] == pytest.approx(3.3817012931268358, rel=1e-12)
 
 
 def _overtraining_grid(seed: int, noise: float = 0.005) -> pd.DataFrame:

@@ -25,53 +25,68 @@ def ladder(law: str, params: dict, noise: float, rng) -> pd.DataFrame:
                          "final": True, "loss": loss})
 
 
-def _coverage(truth_law, truth, noise, sims, seed=0):
-    """Fraction of simulated ladders whose 90% interval for the target covers a fresh noisy target run."""
+SIMS = 48
+
+
+def _coverage(truth_law, truth, noise, sims=SIMS, seed=0, levels=(0.5, 0.9)):
+    """Over `sims` simulated ladders, the fraction whose interval for the target covers a fresh noisy target
+    run: {level: calibrated coverage}, the 90% bootstrap band's coverage, and the median 90% calibrated
+    width relative to the loss. Cheap fits (one start, 40 bootstrap refits) keep a simulation near 0.3 s."""
     rng = np.random.default_rng(seed)
     actual0 = float(get_law(truth_law).predict(truth, **TARGET)[0])
-    inside_cal, inside_boot, widths = [], [], []
+    inside = {lv: [] for lv in levels}
+    inside_boot, widths = [], []
     for _ in range(sims):
         table = ladder(truth_law, truth, noise, rng)
-        r = fit(table, "kaplan", bootstrap=100, n_starts=2)
-        err = extrapolation_error(table, r, n_starts=2)
+        r = fit(table, "kaplan", bootstrap=40, n_starts=1)
+        err = extrapolation_error(table, r, n_starts=1)
         ext = 6 * TARGET["N"] * TARGET["D"] / table["C"].max()
-        _, lo, hi, _ = calibrated_interval(r, err, extrapolation=ext, **TARGET)
-        _, blo, bhi = r.predict_interval(**TARGET)
         actual = actual0 * np.exp(noise * rng.standard_normal())
-        inside_cal.append(lo[0] <= actual <= hi[0])
+        for lv in levels:
+            _, lo, hi, _ = calibrated_interval(r, err, extrapolation=ext, level=lv, **TARGET)
+            inside[lv].append(lo[0] <= actual <= hi[0])
+            if lv == 0.9:
+                widths.append((hi[0] - lo[0]) / actual)
+        _, blo, bhi = r.predict_interval(0.9, **TARGET)
         inside_boot.append(blo[0] <= actual <= bhi[0])
-        widths.append((hi[0] - lo[0]) / actual)
-    return np.mean(inside_cal), np.mean(inside_boot), np.median(widths)
+    return {lv: float(np.mean(v)) for lv, v in inside.items()}, float(np.mean(inside_boot)), float(np.median(widths))
 
 
-def test_interval_is_wider_than_the_bootstrap_and_grows_with_extrapolation():
-    rng = np.random.default_rng(1)
-    table = ladder("chinchilla", CHIN, 0.004, rng)
-    r = fit(table, "kaplan", bootstrap=100, n_starts=2)
-    err = extrapolation_error(table, r, n_starts=2)
-    assert err.n_forecasts >= 5 and err.k > 0 and err.s0 > 0
-    p, blo, bhi = r.predict_interval(**TARGET)
-    widths = []
-    for ext in (1.0, 10.0, 100.0):
-        point, lo, hi, sigma = calibrated_interval(r, err, extrapolation=ext, **TARGET)
-        assert point[0] == pytest.approx(p[0]) and lo[0] < point[0] < hi[0]
-        widths.append(hi[0] - lo[0])
-    assert widths[0] < widths[1] < widths[2]
-    assert widths[1] > bhi[0] - blo[0]
+def binomial_band(level: float, n: int = SIMS, alpha: float = 0.001) -> tuple[float, float]:
+    """The coverages a calibrated interval of `level` shows over n independent simulations, but for a
+    chance of `alpha`: the central 1 - alpha range of Binomial(n, level) / n."""
+    from scipy.stats import binom
+    return float(binom.ppf(alpha / 2, n, level)) / n, float(binom.isf(alpha / 2, n, level)) / n
 
 
+def test_the_binomial_band_is_not_trivially_wide():
+    lo, hi = binomial_band(0.5)
+    assert 0.2 < lo < 0.3 and 0.7 < hi < 0.8
+    lo, hi = binomial_band(0.9)
+    assert 0.7 < lo < 0.75 and hi == 1.0      # 48 of 48 is a plausible outcome at 90%: the lower end does the work
+
+
+@pytest.mark.slow
 def test_misspecified_law_bootstrap_undercovers_calibrated_interval_covers():
-    # Kaplan's form fitted to ladders drawn from a law with an irreducible loss, forecast 12x out:
-    # the bootstrap band (parameter uncertainty only) misses; the calibrated interval should not
-    cal, boot, width = _coverage("chinchilla", CHIN, noise=0.002, sims=16)
-    assert boot <= 0.5
-    assert cal >= 0.8
+    """Kaplan's form fitted to ladders drawn from a law with an irreducible loss, forecast 12x out: the
+    bootstrap band (parameter uncertainty only) misses far more often than 10% of the time; the calibrated
+    90% interval covers as often as a calibrated interval would. (24 simulations: a misspecified fit is
+    slow to converge, and the bootstrap's miss is far outside even this wider band.)"""
+    cal, boot, width = _coverage("chinchilla", CHIN, noise=0.002, sims=24, levels=(0.9,))
+    lo, hi = binomial_band(0.9, n=24)
+    assert boot < lo
+    assert lo <= cal[0.9] <= hi
     assert width < 0.25      # and it is not uselessly wide
 
 
+@pytest.mark.slow
 def test_well_specified_law_keeps_the_interval_near_nominal():
-    cal, boot, width = _coverage("kaplan", KAP, noise=0.004, sims=16, seed=2)
-    assert 0.75 <= cal <= 1.0
+    """The right law, forecast 12x out: 50% and 90% calibrated intervals cover at their nominal rates, within
+    the binomial band of 48 simulations (at 50% the band is two-sided: an interval far too wide fails)."""
+    cal, _, width = _coverage("kaplan", KAP, noise=0.004, seed=2)
+    for level in (0.5, 0.9):
+        lo, hi = binomial_band(level)
+        assert lo <= cal[level] <= hi, (level, cal[level], (lo, hi))
     assert width < 0.1
 
 

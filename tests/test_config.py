@@ -120,8 +120,14 @@ def test_cli_failure_exits_1_and_records_the_error(tmp_path, capsys):
     assert summary["status"] == "failed" and summary["error"]
 
 
+# Recorded from another process (and under another PYTHONHASHSEED): a change means every existing run
+# directory stops matching its config and relaunched sweeps retrain everything. Update it only deliberately.
+RECORDED_RUN_ID = "gpt-w32-d1-6eaac502"
+
+
 def test_run_id_is_stable_and_ignores_bookkeeping():
     a = tiny().resolved()
-    assert a.run_id() == tiny().resolved().run_id()
+    assert a.run_id() == RECORDED_RUN_ID
+    assert load_config(None, list(reversed(TINY))).resolved().run_id() == RECORDED_RUN_ID     # order of settings
     assert a.run_id() == tiny("run.sweep=other", "run.log_every=3", "train.device=cpu").resolved().run_id()
     assert a.run_id() != tiny("optim.lr=1e-2").resolved().run_id()

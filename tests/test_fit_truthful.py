@@ -134,7 +134,24 @@ def test_bootstrap_sets_without_a_finite_optimum_print_no_numpy_warnings(tmp_pat
         warnings.simplefilter("error")
         assert run_testbed(["predict", str(out), "--C", "1e17", "--json"]) == 0
     cap = capsys.readouterr()
-    assert cap.err == "" and json.loads(cap.out)["interval"] == "bootstrap"
+    assert json.loads(cap.out)["interval"] == "bootstrap"
+    # stderr holds the fit's own warnings, repeated, and nothing from numpy
+    assert cap.err and all(line.startswith("warning from the fit: ") for line in cap.err.splitlines())
+    assert "RuntimeWarning" not in cap.err
+
+
+def test_predict_repeats_the_warnings_of_the_fit_it_forecasts_from(tmp_path, capsys):
+    """Five runs for a five-parameter law: the fit says nothing can measure its uncertainty, and so does predict."""
+    sweep = write_sweep(tmp_path / "sweep", sizes=(1e5, 3e5, 1e6, 3e6, 1e7), token_mults=(20,), noise=0.003)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(sweep), "--out", str(out), "--starts", "1", "--bootstrap", "16"]) == 0
+    fit_warnings = FitResult.from_json(out).warnings
+    assert any("only 5 rows for 5 free parameters" in w for w in fit_warnings)
+    capsys.readouterr()
+    assert run_testbed(["predict", str(out), "--N", "1e8", "--D", "2e9"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err.splitlines() == [f"warning from the fit: {w}" for w in fit_warnings]
+    assert "loss at N=1e+08" in cap.out
 
 
 def test_overtrain_with_calibrate_gives_the_calibrated_interval_at_N_and_D(sweep, tmp_path, capsys):

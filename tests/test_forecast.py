@@ -66,35 +66,6 @@ def test_every_law_kernel_is_its_plain_form():
         np.testing.assert_allclose(law.predict(P, **x), law.loss(P, **x), rtol=1e-12, err_msg=name)
 
 
-@pytest.mark.slow
-def test_the_schedule_features_of_a_trained_run_are_the_same_when_fitting_and_when_forecasting(tmp_path):
-    """One function gives S1/S2: the loader on the run directory, the forecast on its config."""
-    pytest.importorskip("torch")
-    from analysis.load import load_runs
-    from analysis.predict import run_covariates
-    from train.api import train_run
-    from train.config import RunConfig
-
-    cfg = RunConfig().with_overrides({
-        "model.width": 16, "model.depth": 1, "model.context": 16, "model.head_dim": 8, "data.vocab_size": 32, "train.batch_tokens": 128,
-        "train.tokens": 128 * 30, "eval.tokens": 256, "eval.points": 8, "train.threads": 1,
-        "schedule.kind": "wsd", "schedule.warmup_steps": 3, "schedule.decay_frac": 0.3})
-    train_run(cfg, tmp_path / "run")
-    table = load_runs(tmp_path / "run")
-    assert table["step"].max() == 30 and table["S2"].iloc[-1] > 0      # the run annealed: a real S2
-    # the forecast side reads only the fit's law and N convention
-    law = LAWS["schedule"]
-    result = FitResult(law="schedule", law_version="1", params=dict(zip(law.param_names, [1.0] * 6)), intervals={},
-                       interval_level=None, samples=None, objective=0.0, converged=True, message="", residuals={},
-                       warnings=[], settings={}, convention={"N": "total"}, inputs={}, n_points=0,
-                       param_names=law.param_names)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    cov, steps, _, _, _ = run_covariates(result, saved)
-    fitted = table.set_index("step").loc[steps]
-    np.testing.assert_array_equal(cov["S1"], fitted["S1"].to_numpy())
-    np.testing.assert_array_equal(cov["S2"], fitted["S2"].to_numpy())
-
-
 def test_analysis_imports_form_no_cycle_and_no_module_imports_a_command_line():
     graph = {}
     for path in (REPO / "analysis").glob("*.py"):

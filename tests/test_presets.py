@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
+from models.counting import flops_per_token, param_counts
 from sweeps.cli import main
 from sweeps.expand import expand
 from sweeps.spec import load_spec
@@ -31,14 +33,28 @@ def test_preset_expands_and_validates(path):
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_plan_runs_on_preset(path, capsys):
+    """The plan's numbers for each run, recomputed here from the run's resolved config."""
     assert main(["plan", str(path), "--json", "--throughput", "none"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["totals"]["runs"] == len(plan["runs"]) > 0
-    assert all(r["C"] > 0 and r["D"] > 0 for r in plan["runs"])
+    spec = load_spec(path)
+    runs = expand(spec)
+    assert plan["totals"]["runs"] == len(plan["runs"]) == len(runs) > 0
+    for row, r in zip(plan["runs"], runs, strict=True):
+        cfg = r.config
+        n = param_counts(cfg.model)[spec.n_params]
+        assert (row["run_id"], row["N"], row["D"]) == (r.run_id, n, cfg.train.tokens)
+        assert row["C"] == pytest.approx(flops_per_token(cfg.model, cfg.run.flop_convention) * cfg.train.tokens,
+                                         rel=1e-12)
+        assert row["steps"] == math.ceil(cfg.train.tokens / cfg.train.batch_tokens)
+        assert row["tokens_per_param"] == pytest.approx(cfg.train.tokens / n, rel=1e-12)
+        assert (row["lr"], row["seed"], row["parent"]) == (cfg.optim.lr, cfg.run.seed, r.parent)
+    assert plan["totals"]["C"] == pytest.approx(sum(row["C"] for row in plan["runs"]), rel=1e-12)
 
 
-def test_preset_by_name():
-    assert load_spec("cpu_demo_ladder").name == "cpu_demo_ladder"
+def test_a_preset_by_name_is_its_file():
+    by_name, by_path = load_spec("cpu_demo_ladder"), load_spec(PRESETS[0].parent / "cpu_demo_ladder.yaml")
+    assert by_name.name == "cpu_demo_ladder"
+    assert [r.run_id for r in expand(by_name)] == [r.run_id for r in expand(by_path)]
 
 
 def test_cpu_demo_ladder_shape_of_the_design():

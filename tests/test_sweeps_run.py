@@ -297,7 +297,11 @@ def test_workers_split_cpu_threads_and_take_gpus_round_robin(monkeypatch):
     assert {e["OMP_NUM_THREADS"] for e in envs} == {"2"}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     assert [_env(s, jobs=2, n_gpus=2)["CUDA_VISIBLE_DEVICES"] for s in range(2)] == ["4", "6"]
-    assert "CUDA_VISIBLE_DEVICES" not in _env(0, jobs=1, n_gpus=0) or os.environ.get("CUDA_VISIBLE_DEVICES")
+    # a CPU-only worker leaves the device list as it found it: the user's setting passes through, unset stays unset
+    assert _env(0, jobs=1, n_gpus=0)["CUDA_VISIBLE_DEVICES"] == "4,6"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    cpu_only = _env(0, jobs=1, n_gpus=0)
+    assert "CUDA_VISIBLE_DEVICES" not in cpu_only and cpu_only["OMP_NUM_THREADS"] == "8"
 
 
 def test_executor_slurm_without_sbatch_is_a_clear_error_before_anything_runs(tmp_path, capsys, monkeypatch):

@@ -44,8 +44,13 @@ def test_grid_is_the_cartesian_product_with_zip_groups():
 
 
 def test_run_ids_are_stable_and_match_the_resolved_config():
-    a, b = expand(spec(family="grid", axes={"run.seed": [0, 1]})), expand(spec(family="grid", axes={"run.seed": [0, 1]}))
-    assert [r.run_id for r in a] == [r.run_id for r in b]
+    """Recorded ids (from another process): a relaunched sweep must find the runs it trained before."""
+    a = expand(spec(family="grid", axes={"run.seed": [0, 1]}))
+    assert [r.run_id for r in a] == ["gpt-w128-d2-1ebb0b9c", "gpt-w128-d2-7c49e588"]
+    # the same run planned by another spec (seeds listed the other way round, base keys in another order)
+    b = expand(spec_from_dict({"name": "other", "base": dict(reversed(list(BASE.items()))), "family": "grid",
+                               "axes": {"run.seed": [1, 0]}}))
+    assert sorted(r.run_id for r in b) == sorted(r.run_id for r in a)
     for r in a:
         assert r.run_id == r.config.resolved().run_id()
 

@@ -21,6 +21,17 @@ def test_a_misspelt_command_gets_a_suggestion(capsys):
     assert "unknown command 'sweap' (did you mean 'sweep'?)" in capsys.readouterr().err
 
 
+def test_an_unknown_command_exits_2_from_the_shell_too():
+    """Mutations cli_unknown_command_exit_0, cli_module_exit_code_lost: `testbed nosuch` is bad input (exit 2, one
+    line naming it, then the usage), also through `python -m testbed`, which must pass the code on."""
+    from train.contract import EXIT_BAD_INPUT
+
+    r = subprocess.run([sys.executable, "-m", "testbed", "nosuch"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == EXIT_BAD_INPUT == 2
+    assert r.stderr.splitlines()[0] == "testbed: unknown command 'nosuch'" and "usage: testbed" in r.stderr
+    assert r.stdout == ""
+
+
 @pytest.mark.parametrize("argv,hint", [
     (["train", "--out", "{tmp}/r", "optim.lrr=3e-3"], "(did you mean 'optim.lr'?)"),
     (["train", "{tmp}/c.yaml", "--out", "{tmp}/r"], "unknown config key 'model.widht' (did you mean 'model.width'?)"),

@@ -1,0 +1,88 @@
+"""A checked forecast's numbers (analysis.checked): actual loss, error, inside, whole-curve ARE and the report's
+table, each against a value computed here by hand from a target run written with known losses."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis.checked import check, forecast_record, write_report
+from analysis.fitting import fit
+from analysis.load import load_runs
+from tests.fake_runs import write_sweep
+from train.config import RunConfig
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    """A forecast of a planned run from a fake ladder, and that run written with losses 1%, 2%, ... above it."""
+    root = tmp_path_factory.mktemp("checked")
+    table = load_runs(write_sweep(root / "ladder", sizes=(1e5, 3e5, 1e6, 3e6), token_mults=(5, 20, 80), noise=0.003))
+    result = fit(table, "chinchilla", bootstrap=40, n_starts=1, seed=0)
+    target = RunConfig().with_overrides({"model.width": 128, "model.depth": 4, "model.context": 64,
+                                         "train.batch_tokens": 4096, "train.tokens": 4096 * 2000,
+                                         "eval.points": 10, "run.name": "target"}).resolved()
+    record = forecast_record(result, table, target, level=0.9)
+    run = root / "target"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(target.to_dict()))
+    curve = record["curve"]
+    shown = [i for i, p in enumerate(curve["predicted"]) if p is not None]
+    assert len(shown) >= 4
+    missing = shown[1]                         # one eval point the run never logged (a torn line, say)
+    actual = {}
+    for j, i in enumerate(shown):
+        actual[i] = curve["predicted"][i] * (1 + 0.01 * (j + 1))
+    for i, p in enumerate(curve["predicted"]):
+        if p is None:
+            actual[i] = 9.0                    # before the law's range: no forecast to score
+    rows = [{"kind": "eval", "step": s, "tokens": t, "flops": 1.0, "lr": 1e-3, "time_s": 1.0, "val_loss": actual[i]}
+            for i, (s, t) in enumerate(zip(curve["steps"], curve["tokens"])) if i != missing]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    final = actual[len(curve["steps"]) - 1]
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "final_val_loss": final,
+                                                  "wall_time_s": 12.0, "tokens_per_s": 1e5}))
+    return root, table, result, record, check(record, run), actual, missing
+
+
+def test_check_fills_in_the_actual_loss_error_and_inside_by_hand(checked):
+    """Mutation checked_are_relative_to_prediction, checked_are_last_point_only: error, inside and the whole-curve
+    ARE (mean over the scored eval points of |predicted - actual| / actual) against values computed here."""
+    _, _, _, record, out, actual, missing = checked
+    n = len(record["curve"]["steps"])
+    last = actual[n - 1]
+    assert out["actual"] == last
+    assert out["abs_rel_error"] == pytest.approx(abs(record["predicted"] - last) / last, rel=1e-12)
+    assert out["inside_interval"] == (record["lower"] <= last <= record["upper"])
+    assert out["curve"]["actual"] == [None if i == missing else actual[i] for i in range(n)]
+    shown = [i for i, p in enumerate(record["curve"]["predicted"]) if p is not None]
+    # the j-th scored point is 1 + 0.01 (j + 1) times its forecast: |p - a| / a = d / (1 + d)
+    d = [0.01 * (j + 1) for j, i in enumerate(shown) if i != missing]
+    assert out["curve"]["are"] == pytest.approx(np.mean([x / (1 + x) for x in d]), rel=1e-9)
+    assert out["target"]["wall_time_s"] == 12.0
+    assert record["actual"] is None and record["curve"]["actual"] is None     # the forecast itself is untouched
+
+
+def test_check_refuses_a_target_that_did_not_complete(checked, tmp_path):
+    root, *_ = checked
+    run = tmp_path / "t"
+    run.mkdir()
+    for f in ("config.json", "metrics.jsonl"):
+        (run / f).write_bytes((root / "target" / f).read_bytes())
+    (run / "summary.json").write_text(json.dumps({"status": "diverged", "final_val_loss": float("nan")}))
+    with pytest.raises(RuntimeError, match="did not complete .status diverged"):
+        check(checked[3], run)
+
+
+def test_the_report_table_shows_the_checked_numbers(checked, tmp_path):
+    """Mutation checked_report_error_number: report.md's table row is the record's prediction, interval, actual,
+    relative error in percent and inside, formatted as written here."""
+    _, table, result, _, out, _, _ = checked
+    text = write_report(tmp_path, table, result, out).read_text()
+    fmt = lambda v: f"{v:.4g}"  # noqa: E731
+    row = (f"| chinchilla | {fmt(out['predicted'])} | [{fmt(out['lower'])}, {fmt(out['upper'])}] | "
+           f"{fmt(out['actual'])} | {100 * out['abs_rel_error']:.2f}% | {'yes' if out['inside_interval'] else 'no'} |")
+    assert row in text.splitlines(), text
+    assert f"Target: N = {out['target']['N']:,.0f}, D = {out['target']['D']:,.0f}" in text
+    assert f"({out['compute_ratio']:.1f}x the largest ladder run)" in text
