@@ -211,6 +211,8 @@ def test_analysis_fitting_modules_import_without_torch():
     import sys
 
     code = ("import sys; import analysis.laws, analysis.fitting, analysis.uncertainty, analysis.predict, "
-            "analysis.isoflop, analysis.fitresult, analysis.objective, analysis.schedule, analysis.kernels; "
+            "analysis.isoflop, analysis.fitresult, analysis.objective, analysis.schedule, analysis.kernels, "
+            "analysis.plateau, analysis.checked, analysis.select, analysis.rundirs, analysis.calibrate, analysis.cli, "
+            "analysis.report, analysis.backtest, analysis.load, analysis.plots, analysis.console, analysis.tables; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,12 +20,8 @@ from typing import Any
 import yaml
 
 from models.config import ModelConfig
-from train.contract import FLOP_CONVENTIONS
+from train.contract import FLOP_CONVENTIONS, ConfigError  # noqa: F401  (ConfigError re-exported)
 from train.data.config import DataConfig, SyntheticConfig  # noqa: F401  (re-exported)
-
-
-class ConfigError(ValueError):
-    """A bad config key or value; the message names the key."""
 
 
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "inv_sqrt")

@@ -48,6 +48,13 @@ EXIT_NO_SPACE = 4      # a write failed on a full disk: free space and rerun the
 EXIT_OUT_OF_MEMORY = 5  # the device ran out of memory even at one sequence per micro-batch: retrying cannot help
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT): rerun the same command to resume
 NOT_RETRIED = (EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_OUT_OF_MEMORY)   # a retry would fail the same way
+
+
+class ConfigError(ValueError):
+    """A bad config key or value (exit EXIT_BAD_INPUT); the message names the key. Here, not in
+    train.config, so that the data modules train.config reads can raise it without importing it."""
+
+
 EXIT_BY_STATUS = {COMPLETED: EXIT_OK, FAILED: EXIT_FAILED, DIVERGED: EXIT_DIVERGED}
 
 # --- counting conventions -----------------------------------------------------------------

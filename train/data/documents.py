@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from train.config import ConfigError
+from train.contract import ConfigError
 from train.data.config import DataConfig
 
 _TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
