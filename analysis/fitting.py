@@ -238,8 +238,28 @@ def residual_stats(law: Law, theta: np.ndarray, data: FitData) -> dict[str, floa
     }
 
 
+COLLINEAR_CORR = 0.95
+
+
+def nd_collinearity(N, D) -> str | None:
+    """A warning when log N and log D move together (|corr| > COLLINEAR_CORR): a law in both cannot
+    separate their exponents. One rule for the fit and for `sweep plan`'s design check."""
+    log_n, log_d = np.log(np.asarray(N, dtype=np.float64)), np.log(np.asarray(D, dtype=np.float64))
+    if log_n.size < 3 or not (log_n.std() > 0 and log_d.std() > 0):
+        return None
+    corr = float(np.corrcoef(log_n, log_d)[0, 1])
+    if abs(corr) <= COLLINEAR_CORR:
+        return None
+    return (f"N and D are nearly collinear across runs (corr(log N, log D) = {corr:+.3f}, |corr| > {COLLINEAR_CORR}): "
+            "their exponents cannot be separated; vary tokens per parameter at fixed size")
+
+
 def _diagnose(law: Law, theta: np.ndarray, free: np.ndarray, data: FitData) -> list[str]:
     warnings = []
+    if "N" in data.covariates and "D" in data.covariates:
+        collinear = nd_collinearity(data.covariates["N"], data.covariates["D"])
+        if collinear:
+            warnings.append(collinear)
     for i, name in enumerate(law.param_names):
         lo, hi = law.bounds[i]
         tol = 1e-6 * (hi - lo)

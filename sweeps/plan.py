@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from sweeps.expand import PlannedRun
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # Besiroglu et al. 2024, Table 1 (their Approach-3 refit of Chinchilla)
 BESIROGLU = {"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.348, "beta": 0.366}
 PRIORS = ("besiroglu", "tpp20")
-COLLINEAR_CORR = 0.95
 MIN_DISTINCT = 3
 
 
@@ -71,14 +69,11 @@ def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu",
         out.append(f"only {len(sizes)} model size(s): a law in N needs at least {MIN_DISTINCT}")
     if len(tokens) < MIN_DISTINCT:
         out.append(f"only {len(tokens)} token count(s): a law in D needs at least {MIN_DISTINCT}")
-    log_n = np.log([float(r.n_params) for r in runs])
-    log_d = np.log([float(r.tokens) for r in runs])
-    if len(runs) >= 3 and log_n.std() > 0 and log_d.std() > 0:
-        corr = float(np.corrcoef(log_n, log_d)[0, 1])
-        if abs(corr) > COLLINEAR_CORR:
-            out.append(f"N and D are nearly collinear across runs (corr(log N, log D) = {corr:+.3f}, "
-                       f"|corr| > {COLLINEAR_CORR}): their exponents cannot be separated; vary tokens per "
-                       f"parameter at fixed size")
+    from analysis.fitting import nd_collinearity   # the fit's own rule (torch-free)
+
+    collinear = nd_collinearity([float(r.n_params) for r in runs], [float(r.tokens) for r in runs])
+    if collinear:
+        out.append(collinear)
     steps = {r.run_id: -(-r.tokens // r.config.train.batch_tokens) for r in runs}
     plateau = short_runs(steps, PLATEAU_STEPS if plateau_steps is None else plateau_steps)
     if plateau:

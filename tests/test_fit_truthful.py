@@ -224,6 +224,15 @@ def test_runs_without_noise_never_give_a_zero_width_calibrated_interval(tmp_path
             assert len(cap.err.strip().splitlines()) == 1
 
 
+def test_a_ladder_at_one_tokens_per_parameter_is_flagged_by_the_fit_as_by_the_plan():
+    """One budget per size (D = 20 N): N and D move together and their exponents cannot be separated."""
+    N = [1e6, 2e6, 4e6, 8e6, 1.6e7, 3.2e7, 6.4e7]
+    one_ratio = fit(_table(N, [20 * n for n in N]), "chinchilla", n_starts=2)
+    assert any("nearly collinear" in w and "corr(log N, log D) = +1.000" in w for w in one_ratio.warnings)
+    crossed = fit(_table(N * 3, [r * n for r in (5, 20, 80) for n in N]), "chinchilla", n_starts=2)
+    assert not any("collinear" in w for w in crossed.warnings)
+
+
 def test_as_many_runs_as_parameters_is_flagged():
     t = _table([1e6, 3e6, 1e7, 3e7, 1e8], [2e7, 1e8, 2e8, 1e9, 2e9])
     warnings = fit(t, "chinchilla", n_starts=2, bootstrap=50).warnings
