@@ -1,6 +1,6 @@
 """First look at forecast errors of a recipe ladder on targets of several shapes.
 
-Per seed: fit every law on the seed's whole ladder (a recipe15_* sweep directory), forecast each
+Per seed: fit every law on the seed's whole ladder (a benchmarks/recipe/ladders sweep directory), forecast each
 target's final loss, write the forecasts to <out>/seed<k>/forecasts.json BEFORE the targets
 train, then train the targets (the ladder's own config at the target shape, the LR rule at its N,
 the ladder's schedule kind over the target's own length) and score them.

@@ -1,6 +1,6 @@
 """In-ladder backtests for the recipe choices: multi-budget method x N convention x law.
 
-Loads one or more ladder sweep directories (recipe15_* presets), splits them by seed
+Loads one or more ladder sweep directories (benchmarks/recipe/ladders/*.yaml), splits them by seed
 (data.seed) and, per seed, fits each law on every shape except the held-out one (default: the
 largest-N depth-2 shape, i.e. an N-extrapolation backtest) and forecasts the held-out shape's
 final losses at each budget. Also fits on the whole ladder and reports fitted parameters at
