@@ -85,10 +85,15 @@ def diagnostics(runs: list[PlannedRun], family: str, prior: str = "besiroglu",
 # the plan table
 
 def plan_rows(runs: list[PlannedRun], rates: "RateModel | None") -> list[dict]:
+    """One row per run. `C` is the run's compute (what a law reads); `C_trained` what the sweep spends on it
+    (a WSD branch starts from its parent's checkpoint, so it trains only the steps after its branch step)."""
+    from sweeps.estimate import train_tokens
+
     rows = []
     for r in runs:
         row = {"run_id": r.run_id, "shape": r.shape(), "N": r.n_params, "D": r.tokens,
-               "tokens_per_param": r.tokens / r.n_params, "C": r.flops, "steps": r.config.steps,
+               "tokens_per_param": r.tokens / r.n_params, "C": r.flops,
+               "C_trained": r.flops_per_token * train_tokens(r), "steps": r.config.steps,
                "lr": r.config.optim.lr, "schedule": r.config.schedule.kind, "seed": r.config.run.seed,
                "data_seed": r.config.data.seed, "parent": r.parent, "branch_step": r.branch_step, "tags": r.tags}
         if rates is not None:
@@ -100,10 +105,11 @@ def plan_rows(runs: list[PlannedRun], rates: "RateModel | None") -> list[dict]:
 
 
 def totals(rows: list[dict], jobs: int = 1) -> dict:
-    """Total compute, and with estimates the serial time and the wall time of the local pool with `jobs`
-    workers (runs started in order, each on the first free worker)."""
+    """Total compute the sweep trains (a WSD branch's shared prefix counted once, with its parent), and
+    with estimates the serial time and the wall time of the local pool with `jobs` workers (runs started
+    in order, each on the first free worker)."""
     from sweeps.estimate import schedule
-    out = {"runs": len(rows), "C": sum(r["C"] for r in rows)}
+    out = {"runs": len(rows), "C": sum(r.get("C_trained", r["C"]) for r in rows)}
     if rows and "est_seconds" in rows[0]:
         secs = [r["est_seconds"] for r in rows]
         out.update(est_seconds_serial=sum(secs), est_seconds_parallel=schedule(secs, jobs), jobs=jobs)

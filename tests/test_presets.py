@@ -48,7 +48,11 @@ def test_plan_runs_on_preset(path, capsys):
         assert row["steps"] == math.ceil(cfg.train.tokens / cfg.train.batch_tokens)
         assert row["tokens_per_param"] == pytest.approx(cfg.train.tokens / n, rel=1e-12)
         assert (row["lr"], row["seed"], row["parent"]) == (cfg.optim.lr, cfg.run.seed, r.parent)
-    assert plan["totals"]["C"] == pytest.approx(sum(row["C"] for row in plan["runs"]), rel=1e-12)
+        # what the sweep spends on the run: a WSD branch trains only the steps after its parent's checkpoint
+        trained_steps = row["steps"] - (r.branch_step if r.parent else 0)
+        assert row["C_trained"] == pytest.approx(
+            flops_per_token(cfg.model, cfg.run.flop_convention) * trained_steps * cfg.train.batch_tokens, rel=1e-12)
+    assert plan["totals"]["C"] == pytest.approx(sum(row["C_trained"] for row in plan["runs"]), rel=1e-12)
 
 
 def test_a_preset_by_name_is_its_file():

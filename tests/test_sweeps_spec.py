@@ -265,6 +265,21 @@ def test_plan_rows_and_totals():
         "est_seconds_parallel"] == pytest.approx(4.0)
 
 
+def test_the_plans_total_compute_counts_a_wsd_branchs_shared_prefix_once():
+    base = {**BASE, "schedule": {"kind": "wsd", "warmup_steps": 4, "decay_frac": 0.25, "decay_shape": "sqrt"}}
+    runs = expand(spec(family="wsd_branches", base=base, sizes=SIZES[:2], tokens=[4096, 8192, 16384]))
+    rows = plan_rows(runs, None)
+    stable = [r for r in runs if not r.parent]
+    branches = [r for r in runs if r.parent]
+    assert stable and branches
+    # a branch trains from its parent's checkpoint: only its steps after the branch step cost compute
+    want = sum(r.flops for r in stable) + sum(
+        r.flops_per_token * (r.config.steps - r.branch_step) * r.config.train.batch_tokens for r in branches)
+    assert totals(rows)["C"] == pytest.approx(want)
+    assert totals(rows)["C"] < sum(row["C"] for row in rows)   # the laws' C per run is unchanged
+    assert [row["C"] for row in rows] == [r.flops for r in runs]
+
+
 def test_plan_cli_prints_the_table_and_warnings(tmp_path, capsys):
     import yaml
 
