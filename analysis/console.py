@@ -47,6 +47,25 @@ def print_frame(frame, title: str) -> None:
     Console(width=200).print(t)
 
 
+def print_table(head: list[str], rows: list[list[str]], title: str, markdown: bool = False) -> None:
+    """Rows of already formatted cells: a Markdown table (for benchmarks/README.md) or a rich table."""
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in head:
+        t.add_column(col, justify="right")
+    for row in rows:
+        t.add_row(*row)
+    Console(width=220).print(t)
+
+
 def print_run_forecast(law: str, run_id: str, out: dict, level: float) -> None:
     """A planned run's forecast (`analysis.predict.forecast(...).run()`): its curve as a table, then the final loss."""
     from rich.console import Console

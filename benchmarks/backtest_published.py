@@ -25,11 +25,9 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from analysis.backtest import leaderboard_results
 from analysis.calibrate import calibrated_backtest
+from analysis.console import print_table
 from analysis.load import load
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"
@@ -68,18 +66,8 @@ def main() -> None:
                          f"{s['coverage_calibrated']:.0%} / ±{s['width_calibrated']:.2%}",
                          f"{s['s0']:.2%} / {s['k']:.2%}", f"{row.seconds + time.perf_counter() - t0:.1f}"))
     print(f"leaderboard (far-end weighted rollout error, best first): {ranking}\n")
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        return
-    out = Table(title=f"leave-largest-out on {len(table)} published points (bootstrap {args.bootstrap}, 90% intervals)")
-    for col in head:
-        out.add_column(col, justify="right")
-    for r in rows:
-        out.add_row(*r)
-    Console(width=220).print(out)
+    print_table(head, rows, f"leave-largest-out on {len(table)} published points (bootstrap {args.bootstrap}, "
+                "90% intervals)", markdown=args.markdown)
 
 
 if __name__ == "__main__":

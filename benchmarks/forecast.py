@@ -172,21 +172,9 @@ HEADER = ["data", "ratio", "law", "seeds", "target", "cases", "median |err|", "m
 
 
 def print_table(rows: list[dict], fresh_from: int | None, markdown: bool = False) -> None:
-    body = table_rows(rows, fresh_from)
-    if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "---|" * len(HEADER))
-        for row in body:
-            print("| " + " | ".join(row) + " |")
-        return
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(title=f"forecast matrix: final val loss of each target, {LEVEL:.0%} intervals")
-    for col in HEADER:
-        t.add_column(col, justify="right")
-    for row in body:
-        t.add_row(*row)
-    Console(width=220).print(t)
+    from analysis.console import print_table as print_cells
+    print_cells(HEADER, table_rows(rows, fresh_from),
+                f"forecast matrix: final val loss of each target, {LEVEL:.0%} intervals", markdown=markdown)
 
 
 def load_cases(paths: list[str]) -> list[dict]:

@@ -147,3 +147,15 @@ def test_the_overlap_check_catches_crowded_default_log_labels_and_readable_ticks
     fig, ax = narrow_axis()
     plots.readable_log_axis(ax.xaxis, 1.1e5, 9.5e5)
     assert not problems(fig)
+
+
+def test_benchmark_tables_print_as_markdown_or_rich(capsys):
+    """One table printer for the benchmark scripts: the Markdown form is what benchmarks/README.md pastes."""
+    from analysis.console import print_table
+    head, rows = ["law", "median |err|"], [["kaplan", "0.93%"], ["chinchilla", "4.13%"]]
+    print_table(head, rows, "t", markdown=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "| law | median |err| |", "|---|---|", "| kaplan | 0.93% |", "| chinchilla | 4.13% |"]
+    print_table(head, rows, "forecast errors")
+    out = capsys.readouterr().out
+    assert "forecast errors" in out and "chinchilla" in out and "4.13%" in out and "|---|" not in out

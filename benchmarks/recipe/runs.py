@@ -70,8 +70,8 @@ def summary(d: str | Path) -> dict:
 
 
 def first_below(rows: list[dict], level: float):
-    """(step, tokens) of the first eval point whose val_loss is below `level`, or None."""
-    for r in rows:
-        if r["val_loss"] < level:
-            return r["step"], r["tokens"]
-    return None
+    """(step, tokens) of the first eval point whose val_loss is below `level`, or None (the rule of
+    analysis.plateau.plateau_end, with the margin already taken off `level`)."""
+    from analysis.plateau import plateau_end
+    step = plateau_end([r["step"] for r in rows], [r["val_loss"] for r in rows], unigram=level, margin=0.0)
+    return None if step is None else (step, next(r["tokens"] for r in rows if r["step"] == step))
