@@ -37,7 +37,7 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser: argpars
 
 
 # the library checks its arguments under their Python names; on the command line they are these flags
-_FLAG_OF = {"n_starts": "--starts", "bootstrap": "--bootstrap", "level": "--level", "delta": "--delta",
+_FLAG_OF = {"plateau_steps": "--plateau-steps", "n_starts": "--starts", "bootstrap": "--bootstrap", "level": "--level", "delta": "--delta",
             "holdout_frac": "--holdout-frac"}
 _LIBRARY_NAME = re.compile(rf"^({'|'.join(_FLAG_OF)}) must ")
 
@@ -122,6 +122,9 @@ def fit_parser() -> argparse.ArgumentParser:
                         "all for laws of the lr schedule)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--starts", type=int, default=None, help="best grid starts polished by L-BFGS-B (default: the engine's)")
+    p.add_argument("--plateau-steps", type=float, default=None, metavar="STEPS",
+                   help="the early plateau measured for these runs; fitted points within 3x it are warned about "
+                        "(default: analysis.plateau.PLATEAU_STEPS)")
     p.add_argument("--calibrate", action="store_true",
                    help="also measure the law's extrapolation error by backtests on these runs (analysis.calibrate) "
                         "and store it, so `testbed predict` gives intervals that account for it")
@@ -144,7 +147,8 @@ def _fit(args: argparse.Namespace) -> int:
     results = []   # every group is fitted before any file is written: a group that fails leaves nothing behind
     for label, rows in groups:
         common = dict(delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, select=args.select,
-                      n_convention=args.n_convention, level=args.level, n_starts=args.starts)
+                      n_convention=args.n_convention, level=args.level, n_starts=args.starts,
+                      plateau_steps=args.plateau_steps)
         try:
             if args.law == "auto":
                 from analysis.select import select_law

@@ -78,7 +78,7 @@ def _fixed_theta(law: Law, fixed: Mapping[str, float] | None) -> tuple[np.ndarra
 def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, weights=None,
         fixed: Mapping[str, float] | None = None, n_starts: int | None = None, bootstrap: int = 0,
         seed: int = 0, select: str | None = None, n_convention: str | None = None, level: float = 0.95,
-        starts: np.ndarray | None = None) -> FitResult:
+        starts: np.ndarray | None = None, plateau_steps: float | None = None) -> FitResult:
     """Fit `law` to the tidy table; return a FitResult with provenance (and bootstrap intervals if asked).
 
     table: tidy curve table (columns named by the law's covariates plus `loss`; `run` and `step`
@@ -92,14 +92,18 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
     n_convention: which parameter count N is ("total", "non_embedding"); default: what the data
         declare, else the law's (`analysis.load.n_convention`).
     starts: custom start grid in theta space (G, P); default the law's grid.
+    plateau_steps: the early plateau measured for these runs, in optimizer steps (default
+        `analysis.plateau.PLATEAU_STEPS`); fitted points within 3x it get a warning.
     """
     law = get_law(law)
     if not (delta > 0 and np.isfinite(delta)):
         raise ValueError(f"delta must be a positive number, got {delta}")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    if plateau_steps is not None and not (plateau_steps > 0 and np.isfinite(plateau_steps)):
+        raise ValueError(f"plateau_steps must be a positive number, got {plateau_steps}")
     select = select or law.fitted_on
-    data = prepare(table, law, select=select, weights=weights, n_convention=n_convention)
+    data = prepare(table, law, select=select, weights=weights, n_convention=n_convention, plateau_steps=plateau_steps)
     free, fixed_values = _fixed_theta(law, fixed)
     if data.n < int(free.sum()):
         raise ValueError(f"{data.n} points cannot determine {int(free.sum())} free parameters of law {law.name!r}")

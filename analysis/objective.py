@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.laws import Law, get_law
 from analysis.load import select_rows, use_n_convention
-from analysis.plateau import fitted_on_plateau
+from analysis.plateau import PLATEAU_STEPS, fitted_on_plateau
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,13 @@ class FitData:
 
 
 def prepare(table: pd.DataFrame, law: str | Law, *, select: str | None = None, weights=None,
-            n_convention: str | None = None) -> FitData:
+            n_convention: str | None = None, plateau_steps: float | None = None) -> FitData:
     """Validate the tidy table for `law` and turn the selected rows into arrays.
 
     `select`: "final" (each run's last eval point) or "all"; default: the rows the law
     describes (`Law.fitted_on`). N counts what `analysis.load.n_convention` decides.
+    `plateau_steps`: the early plateau measured for these runs (default `analysis.plateau.PLATEAU_STEPS`);
+    fitted points within 3x it are noted.
     Raises ValueError naming the problem: missing columns, NaN/inf, non-positive values,
     too few points, a single model size.
     """
@@ -99,7 +101,8 @@ def prepare(table: pd.DataFrame, law: str | Law, *, select: str | None = None, w
         if rows["N"].nunique() < 2:
             raise ValueError(f"law {law.name!r} needs several model sizes; column 'N' has a single value {rows['N'].iloc[0]:g}")
     if "step" in rows.columns:
-        plateau = fitted_on_plateau(pd.to_numeric(rows["step"], errors="coerce").fillna(0).to_numpy(), runs)
+        plateau = fitted_on_plateau(pd.to_numeric(rows["step"], errors="coerce").fillna(0).to_numpy(), runs,
+                                    PLATEAU_STEPS if plateau_steps is None else plateau_steps)
         if plateau:
             notes.append(plateau)
     flop_conv = table.attrs.get("flop_convention")

@@ -67,9 +67,12 @@ def short_runs(run_steps: Mapping[str, int], plateau_steps: float = PLATEAU_STEP
 
 def fitted_on_plateau(steps, runs, plateau_steps: float = PLATEAU_STEPS,
                       factor: float = PLATEAU_FACTOR) -> str | None:
-    """A warning when fitted eval points lie within `factor` x the plateau (steps and runs: one per row)."""
+    """A warning when fitted eval points lie within `factor` x the plateau (steps and runs: one per row).
+    A step of 0 means not known (a published table without steps): such rows are not judged."""
     steps = np.asarray(steps, dtype=np.float64)
     runs = np.asarray(runs).astype(str)
+    known = steps > 0
+    steps, runs = steps[known], runs[known]
     limit = factor * plateau_steps
     near = steps < limit
     if not near.any():

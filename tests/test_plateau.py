@@ -93,3 +93,28 @@ def test_the_fit_warns_when_its_points_sit_near_the_plateau():
     clear = fit(_kaplan_table(400), "kaplan", n_starts=4)
     assert not [w for w in clear.warnings if "plateau" in w]
     assert fitted_on_plateau([10, 20], ["a", "b"]).startswith("every fitted point")
+    assert fitted_on_plateau([0, 0], ["a", "b"]) is None   # steps not known (published tables)
+    # a plateau measured at 25 steps for these runs: 100 steps are clear of it
+    measured = fit(_kaplan_table(100), "kaplan", n_starts=4, plateau_steps=25)
+    assert not [w for w in measured.warnings if "plateau" in w]
+    with pytest.raises(ValueError, match="plateau_steps"):
+        fit(_kaplan_table(100), "kaplan", plateau_steps=0)
+
+
+def test_fit_cli_takes_a_measured_plateau(tmp_path, capsys):
+    from analysis.cli import fit_main
+    csv = tmp_path / "t.csv"
+    _kaplan_table(100).to_csv(csv, index=False)
+    # a published table without steps is not judged
+    assert fit_main([str(csv), "--law", "kaplan", "--out", str(tmp_path / "p.json"), "--bootstrap", "0",
+                     "--columns", "N=N,D=D,loss=loss"]) == 0
+    assert "early plateau" not in capsys.readouterr().out
+    csv_args = ["--columns", "run=run,step=step,N=N,D=D,loss=loss"]
+    assert fit_main([str(csv), "--law", "kaplan", "--out", str(tmp_path / "a.json"), "--bootstrap", "0",
+                     *csv_args]) == 0
+    assert "early plateau" in capsys.readouterr().out
+    assert fit_main([str(csv), "--law", "kaplan", "--out", str(tmp_path / "b.json"), "--bootstrap", "0",
+                     "--plateau-steps", "25", *csv_args]) == 0
+    assert "early plateau" not in capsys.readouterr().out
+    assert fit_main([str(csv), "--law", "kaplan", "--bootstrap", "0", "--plateau-steps", "0", *csv_args]) == 2
+    assert "--plateau-steps" in capsys.readouterr().err
