@@ -41,7 +41,7 @@ def plan_batches(cfg: RunConfig, world_size: int = 1) -> BatchPlan:
     return BatchPlan(rows, rank_rows, micro, rank_rows // micro)
 
 
-def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device) -> "torch.optim.AdamW | PlainAdamW":
     """AdamW (Loshchilov & Hutter 2019: decay decoupled from the gradient) over `model.param_groups`.
 
     Each group carries `lr_mult` (1.0 under SP, muP's per-group multiplier); the
@@ -51,8 +51,98 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     for g in groups:
         g.setdefault("lr_mult", 1.0)
         g["lr"] = o.lr * g["lr_mult"]
+    if device.type == "cpu":
+        return PlainAdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps)
     fused = bool(o.fused and device.type == "cuda")
     return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
+
+
+class PlainAdamW:
+    """torch's single-tensor AdamW written out, for the CPU: the same operations in the same order
+    (so the same numbers, bit for bit: `tests/test_optim.py`), and a state dict in torch's layout,
+    so a checkpoint moves between this and `torch.optim.AdamW` either way.
+
+    Why not torch.optim.AdamW on the CPU: its `add_param_group` and `step` import torch._dynamo on
+    first use, about 1.8 s of a CPU sweep worker's ~4.5 s start-up (torch 2.13), paid by every run a
+    sweep launches. On CUDA the fused torch kernel is used instead. No amsgrad, no maximize, no
+    sparse gradients: the trainer uses none of them.
+    """
+
+    def __init__(self, groups: list[dict], betas: tuple[float, float], eps: float):
+        self.param_groups: list[dict] = []
+        for g in groups:
+            group = dict(g, params=list(g["params"]))
+            group.setdefault("betas", betas)
+            group.setdefault("eps", eps)
+            group.setdefault("weight_decay", 0.0)
+            # torch AdamW's remaining options, at the values this class implements, so that a
+            # state dict saved here loads into torch.optim.AdamW unchanged
+            for k, v in (("amsgrad", False), ("maximize", False), ("foreach", None), ("capturable", False),
+                         ("differentiable", False), ("fused", None), ("decoupled_weight_decay", True)):
+                group.setdefault(k, v)
+            self.param_groups.append(group)
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for g in self.param_groups:
+            lr, wd, eps = g["lr"], g["weight_decay"], g["eps"]
+            beta1, beta2 = g["betas"]
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                st = self.state.get(p)
+                if not st:
+                    st = self.state[p] = {"step": torch.tensor(0.0, dtype=torch.float32),
+                                          "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                          "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+                exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+                st["step"] += 1
+                if wd != 0:
+                    p.mul_(1 - lr * wd)                        # decoupled decay (Loshchilov & Hutter 2019)
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step = st["step"].item()
+                step_size = lr / (1 - beta1 ** step)
+                denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
+                p.addcdiv_(exp_avg, denom, value=-step_size)
+
+    def state_dict(self) -> dict:
+        """torch's layout: parameters numbered in group order; state keyed by those numbers."""
+        index: dict[int, int] = {}
+        groups = []
+        for g in self.param_groups:
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": [index[id(p)] for p in g["params"]]})
+        return {"state": {index[id(p)]: st for p, st in self.state.items()}, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state dict of this class or of torch.optim.AdamW over the same parameter groups."""
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("the optimizer state's parameter groups do not match the model's "
+                             f"({[len(g['params']) for g in saved]} parameters per group, "
+                             f"expected {[len(g['params']) for g in self.param_groups]})")
+        params = {i: p for s, g in zip(saved, self.param_groups) for i, p in zip(s["params"], g["params"])}
+        self.state = {}
+        for i, st in state_dict["state"].items():
+            p = params[i]
+            self.state[p] = {k: (v.to(torch.float32, copy=True).cpu() if k == "step"
+                                 else v.to(dtype=p.dtype, device=p.device, copy=True)) for k, v in st.items()}
+        self.param_groups = [{**s, "params": g["params"]} for s, g in zip(saved, self.param_groups)]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
