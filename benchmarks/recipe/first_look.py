@@ -29,11 +29,10 @@ from ladder_fit import CURVE_LAWS, at_bounds, load, rows_for, with_n  # noqa: E4
 from runs import summary  # noqa: E402
 
 from analysis.fitting import fit  # noqa: E402
-from analysis.laws import schedule_features  # noqa: E402
+from analysis.schedule import run_schedule_features  # noqa: E402
 from models.counting import flops_per_token, param_counts  # noqa: E402
 from sweeps.spec import evaluate_rule  # noqa: E402
 from train.config import RunConfig  # noqa: E402
-from train.schedules import lr_curve  # noqa: E402
 
 
 def target_config(ladder_cfg: dict, width: int, depth: int, ratio: float, c_max: float, lr_rule: str) -> RunConfig:
@@ -54,8 +53,7 @@ def covariates(cfg: RunConfig, conv: str, law: str) -> dict:
     n = {"total": pc["total"], "non_embedding": pc["non_embedding"],
          "nonemb_head": pc["non_embedding"] + cfg.model.vocab_size * cfg.model.width}[conv]
     if law in CURVE_LAWS:
-        lr = lr_curve(cfg.steps, cfg.optim.lr, cfg.schedule)
-        s1, s2 = schedule_features(np.asarray(lr, float), [cfg.steps], 0.999, tokens_per_step=cfg.train.batch_tokens)
+        s1, s2 = run_schedule_features(cfg, [cfg.steps])     # the fit's own S1/S2 (one source)
         return {"N": np.array([n], float), "S1": s1, "S2": s2}
     return {"N": np.array([n], float), "D": np.array([float(cfg.train.tokens)])}
 

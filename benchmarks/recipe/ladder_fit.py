@@ -49,6 +49,7 @@ def with_n(t: pd.DataFrame, conv: str) -> pd.DataFrame:
     t["N"] = t[col]
     t = t.drop(columns=["N_total", "N_non_embedding"])
     t.attrs["n_convention"] = "total" if conv == "total" else "non_embedding"
+    t.attrs.pop("n_declared", None)       # this N is the one to fit, whatever the sweep declared
     return t
 
 
