@@ -115,9 +115,14 @@ def use_n_convention(table: pd.DataFrame, law, requested: str | None = None
 # which rows
 
 def select_rows(table: pd.DataFrame, select: str) -> pd.DataFrame:
-    """The rows a fit with `select` uses: every row ("all") or each run's last eval point ("final")."""
+    """The rows a fit with `select` uses: every row ("all") or each run's last eval point ("final").
+
+    "all" leaves out the rows a WSD cooldown branch repeats from its parent (`shared`, before the
+    branch point): they are the parent's points, already in the table once."""
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if select == "all" and "shared" in table.columns:
+        return table[~table["shared"].astype(bool)]
     if select == "all" or "run" not in table.columns:
         return table
     if "step" not in table.columns:

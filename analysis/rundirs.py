@@ -164,6 +164,10 @@ def _run_frame(run_dir: Path, n_convention: str) -> pd.DataFrame:
     # `final` marks the end of the run's schedule; an unfinished run has none.
     frame["final"] = (frame["step"] == frame["step"].max()) & (
         (status == "completed") | (frame["step"] >= hp["total_steps"]))
+    # A WSD cooldown branch starts from its parent's checkpoint and its metrics repeat the parent's
+    # eval rows up to there: the same model, so the same (N, D, S1, S2, loss). They are the parent's
+    # points; `shared` marks them so a fit of every eval point does not count them twice.
+    frame["shared"] = frame["step"] <= _branch_step(config)
     for k, v in hp.items():
         frame[k] = v
     frame["path"] = str(run_dir)
@@ -171,6 +175,15 @@ def _run_frame(run_dir: Path, n_convention: str) -> pd.DataFrame:
     frame["S1"], frame["S2"] = run_schedule_features(config, frame["step"].to_numpy())
     frame.attrs["status"] = status
     return frame
+
+
+def _branch_step(config: dict) -> int:
+    """The step of the parent checkpoint a branch run starts from (`train.init_from`); 0 for other runs."""
+    from train.contract import CKPT_PATTERN
+
+    init = (config.get("train") or {}).get("init_from") or ""
+    m = CKPT_PATTERN.match(Path(init).name) if init else None
+    return int(m.group(1)) if m else 0
 
 
 def run_hyperparameters(config: dict, summary: dict | None) -> dict:

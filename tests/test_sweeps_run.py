@@ -286,6 +286,15 @@ def test_wsd_branch_waits_for_its_parent_and_equals_a_from_scratch_run(tmp_path)
     tail = [row for row in curve(out / branch.run_id) if row[1] > branch.branch_step]
     scratch = [row for row in curve(tmp_path / "scratch") if row[1] > branch.branch_step]
     assert tail and tail == scratch
+    # the branch repeats its parent's eval rows up to the branch step: a fit of every eval point counts them once
+    from analysis.load import load, select_rows
+    table = load(out)
+    b_rows = table[table["run"] == branch.run_id]
+    assert b_rows["shared"].tolist() == (b_rows["step"] <= branch.branch_step).tolist() and b_rows["shared"].any()
+    fitted = select_rows(table, "all")
+    assert not fitted.duplicated(["N", "D", "S1", "S2", "loss"]).any()
+    assert len(fitted) == len(table) - int(b_rows["shared"].sum())
+    assert not table[table["run"] == parent.run_id]["shared"].any()
 
 
 def test_workers_split_cpu_threads_and_take_gpus_round_robin(monkeypatch):

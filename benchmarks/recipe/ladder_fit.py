@@ -57,6 +57,8 @@ def rows_for(t: pd.DataFrame, method: str, law: str, min_tokens: float) -> pd.Da
     if method == "cos1":
         t = t[t["tokens_budget"] == t.groupby("shape")["tokens_budget"].transform("max")]
     if law in CURVE_LAWS:
+        if "shared" in t.columns:      # a branch's rows before its branch step are its parent's: once, not twice
+            t = t[~t["shared"].astype(bool)]
         return t[(t["D"] >= min_tokens) | t["final"]]
     return t[t["final"]]
 
