@@ -2,7 +2,8 @@
 
 - `load(source)`: a sweep/run directory (`analysis.rundirs.load_runs`) or a published
   CSV/TSV/Parquet table (`analysis.tables.load_table`), as one tidy table: one row per
-  (run, eval point) with `run, N, D, C, step, lr, loss, status, final`.
+  (run, eval point) with `run, N, D, C, step, lr, loss, status, final` (and, from run
+  directories, `shared`: a WSD branch's rows before its branch step, which are its parent's).
 - `n_convention` / `use_n_convention`: the one decision of which parameter count N
   means, used the same way by fit, backtest, report and predict.
 - `select_rows`: each run's final point, or every eval point (what a law is fitted on).
