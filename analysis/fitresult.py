@@ -156,6 +156,9 @@ class FitResult:
             raise ValueError(f"unknown fields {unknown}")
         try:
             law = get_law(d["law"])
+            if str(d["law_version"]) != law.version:
+                raise ValueError(f"this fit is of {law.name} version {d['law_version']}; the testbed now fits version "
+                                 f"{law.version} (parameters {list(law.param_names)}): fit the runs again")
             d["params"] = {str(k): float(v) for k, v in d["params"].items()}
             law.as_natural(d["params"])
             bad = [k for k, v in d["params"].items() if not np.isfinite(v)]

@@ -131,15 +131,15 @@ def schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool
 
 
 def kaplan_schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_grad: bool):
-    # L = [(Nc/N)^(aN/aS) + Sc/S1]^aS - C S2: Kaplan et al. 2020 Eq. 1.5 with the tokens D replaced
-    # by the forward area S1 and Tissue et al. 2024's annealing term -C S2 (their Eq. 1).
+    # L = K (1/S1 + B N^-a)^aS - C S2: Kaplan et al. 2020 Eq. 1.5 with the tokens D replaced by the
+    # forward area S1 (K = Sc^aS, B = Nc^a / Sc, a = aN / aS) and Tissue et al. 2024's annealing term.
+    # log P = ln K + aS g,  g = logsumexp(u1, u2),  u1 = ln B - a ln N,  u2 = -ln S1
     lnN, lnS1, S2 = np.log(cov["N"]), np.log(cov["S1"]), cov["S2"]
-    lnNc, lnSc, aN, aS, lnCc = (theta_SxP[:, i, None] for i in range(5))
-    x1 = lnNc - lnN
-    u1 = (aN / aS) * x1
-    u2 = lnSc - lnS1
+    lnK, lnB, a, aS, lnCc = (theta_SxP[:, i, None] for i in range(5))
+    u1 = lnB - a * lnN
+    u2 = -lnS1 + 0.0 * u1
     g = np.logaddexp(u1, u2)
-    P = np.exp(aS * g)
+    P = np.exp(lnK + aS * g)
     tC = np.exp(lnCc) * S2
     L = P - tC
     # a non-positive loss is infeasible; the floor keeps the log finite (the objective there is merely large)
@@ -148,6 +148,5 @@ def kaplan_schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_gra
     if not need_grad:
         return logL, None
     s1 = np.exp(u1 - g)
-    s2 = np.exp(u2 - g)
-    grad = np.stack([P * aN * s1, P * aS * s2, P * s1 * x1, P * (g - s1 * u1), -tC], axis=-1) / L_safe[..., None]
+    grad = np.stack([P, P * aS * s1, -P * aS * s1 * lnN, P * g, -tC], axis=-1) / L_safe[..., None]
     return logL, grad

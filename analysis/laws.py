@@ -260,9 +260,32 @@ def schedule(N, S1, S2, E, A_N, alpha_N, A, alpha, C):
     return E + A_N * N ** -alpha_N + A * S1 ** -alpha - C * S2
 
 
-def kaplan_schedule(N, S1, S2, Nc, Sc, alpha_N, alpha_S, C):
-    """Kaplan et al. 2020 Eq. 1.5 in the forward area S1, minus Tissue et al. 2024's annealing term."""
-    return ((Nc / N) ** (alpha_N / alpha_S) + Sc / S1) ** alpha_S - C * S2
+def kaplan_schedule(N, S1, S2, K, B, a, alpha_S, C):
+    """Kaplan et al. 2020 Eq. 1.5 in the forward area S1, minus Tissue et al. 2024's annealing term.
+
+    Kaplan's [(Nc/N)^(alpha_N/alpha_S) + Sc/S1]^alpha_S, written K (1/S1 + B N^-a)^alpha_S with
+    K = Sc^alpha_S, B = Nc^a / Sc and a = alpha_N / alpha_S (`kaplan_schedule_params`,
+    `kaplan_schedule_as_kaplan`). Small ladders drive Kaplan's Nc and Sc to astronomic values while
+    K, B and a stay moderate (log Nc near 80 where log K is 1.6, log B -4.7, a 0.85), so the fit
+    lives in these coordinates and never has to walk to a bound to reach the data's best law.
+    """
+    return K * (1.0 / S1 + B * N ** -a) ** alpha_S - C * S2
+
+
+def kaplan_schedule_params(Nc, Sc, alpha_N, alpha_S, C) -> dict[str, float]:
+    """kaplan-schedule's parameters from Kaplan's constants (Nc, Sc, alpha_N, alpha_S) and C."""
+    a = alpha_N / alpha_S
+    return {"K": float(Sc ** alpha_S), "B": float(np.exp(a * np.log(Nc) - np.log(Sc))), "a": float(a),
+            "alpha_S": float(alpha_S), "C": float(C)}
+
+
+def kaplan_schedule_as_kaplan(params: Mapping[str, float]) -> dict[str, float]:
+    """Kaplan's constants of a kaplan-schedule fit: log Nc, log Sc (natural logs; they overflow a float
+    on small ladders), alpha_N, alpha_S and C."""
+    K, B, a, aS = (float(params[k]) for k in ("K", "B", "a", "alpha_S"))
+    log_sc = np.log(K) / aS
+    return {"log_Nc": float((np.log(B) + log_sc) / a), "log_Sc": float(log_sc), "alpha_N": a * aS,
+            "alpha_S": aS, "C": float(params["C"])}
 
 
 CHINCHILLA = Law(
@@ -356,21 +379,26 @@ SCHEDULE = Law(
 
 KAPLAN_SCHEDULE = Law(
     name="kaplan-schedule",
-    version="1",
+    version="2",
     # Kaplan's joint form (Eq. 1.5), so a small model saturates in data sooner than a large one, read
     # in Tissue et al.'s schedule features instead of D: S1 is D under a constant lr, and -C S2 is the
     # gain from annealing. Fitted on every eval point of every run, it sees how the final loss of a
     # run depends on its schedule's length, which a law of final losses in D cannot.
+    # Version 2 fits K, B, a instead of Nc, Sc, alpha_N (the same family of curves, see
+    # `kaplan_schedule`): version 1's fits on the recipe ladders put log Nc at its bound of 80.
     citation="Kaplan et al. 2020 Eq. 1.5 with D replaced by the forward area S1, plus the annealing term of "
              "Tissue et al. 2024 Eq. 1",
-    formula="L = [(Nc / N)^(alpha_N / alpha_S) + Sc / S1]^alpha_S - C * S2",
-    param_names=("Nc", "Sc", "alpha_N", "alpha_S", "C"),
+    formula="L = K * (1 / S1 + B * N^-a)^alpha_S - C * S2   "
+            "(Kaplan's [(Nc/N)^(alpha_N/alpha_S) + Sc/S1]^alpha_S: K = Sc^alpha_S, B = Nc^a / Sc, a = alpha_N / alpha_S)",
+    param_names=("K", "B", "a", "alpha_S", "C"),
     log_params=(True, True, False, False, True),
-    bounds=((-10.0, 80.0), (-10.0, 80.0), (1e-3, 3.0), (1e-3, 3.0), (-60.0, 10.0)),
-    start_grid=(_grid(10, 50, 5), _grid(5, 25, 5), _grid(0.05, 0.8, 4), _grid(0.05, 0.8, 4), _grid(-30, -5, 6)),
+    bounds=((-5.0, 10.0), (-60.0, 60.0), (1e-3, 5.0), (1e-3, 3.0), (-60.0, 10.0)),
+    # log B every 5 and a every 0.35: B and a trade off (u = ln B - a ln N), and a coarser grid
+    # sent the polish of recipe-ladder fits to a flat basin where the N term swamps 1/S1
+    start_grid=(_grid(0.5, 3.5, 4), _grid(-30, 10, 9), _grid(0.2, 1.6, 5), (0.02, 0.08, 0.2, 0.5), _grid(-30, -5, 6)),
     covariates=("N", "S1", "S2"),
     n_convention="non_embedding",
-    exponents=("alpha_N", "alpha_S"),
+    exponents=("a", "alpha_S"),
     irreducible=None,
     form=kaplan_schedule, kernel=K.kaplan_schedule_log_predict, fitted_on="all",
 )

@@ -10,7 +10,7 @@ import pytest
 from train.config import ConfigError, load_config
 from train.data import build_data
 from train.data.config import DataConfig, SyntheticConfig
-from train.data.synthetic import bayes_nll, make_language
+from train.data.synthetic import _distinct_successors, bayes_nll, make_language
 
 
 def tiny(**kw) -> DataConfig:
@@ -109,6 +109,28 @@ def test_floor_beats_a_counted_bigram_and_a_wrong_prior_mixture():
     wrong_nll = float(bayes_nll(wrong, val).mean())
     assert floor < wrong_nll < bigram_nll
     assert bigram_nll - floor > 0.05             # topic inference is worth something
+
+
+def test_successor_draws_equal_a_check_of_every_row_each_round():
+    """The rejection loop re-checks only the rows it redrew: the language is the one a check of every row
+    each round gives (same draws in the same order), so languages, and every loss measured on them, stay put."""
+    def every_row(rng, lead, b, cdf):
+        draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random((n, b)), side="right"), len(cdf) - 1)  # noqa: E731
+        out = draw(int(np.prod(lead))).reshape(*lead, b)
+        flat = out.reshape(-1, b)
+        while True:
+            srt = np.sort(flat, axis=1)
+            bad = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
+            if not len(bad):
+                return out
+            flat[bad] = draw(len(bad))
+
+    pop = (np.arange(12) + 1.0) ** -1.2
+    cdf = np.cumsum(pop / pop.sum())
+    for seed in range(3):                      # 12 tokens, 6 distinct successors: most rows redraw many times
+        got = _distinct_successors(np.random.default_rng(seed), (40, 12), 6, cdf)
+        np.testing.assert_array_equal(got, every_row(np.random.default_rng(seed), (40, 12), 6, cdf))
+        assert all(len(set(row)) == 6 for row in got.reshape(-1, 6))
 
 
 def test_floor_is_fast_on_64k_tokens():

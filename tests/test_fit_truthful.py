@@ -297,6 +297,7 @@ def test_predict_prints_what_it_was_asked(sweep, tmp_path, capsys):
     ("truncated", "fit.json"),
     ("nan_param", "fit.json"),
     ("format_9", "fit.json"),
+    ("older_law_version", "fit.json"),
     ("not_an_object", "fit.json"),
     ("negative_C", "--C"),
     ("bad_targets_csv", "targets.csv"),
@@ -318,6 +319,9 @@ def test_malformed_predict_inputs_exit_2_with_one_line_naming_them(case, flag_or
         path.write_text(json.dumps(d))
     elif case == "format_9":
         d["format_version"] = 9
+        path.write_text(json.dumps(d))
+    elif case == "older_law_version":    # a law whose parameters changed (kaplan-schedule v1 -> v2)
+        d["law_version"] = "0"
         path.write_text(json.dumps(d))
     elif case == "not_an_object":
         path.write_text("[1, 2]")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from analysis.fitresult import FitResult
-from analysis.laws import LAWS
+from analysis.laws import LAWS, kaplan_schedule_params
 from analysis.predict import forecast
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_every_law_kernel_is_its_plain_form():
               "compute": {"E": 1.7, "A": 40.0, "gamma": 0.1},
               "overtrain": {"E": 1.9, "a": 300.0, "b": 600.0, "eta": 0.15},
               "schedule": {"E": 1.7, "A_N": 300.0, "alpha_N": 0.35, "A": 500.0, "alpha": 0.3, "C": 1e-8},
-              "kaplan-schedule": {"Nc": 8.8e13, "Sc": 5.4e13, "alpha_N": 0.076, "alpha_S": 0.095, "C": 1e-9}}
+              "kaplan-schedule": kaplan_schedule_params(Nc=8.8e13, Sc=5.4e13, alpha_N=0.076, alpha_S=0.095, C=1e-9)}
     assert set(params) == set(LAWS)
     for name, law in LAWS.items():
         P = law.as_natural(params[name]) * np.exp(0.05 * rng.standard_normal((3, law.n_params)))

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from analysis.isoflop import isoflop_approach1, isoflop_approach2
-from analysis.laws import LAWS, get_law
+from analysis.laws import LAWS, get_law, kaplan_schedule_as_kaplan, kaplan_schedule_params
 from analysis.schedule import schedule_features
 
 COVARIATES = {
@@ -22,7 +22,7 @@ TRUE = {
     "compute": {"E": 1.7, "A": 40.0, "gamma": 0.1},
     "overtrain": {"E": 1.9, "a": 300.0, "b": 600.0, "eta": 0.15},
     "schedule": {"E": 1.7, "A_N": 300.0, "alpha_N": 0.35, "A": 500.0, "alpha": 0.3, "C": 1e-8},
-    "kaplan-schedule": {"Nc": 8.8e13, "Sc": 5.4e13, "alpha_N": 0.076, "alpha_S": 0.095, "C": 1e-9},
+    "kaplan-schedule": kaplan_schedule_params(Nc=8.8e13, Sc=5.4e13, alpha_N=0.076, alpha_S=0.095, C=1e-9),
 }
 
 
@@ -57,12 +57,18 @@ def test_formulas_by_hand():
         p["E"] + p["A_N"] * N ** -p["alpha_N"] + p["A"] * 1e9 ** -p["alpha"] - p["C"] * 2e6, rel=1e-12)
     p = TRUE["kaplan-schedule"]
     assert get_law("kaplan-schedule").predict(p, N=N, S1=1e9, S2=2e6)[0] == pytest.approx(
-        ((p["Nc"] / N) ** (p["alpha_N"] / p["alpha_S"]) + p["Sc"] / 1e9) ** p["alpha_S"] - p["C"] * 2e6, rel=1e-12)
-    # under a constant lr (S1 = D, S2 = 0) it is Kaplan's law
+        p["K"] * (1 / 1e9 + p["B"] * N ** -p["a"]) ** p["alpha_S"] - p["C"] * 2e6, rel=1e-12)
+    # in Kaplan's constants it is Kaplan's bracket, and under a constant lr (S1 = D, S2 = 0) Kaplan's law
     k = TRUE["kaplan"]
-    assert get_law("kaplan-schedule").predict({"Nc": k["Nc"], "Sc": k["Dc"], "alpha_N": k["alpha_N"],
-                                               "alpha_S": k["alpha_D"], "C": 1.0}, N=N, S1=D, S2=0.0)[0] == \
+    assert get_law("kaplan-schedule").predict(p, N=N, S1=1e9, S2=2e6)[0] == pytest.approx(
+        ((8.8e13 / N) ** (0.076 / 0.095) + 5.4e13 / 1e9) ** 0.095 - 1e-9 * 2e6, rel=1e-12)
+    as_kaplan = kaplan_schedule_params(Nc=k["Nc"], Sc=k["Dc"], alpha_N=k["alpha_N"], alpha_S=k["alpha_D"], C=1.0)
+    assert get_law("kaplan-schedule").predict(as_kaplan, N=N, S1=D, S2=0.0)[0] == \
         pytest.approx(get_law("kaplan").predict(k, N=N, D=D)[0], rel=1e-12)
+    back = kaplan_schedule_as_kaplan(as_kaplan)
+    assert back["log_Nc"] == pytest.approx(np.log(k["Nc"]), rel=1e-12)
+    assert back["log_Sc"] == pytest.approx(np.log(k["Dc"]), rel=1e-12)
+    assert back["alpha_N"] == pytest.approx(k["alpha_N"], rel=1e-12)
 
 
 def test_overtrain_is_chinchilla_with_equal_exponents():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from analysis.fitresult import FitResult
-from analysis.laws import LAWS
+from analysis.laws import LAWS, kaplan_schedule_params
 
 BATCH = 128
 STEPS = 30
@@ -43,7 +43,7 @@ def trained_run(tmp_path_factory):
 def _kaplan_schedule_fit(n_samples: int = 16) -> FitResult:
     """A kaplan-schedule fit (made by hand, no fitting) whose annealing term C*S2 moves the loss by ~2%."""
     law = LAWS["kaplan-schedule"]
-    params = {"Nc": 1e8, "Sc": 1e3, "alpha_N": 0.1, "alpha_S": 0.3, "C": 1e-4}
+    params = kaplan_schedule_params(Nc=1e8, Sc=1e3, alpha_N=0.1, alpha_S=0.3, C=1e-4)
     rng = np.random.default_rng(0)
     nat = np.array([params[p] for p in law.param_names])
     samples = nat * np.exp(0.01 * rng.standard_normal((n_samples, len(nat))))

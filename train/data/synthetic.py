@@ -143,12 +143,15 @@ def _distinct_successors(rng: np.random.Generator, lead: tuple[int, ...], b: int
     if b > V:
         return out
     flat = out.reshape(-1, b)
-    while True:
-        srt = np.sort(flat, axis=1)
-        bad = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
-        if not len(bad):
-            return out
-        flat[bad] = draw(len(bad))
+    bad = np.arange(len(flat))
+    while len(bad):
+        # only the rows redrawn last time can hold a duplicate: check those (in ascending order, so the
+        # draws are the ones a check of every row would make)
+        srt = np.sort(flat[bad], axis=1)
+        bad = bad[(srt[:, 1:] == srt[:, :-1]).any(axis=1)]
+        if len(bad):
+            flat[bad] = draw(len(bad))
+    return out
 
 
 def sample_windows(lang: Language, rng: np.random.Generator, n_rows: int, length: int) -> np.ndarray:
