@@ -115,6 +115,16 @@ MUTATIONS: list[Mutation] = [
     Mutation("slurm_wait_failure_hidden", "sweeps/slurm.py",
              'out[r.run_id] = "failed"', "out[r.run_id] = run_state(Path(r.run_id))",
              "a job that failed (node crash, time limit) is not reported as failed", SLURM),
+    # --- kaplan-schedule v2 (the law the demo's auto choice can now take) --------------------------
+    Mutation("kaplan_schedule_grad_drops_alpha_s", "analysis/kernels.py",
+             "grad = np.stack([P, P * aS * s1, -P * aS * s1 * lnN, P * g, -tC], axis=-1)",
+             "grad = np.stack([P, P * s1, -P * aS * s1 * lnN, P * g, -tC], axis=-1)",
+             "kaplan-schedule's gradient in log B loses its alpha_S factor (the fit polishes along a wrong direction)",
+             ("tests/test_laws.py",)),
+    Mutation("fit_file_of_old_law_version_read", "analysis/fitresult.py",
+             'if str(d["law_version"]) != law.version:', 'if False:',
+             "a fit file of kaplan-schedule v1 (Nc, Sc, alpha_N) is read by v2 and fails later, or not at all",
+             ("tests/test_fit_truthful.py",)),
     # --- the command line -----------------------------------------------------------------------
     Mutation("cli_unknown_command_exit_0", "testbed/cli.py",
              "{usage()}\", file=sys.stderr)\n        return 2", "{usage()}\", file=sys.stderr)\n        return 0",
