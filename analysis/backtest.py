@@ -145,7 +145,7 @@ def leaderboard(table: pd.DataFrame, laws: Sequence[str] = ("chinchilla", "kapla
 
 
 def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], *, n_cutoffs: int = DEFAULT_ROLLOUT_CUTOFFS,
-                        **kwargs) -> tuple[pd.DataFrame, dict[str, BacktestResult]]:
+                        rollouts: dict | None = None, **kwargs) -> tuple[pd.DataFrame, dict[str, BacktestResult]]:
     """`leaderboard` plus each law's BacktestResult at the main cutoff (for plots and per-run tables).
 
     Each law is scored twice on splits shared by every law: at one compute cutoff (`cutoff`,
@@ -155,7 +155,8 @@ def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], *, n_cutoffs: 
     error| of the rollout's forecasts weighted by ln(held-out C / cutoff), so a law that is
     right nearby but drifts at the far end ranks below one that holds). Without an explicit
     `select`, each law is fitted on the rows it describes (`Law.fitted_on`), and each law
-    counts N its own way (`analysis.load.n_convention`).
+    counts N its own way (`analysis.load.n_convention`). A dict given as `rollouts` receives each
+    law's rollout forecasts (`BacktestResult.per_run`), to compare laws forecast by forecast.
     """
     law_objs = [get_law(name) for name in laws]
     select = kwargs.pop("select", None)
@@ -174,6 +175,8 @@ def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], *, n_cutoffs: 
             res = backtest(table, name, cutoff=cutoff, select=select, **kwargs)
             results[name] = res
             roll = rollout(table, name, cutoffs=cuts, select=select, **{**kwargs, "bootstrap": 0})
+            if rollouts is not None:
+                rollouts[name] = roll.per_run
             rows.append({"law": name, **far_weighted(roll.per_run), **res.summary,
                          "seconds": time.perf_counter() - t0, "error": ""})
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
@@ -193,6 +196,25 @@ def far_weighted(per_run: pd.DataFrame) -> dict[str, float]:
     w = np.where(ok, x, 0.0)
     far = float((w * np.where(ok, err, 0.0)).sum() / w.sum()) if w.sum() > 0 else float(np.nanmean(err))
     return {"far_err": far, "rollout_forecasts": int(ok.sum()), "rollout_max_extrapolation": float(np.exp(x.max()))}
+
+
+def far_gap(best: pd.DataFrame, other: pd.DataFrame) -> tuple[float, float]:
+    """How much worse `other`'s rollout forecasts are than `best`'s, forecast by forecast: the far-weighted
+    mean of |rel err|(other) - |rel err|(best) over the forecasts both made (same cutoff, same held-out
+    run), and that mean over its standard error (z; inf when every forecast differs by the same amount).
+
+    The forecasts of one ladder share runs, so they are not independent and z overstates the evidence:
+    a gap with a small z is one the backtests cannot tell from noise, not the reverse."""
+    keys = ["cutoff", "run"]
+    m = best[keys + ["rel_err", "extrapolation"]].merge(other[keys + ["rel_err"]], on=keys, suffixes=("_a", "_b"))
+    m = m[np.isfinite(m["rel_err_a"]) & np.isfinite(m["rel_err_b"])]
+    w = np.log(np.maximum(m["extrapolation"].to_numpy(float), 1.0))
+    if len(m) == 0 or w.sum() <= 0:
+        return float("nan"), float("nan")
+    d = m["rel_err_b"].abs().to_numpy(float) - m["rel_err_a"].abs().to_numpy(float)
+    gap = float((w * d).sum() / w.sum())
+    se = float(np.sqrt((w ** 2 * (d - gap) ** 2).sum()) / w.sum())
+    return gap, (gap / se if se > 0 else (0.0 if gap == 0 else float("inf")))
 
 
 # ---------------------------------------------------------------------------

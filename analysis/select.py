@@ -6,7 +6,13 @@ rollout backtests on compute cutoffs shared by the candidates, the mean |relativ
 error| weighted by ln(held-out C / cutoff), so the law that holds at the farthest
 forecasts the ladder can check wins. A law whose full fit leaves a parameter at its
 bound is not chosen while another is free of that: its forecast far from the data
-depends on where the bound sits, not on the data. Every step is said in `reasons`,
+depends on where the bound sits, not on the data. When the best-ranked law is ahead
+of a law fitted on every eval point by less than the backtests can resolve (a paired
+gap under `TIE_Z` standard errors, `analysis.backtest.far_gap`), the law of whole
+curves is chosen: the ranking cannot tell the two apart, and a law fitted on every
+intermediate checkpoint is constrained by several times the data of one fitted on
+each run's last point (Choshen et al. 2024 fit on intermediate checkpoints for this
+reason). Every step is said in `reasons`,
 and the chosen fit records them (`settings["selection"]`), so `testbed fit --law
 auto`, the demo or a notebook can say why a law was used.
 """
@@ -19,11 +25,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.backtest import RANKING, leaderboard_results
+from analysis.backtest import RANKING, far_gap, leaderboard_results
 from analysis.fitresult import FitResult
 from analysis.fitting import fit
 from analysis.laws import LAWS, get_law
 
+# a paired far-weighted gap of fewer standard errors than this is one the backtests cannot resolve
+TIE_Z = 2.0
 
 
 def params_at_bound(result: FitResult) -> list[str]:
@@ -69,8 +77,9 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
         raise ValueError(f"no law can be fitted on a table with columns {list(table.columns)}")
     for name in names:
         get_law(name)
+    rollouts: dict[str, pd.DataFrame] = {}
     board, _ = leaderboard_results(table, names, bootstrap=backtest_bootstrap, seed=seed,
-                                   n_convention=n_convention, **fit_kwargs)
+                                   n_convention=n_convention, rollouts=rollouts, **fit_kwargs)
     ok = board[board["error"] == ""] if "error" in board else board
     if ok.empty:
         raise ValueError("no candidate law could be backtested on this table: "
@@ -96,6 +105,18 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
     for name in ranked[:ranked.index(chosen)]:
         reasons.append(f"{name} ranks above {chosen} but its fit leaves {', '.join(at_bound[name])} at a bound: "
                        "its forecast far from the data would follow the bound, not the data")
+    on_curves = ok.set_index("law")["select"].to_dict() if "select" in ok else {}
+    if on_curves.get(chosen) != "all" and chosen in rollouts:
+        for name in ranked:
+            if name == chosen or on_curves.get(name) != "all" or len(at_bound[name]) > fewest or name not in rollouts:
+                continue
+            gap, z = far_gap(rollouts[chosen], rollouts[name])
+            if np.isfinite(z) and z < TIE_Z:
+                reasons.append(f"{name} trails {chosen} by {gap:.2%} (paired over the rollout forecasts, "
+                               f"{z:.1f} standard errors < {TIE_Z:g}): the backtests cannot tell them apart, and "
+                               f"{name} is fitted on every eval point, {chosen} on each run's last")
+                chosen = name
+                break
     if fewest:
         reasons.append(f"every candidate leaves a parameter at a bound; {chosen} leaves the fewest "
                        f"({', '.join(at_bound[chosen])}): treat its forecast far from the data with care")

@@ -125,6 +125,10 @@ MUTATIONS: list[Mutation] = [
              'if str(d["law_version"]) != law.version:', 'if False:',
              "a fit file of kaplan-schedule v1 (Nc, Sc, alpha_N) is read by v2 and fails later, or not at all",
              ("tests/test_fit_truthful.py",)),
+    Mutation("select_tie_rule_dropped", "analysis/select.py",
+             "if np.isfinite(z) and z < TIE_Z:", "if False:",
+             "auto keeps a final-loss law the backtests cannot tell from a law of whole curves",
+             ("tests/test_select.py",)),
     # --- the command line -----------------------------------------------------------------------
     Mutation("cli_unknown_command_exit_0", "testbed/cli.py",
              "{usage()}\", file=sys.stderr)\n        return 2", "{usage()}\", file=sys.stderr)\n        return 0",
