@@ -110,7 +110,8 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--law", default="chinchilla",
                    help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule), or auto: the "
                         "law that forecasts best in rollout backtests inside these runs, far end weighted, among "
-                        "those whose fit leaves no parameter at a bound (analysis.select)")
+                        "those whose fit leaves no parameter at a bound, a law of whole curves where the backtests "
+                        "cannot tell it from the best law of final losses (analysis.select)")
     p.add_argument("--out", default="fit.json", help="where to write the fit result (JSON)")
     p.add_argument("--by", default=None, metavar="COLUMN",
                    help="one fit per value of this column (e.g. dataset), written to OUT with the value in its name")

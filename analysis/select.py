@@ -69,7 +69,9 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
 
     Ranking: `analysis.backtest.RANKING`. The best-ranked law whose full fit has no parameter
     at a bound is chosen; when every candidate has one, the best-ranked among those with the
-    fewest, and the reasons say the forecast leans on a bound. Laws that cannot be fitted or
+    fewest, and the reasons say the forecast leans on a bound. A law of final losses so chosen
+    gives way to the best-ranked law of whole curves (no more bounds) that trails it by fewer than
+    `TIE_Z` standard errors of the paired rollout forecasts. Laws that cannot be fitted or
     backtested on this table are listed with their error and never chosen.
     """
     names = list(candidates) if candidates else candidate_laws(table)
