@@ -2,7 +2,9 @@
 (a law, or auto; depth-2 runs; every eval point from 153.6k tokens) with its calibrated 90% interval, then
 `analysis.checked.forecast_record` for each trained target under FIRST_LOOK/seedS/.
 
-    python benchmarks/recipe/demo_fit_look.py LADDER_DIR FIRST_LOOK_DIR auto,kaplan-schedule,kaplan OUT.json
+    python benchmarks/recipe/demo_fit_look.py LADDER_DIR FIRST_LOOK_DIR auto,kaplan-schedule,kaplan OUT.json [SEEDS]
+
+SEEDS (e.g. 9,10): score only these seeds of the ladder.
 """
 import json
 import sys
@@ -17,6 +19,8 @@ from train.config import RunConfig
 ladder_dir, fl_dir, laws = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
 table = load_runs(ladder_dir)
 table = table[table["depth"] == 2]
+if len(sys.argv) > 5:
+    table = table[table["seed"].isin([int(x) for x in sys.argv[5].split(",")])]
 out = []
 for seed in sorted(table["seed"].unique()):
     t = table[table["seed"] == seed]
