@@ -137,7 +137,7 @@ def kaplan_schedule_log_predict(theta_SxP: np.ndarray, cov: Covariates, need_gra
     lnN, lnS1, S2 = np.log(cov["N"]), np.log(cov["S1"]), cov["S2"]
     lnK, lnB, a, aS, lnCc = (theta_SxP[:, i, None] for i in range(5))
     u1 = lnB - a * lnN
-    u2 = -lnS1 + 0.0 * u1
+    u2 = -lnS1                      # (n,): logaddexp broadcasts it against u1 (S, n)
     g = np.logaddexp(u1, u2)
     P = np.exp(lnK + aS * g)
     tC = np.exp(lnCc) * S2

@@ -265,9 +265,9 @@ def kaplan_schedule(N, S1, S2, K, B, a, alpha_S, C):
 
     Kaplan's [(Nc/N)^(alpha_N/alpha_S) + Sc/S1]^alpha_S, written K (1/S1 + B N^-a)^alpha_S with
     K = Sc^alpha_S, B = Nc^a / Sc and a = alpha_N / alpha_S (`kaplan_schedule_params`,
-    `kaplan_schedule_as_kaplan`). Small ladders drive Kaplan's Nc and Sc to astronomic values while
-    K, B and a stay moderate (log Nc near 80 where log K is 1.6, log B -4.7, a 0.85), so the fit
-    lives in these coordinates and never has to walk to a bound to reach the data's best law.
+    `kaplan_schedule_as_kaplan`). Small ladders drive Kaplan's Nc and Sc to astronomic values
+    (log Nc and log Sc of 60 and more) while K, B and a stay moderate (K about 5, log B -5 to -1,
+    a 0.8-1.3), so the fit lives in these coordinates and never has to walk to a bound to reach the data's best law.
     """
     return K * (1.0 / S1 + B * N ** -a) ** alpha_S - C * S2
 

@@ -166,8 +166,8 @@ def single_threaded_blas():
 @functools.cache
 def _blas_controller():
     """One threadpoolctl controller per process: building one scans every loaded shared library (about
-    7 ms, a tenth of a small fit's time when done per fit). It is built at the first fit, when numpy's
-    and scipy's BLAS, the ones a fit calls, are loaded."""
+    7 ms; built per fit it cost 8% of the time of small fits, `benchmarks/startup_costs.py`). It is built
+    at the first fit, when numpy's and scipy's BLAS, the ones a fit calls, are loaded."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
