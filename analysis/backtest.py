@@ -117,7 +117,7 @@ def rollout(table: pd.DataFrame, law: str = "chinchilla", *, n_cutoffs: int = 4,
     """
     table, select, fit_kwargs = _for_law(table, law, select, n_convention, fit_kwargs)
     if min_train_runs is None:
-        min_train_runs = get_law(law).n_params + 1
+        min_train_runs = get_law(law).params_per_fit + 1
     cutoffs = rollout_cutoffs(table, n_cutoffs, min_train_runs) if cutoffs is None else tuple(map(float, cutoffs))
     frames, fits = [], []
     for cut in cutoffs:
@@ -165,7 +165,7 @@ def leaderboard_results(table: pd.DataFrame, laws: Sequence[str], *, n_cutoffs: 
         cutoff = default_cutoff(table, kwargs.pop("holdout_frac", 0.25))
     kwargs.pop("holdout_frac", None)
     try:
-        cuts = rollout_cutoffs(table, n_cutoffs, max(law.n_params for law in law_objs) + 1)
+        cuts = rollout_cutoffs(table, n_cutoffs, max(law.params_per_fit for law in law_objs) + 1)
     except ValueError:
         cuts = (float(cutoff),)     # too few runs for a rollout: rank on the one split
     rows, results = [], {}

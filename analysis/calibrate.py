@@ -31,10 +31,13 @@ narrow (median half-width 4.7% -> 2.9%, published points).
 `calibrated_interval` then widens the forecast of a new run at extrapolation
 x_t = ln(C_t / C_ladder_max):
 
-    sigma^2 = sigma_boot^2 + s0^2 + (k x_t)^2,   interval = point * exp(-/+ z sigma)
+    sigma^2 = sigma_boot^2 + s0^2 + (k x_t)^2 [+ sigma_laws^2],   interval = point * exp(-/+ z sigma)
 
 with sigma_boot the spread of the log forecast over the bootstrap parameter sets
-(half its central 68% range) and z the normal quantile of the level. The backtest fits use
+(half its central 68% range) and z the normal quantile of the level. For an ensemble of laws
+(`analysis.laws`, "Ensembles of laws") s0 and k are measured on the ensemble's own fit and
+backtests, and sigma_laws is the weighted spread of its laws' forecasts about their mean, so the
+interval widens where the laws part ways. The backtest fits use
 fewer runs than the full fit and extrapolate from a smaller base, so k tends
 to overstate the full fit's error: the interval errs on the wide side.
 This is the "extrapolation error grows with distance" model that
@@ -57,7 +60,7 @@ from scipy.stats import median_abs_deviation, norm
 
 from analysis.backtest import log_residuals, rollout
 from analysis.fitresult import ExtrapolationError
-from analysis.laws import with_derived
+from analysis.laws import member_spread, with_derived
 from analysis.load import select_rows, use_n_convention
 
 
@@ -108,6 +111,11 @@ def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_
     Each backtest cutoff keeps at least `min_train_runs` runs (default: half the ladder, and
     one more than the law's parameters); extra keyword arguments go to `analysis.fitting.fit`.
 
+    An ensemble of laws is measured as one law: its own fit and backtests (its weights stay fixed
+    at every cutoff). The weights are 1 / each law's backtest error, not fitted to the ensemble's,
+    so its backtests flatter it little; measured against its laws' errors averaged in variance,
+    this interval covers nearer the nominal level (benchmarks/recipe/README.md, section (10)).
+
     Raises ValueError when the ladder is too small for a single backtest (the
     message says how many runs and budgets it has).
     """
@@ -119,7 +127,7 @@ def extrapolation_error(table: pd.DataFrame, result, *, n_cutoffs: int = 4, min_
         # a backtest fitted on barely more runs than the law has parameters measures that fit's
         # instability, not the law's error: every cutoff keeps at least half the ladder
         n_runs = int(table["run"].nunique()) if "run" in table.columns else len(table)
-        min_train_runs = max(result.law_obj.n_params + 1, -(-n_runs // 2))
+        min_train_runs = max(result.law_obj.params_per_fit + 1, -(-n_runs // 2))
     bt = rollout(table, law, n_cutoffs=n_cutoffs, min_train_runs=min_train_runs, bootstrap=0, select=select,
                  **fit_kwargs)
     pr = bt.per_run
@@ -176,7 +184,9 @@ def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, lev
     """(point, lower, upper, sigma) of the loss at `covariates`, `extrapolation` = C / C_ladder_max.
 
     sigma is the total std of the log forecast: bootstrap parameter spread (zero
-    when the fit has no samples), run scatter and extrapolation error combined.
+    when the fit has no samples), run scatter and extrapolation error combined, and
+    for an ensemble the spread of its laws' forecasts about their mean
+    (`analysis.laws.member_spread`, the between-law part of a mixture's variance).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
@@ -190,7 +200,8 @@ def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, lev
         boot = (q84 - q16) / 2
     else:
         boot = np.zeros_like(point)
-    sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2)
+    between = member_spread(result.law_obj, result.params, **covariates)   # an ensemble's laws apart; 0 for one law
+    sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2 + between ** 2)
     z = float(norm.ppf(0.5 + level / 2))
     return point, point * np.exp(-z * sigma), point * np.exp(z * sigma), sigma
 

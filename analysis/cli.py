@@ -108,10 +108,13 @@ def fit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed fit", description="Fit a scaling law; print its constants and write the fit JSON.")
     _input_args(p)
     p.add_argument("--law", default="chinchilla",
-                   help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule), or auto: the "
-                        "law that forecasts best in rollout backtests inside these runs, far end weighted, among "
-                        "those whose fit leaves no parameter at a bound, a law of whole curves where the backtests "
-                        "cannot tell it from the best law of final losses (analysis.select)")
+                   help="law name (chinchilla, kaplan, compute, overtrain, schedule, kaplan-schedule); an ensemble "
+                        "mix:LAW=W,LAW=W (the weighted mean of the laws' forecasts, each law fitted on its own); or "
+                        "auto: the law that forecasts best in rollout backtests inside these runs, far end weighted, "
+                        "among those whose fit leaves no parameter at a bound, a law of whole curves where the "
+                        "backtests cannot tell it from the best law of final losses, and a law of whole curves "
+                        "averaged with the other laws of whole curves, each weighted by 1 / its backtest error "
+                        "(analysis.select)")
     p.add_argument("--out", default="fit.json", help="where to write the fit result (JSON)")
     p.add_argument("--by", default=None, metavar="COLUMN",
                    help="one fit per value of this column (e.g. dataset), written to OUT with the value in its name")
@@ -142,7 +145,8 @@ def _fit(args: argparse.Namespace) -> int:
     from analysis.load import split_by
 
     if args.law != "auto":
-        _laws(args.law)
+        from analysis.laws import get_law
+        get_law(args.law)   # unknown law or bad ensemble: fail before loading anything
     table = _load(args)
     groups = split_by(table, args.by)
     results = []   # every group is fitted before any file is written: a group that fails leaves nothing behind

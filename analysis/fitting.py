@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from analysis.fitresult import FitResult, percentile_band
-from analysis.laws import Law, get_law
+from analysis.laws import SEP, Law, get_law
 from analysis.objective import FitData, objective, prepare, single_threaded_blas
 from analysis.uncertainty import bootstrap_runs
 
@@ -96,6 +96,10 @@ def fit(table: pd.DataFrame, law: str = "chinchilla", *, delta: float = 1e-3, we
         `analysis.plateau.PLATEAU_STEPS`); fitted points within 3x it get a warning.
     """
     law = get_law(law)
+    if law.members:   # an ensemble: each member fitted on the same rows, weights held fixed
+        return fit_mixture(table, law, delta=delta, weights=weights, fixed=fixed, n_starts=n_starts,
+                           bootstrap=bootstrap, seed=seed, select=select, n_convention=n_convention, level=level,
+                           starts=starts, plateau_steps=plateau_steps)
     if not (delta > 0 and np.isfinite(delta)):
         raise ValueError(f"delta must be a positive number, got {delta}")
     if bootstrap < 0:
@@ -286,3 +290,57 @@ def _diagnose(law: Law, theta: np.ndarray, free: np.ndarray, data: FitData) -> l
             warnings.append(f"fewer than 3 distinct {what} ({np.unique(data.covariates[c]).size}); "
                             "the exponent on it is poorly determined")
     return warnings
+
+
+# ---------------------------------------------------------------------------
+# ensembles of laws (`analysis.laws`, "Ensembles of laws")
+
+def fit_mixture(table, law, *, fixed=None, n_convention=None, select=None, **fit_kwargs):
+    """Fit an ensemble law: each member by `fit` on the same rows under one N convention
+    (the first member's, unless `n_convention` says), then `combine_fits` with the law's fixed weights."""
+    if fixed:
+        raise ValueError(f"fixed parameters are not supported for an ensemble ({law.name}); fix them in a single law")
+    select = select or law.fitted_on
+    first = fit(table, law.members[0], n_convention=n_convention, select=select, **fit_kwargs)
+    conv = first.convention["N"]
+    rest = [fit(table, m, n_convention=conv, select=select, **fit_kwargs) for m in law.members[1:]]
+    return combine_fits(law, [first, *rest], table, select=select)
+
+
+def combine_fits(law, results, table, *, select: str | None = None):
+    """One FitResult of ensemble `law` from its members' fits on the same rows (`results`, in the law's member
+    order). Bootstrap sets are paired by index: each member's b-th set was fitted on the same resampled runs
+    (`analysis.uncertainty.resample_runs` with one seed), so the ensemble's b-th forecast is theirs averaged."""
+    if [r.law for r in results] != list(law.members):
+        raise ValueError(f"ensemble {law.name}: fits of {[r.law for r in results]} given, its laws are {list(law.members)}")
+    convs = {r.convention["N"] for r in results}
+    if len(convs) != 1:
+        raise ValueError(f"ensemble {law.name}: its members' fits count N differently ({sorted(convs)}); "
+                         "fit them under one convention")
+    hashes = {r.inputs.get("content_hash") for r in results}
+    if len(hashes) != 1:
+        raise ValueError(f"ensemble {law.name}: its members were fitted on different rows")
+    select = select or results[0].settings.get("select") or law.fitted_on
+    params = {m.law + SEP + k: v for m in results for k, v in m.params.items()}
+    intervals = {m.law + SEP + k: v for m in results for k, v in m.intervals.items()}
+    samples = None
+    if all(r.samples is not None and len(r.samples) for r in results):
+        n = min(len(r.samples) for r in results)
+        samples = np.hstack([np.asarray(r.samples, float)[:n] for r in results])
+    data = prepare(table, law, select=select, n_convention=results[0].convention["N"])
+    first = results[0]
+    return FitResult(
+        law=law.name, law_version=law.version, params=params, intervals=intervals,
+        interval_level=first.interval_level if samples is not None else None, samples=samples,
+        objective=float(sum(r.objective for r in results)), converged=all(r.converged for r in results),
+        message="; ".join(f"{r.law}: {r.message}" for r in results),
+        residuals=residual_stats(law, law.to_theta(params), data),
+        warnings=[f"{r.law}: {w}" for r in results for w in r.warnings],
+        settings={**{k: v for k, v in first.settings.items() if k not in ("grid_starts", "polished_starts")},
+                  "select": select, "ensemble": {"weights": dict(zip(law.members, law.weights)),
+                                                 "note": "members fitted separately on these rows; the forecast "
+                                                         "is their weighted mean",
+                                                 "members": {r.law: r.settings for r in results}}},
+        convention=dict(first.convention), inputs=dict(first.inputs), n_points=first.n_points,
+        param_names=law.param_names,
+    )

@@ -18,6 +18,7 @@ against the plain form by the tests.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -64,10 +65,18 @@ class Law:
     fitted_on: str = "final"              # "final": each run's last eval point; "all": every eval point
     optimal_n: Callable | None = field(default=None, repr=False, compare=False)   # (C, k, **params) -> N_opt
     tokens_for: Callable | None = field(default=None, repr=False, compare=False)  # (target, N, **params) -> D
+    members: tuple[str, ...] = ()         # an ensemble's laws ("Ensembles of laws" below); () for a single law
+    weights: tuple[float, ...] = ()       # an ensemble's fixed weights, in `members` order
 
     @property
     def n_params(self) -> int:
         return len(self.param_names)
+
+    @property
+    def params_per_fit(self) -> int:
+        """The most parameters one fit determines: an ensemble's members are fitted one by one, so a backtest
+        needs as many runs as its largest member, not as all its parameters together."""
+        return max(get_law(m).n_params for m in self.members) if self.members else self.n_params
 
     @property
     def theta_names(self) -> tuple[str, ...]:
@@ -407,11 +416,154 @@ LAWS: dict[str, Law] = {law.name: law for law in (CHINCHILLA, KAPLAN, COMPUTE, O
 
 
 def get_law(name: str | Law) -> Law:
+    """A law by name; an ensemble name (``mix:LAW=W,LAW=W``, "Ensembles of laws" below) builds that ensemble."""
     if isinstance(name, Law):
         return name
+    if is_mixture(name):
+        return mixture_law(name)
     try:
         return LAWS[name]
     except KeyError:
         close = difflib.get_close_matches(str(name), LAWS, n=1)
         raise ValueError(f"unknown law {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                          f"known laws: {sorted(LAWS)}") from None
+
+
+# ---------------------------------------------------------------------------
+# Ensembles of laws: a weighted average of several laws' forecasts, fitted and used as one law.
+#
+# A ladder of tiny runs often cannot tell two plausible laws apart, and two laws that
+# each fit it well can still part ways far from it. On the CPU recipe ladders the two
+# laws fitted on whole curves do this in opposite directions: kaplan-schedule's
+# forecasts drift low with distance and schedule's drift high (benchmarks/recipe/README.md,
+# section (10)). An average weighted by in-ladder backtest skill is the standard remedy
+# (FORECASTING.md); it assumes the members' errors partly cancel, which the backtests
+# can check but not guarantee.
+#
+# An ensemble is named like a law, ``mix:kaplan-schedule=0.62,schedule=0.38``, and
+# `get_law` builds it on demand: its parameters are the members'
+# (``kaplan-schedule.K``, ``schedule.E``, ...), its prediction is the weighted mean of
+# the members' losses, and `analysis.fitting.fit` fits it by fitting each member on
+# the same rows (one N convention for all) with the weights held fixed (`analysis.fitting.fit_mixture`,
+# `combine_fits`). So a fit
+# result, its JSON, bootstrap bands, rollout backtests, calibrated intervals and
+# planned-run forecasts work for an ensemble exactly as for one law. The members must
+# read the same covariates (a planned run is forecast from one set of features).
+#
+# `analysis.select.select_law` chooses the weights: 1 / (far-weighted rollout error)
+# over the laws of whole curves, which are fitted on every eval point.
+
+PREFIX = "mix:"
+SEP = "."   # member-parameter names: "<law>.<param>"
+
+
+def is_mixture(name) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def mixture_name(weights: Mapping[str, float]) -> str:
+    """The law name of an ensemble with these (positive, normalized here) weights, rounded to 3 decimals."""
+    if len(weights) < 2:
+        raise ValueError(f"an ensemble needs at least two laws, got {list(weights)}")
+    w = {k: float(v) for k, v in weights.items()}
+    if not all(np.isfinite(v) and v > 0 for v in w.values()):
+        raise ValueError(f"ensemble weights must be positive numbers, got {w}")
+    total = sum(w.values())
+    return PREFIX + ",".join(f"{k}={v / total:.3f}" for k, v in w.items())
+
+
+def parse_mixture(name: str) -> dict[str, float]:
+    """{law: weight} of an ensemble name (weights normalized to sum to 1); ValueError naming what is wrong."""
+    body = name[len(PREFIX):]
+    out: dict[str, float] = {}
+    for part in body.split(","):
+        law, eq, w = part.partition("=")
+        law = law.strip()
+        try:
+            value = float(w) if eq else float("nan")
+        except ValueError:
+            value = float("nan")
+        if not law or not (np.isfinite(value) and value > 0):
+            raise ValueError(f"bad ensemble {name!r}: write it as {PREFIX}LAW=WEIGHT,LAW=WEIGHT with positive weights")
+        if law in out:
+            raise ValueError(f"bad ensemble {name!r}: {law!r} is listed twice")
+        out[law] = value
+    if len(out) < 2:
+        raise ValueError(f"bad ensemble {name!r}: it needs at least two laws")
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def mixture_law(name: str):
+    """The `analysis.laws.Law` of an ensemble name (cached: a name always builds the same law)."""
+    weights = parse_mixture(name)
+    members = []
+    for m in weights:
+        if is_mixture(m):
+            raise ValueError(f"bad ensemble {name!r}: a member cannot itself be an ensemble")
+        members.append(get_law(m))
+    covs = {law.covariates for law in members}
+    if len(covs) != 1:
+        raise ValueError(f"bad ensemble {name!r}: its laws read different covariates "
+                         f"({', '.join(f'{law.name}: {list(law.covariates)}' for law in members)}); "
+                         "an ensemble averages laws of the same inputs")
+    w = np.array([weights[law.name] for law in members])
+    sizes = [law.n_params for law in members]
+    cuts = np.cumsum([0] + sizes)
+
+    def form(**kw):
+        cov = {c: kw[c] for c in members[0].covariates}
+        return sum(wi * law.form(**cov, **{p: kw[law.name + SEP + p] for p in law.param_names})
+                   for wi, law in zip(w, members))
+
+    def kernel(theta_SxP, covariates, need_grad):
+        logs, grads = [], []
+        for i, law in enumerate(members):
+            lg, g = law.kernel(theta_SxP[:, cuts[i]:cuts[i + 1]], covariates, need_grad)
+            logs.append(np.log(w[i]) + lg)
+            grads.append(g)
+        stacked = np.stack(logs)                       # (M, S, n)
+        out = np.logaddexp.reduce(stacked, axis=0)     # log of the weighted mean of the members' losses
+        if not need_grad:
+            return out, None
+        share = np.exp(stacked - out[None])            # each member's part of the mean, (M, S, n)
+        return out, np.concatenate([share[i][..., None] * grads[i] for i in range(len(members))], axis=-1)
+
+    fitted_on = {law.fitted_on for law in members}
+    return Law(
+        name=name,
+        version="+".join(f"{law.name}@{law.version}" for law in members),
+        citation="an average of the members' forecasts with fixed weights; members: "
+                 + "; ".join(law.citation for law in members),
+        formula=" + ".join(f"{wi:.3f} * [{law.formula}]" for wi, law in zip(w, members)),
+        param_names=tuple(law.name + SEP + p for law in members for p in law.param_names),
+        log_params=tuple(b for law in members for b in law.log_params),
+        bounds=tuple(b for law in members for b in law.bounds),
+        start_grid=tuple(g for law in members for g in law.start_grid),
+        covariates=members[0].covariates,
+        n_convention=members[0].n_convention,
+        exponents=tuple(law.name + SEP + p for law in members for p in law.exponents),
+        irreducible=None,
+        form=form, kernel=kernel,
+        fitted_on="all" if fitted_on == {"all"} else "final",
+        members=tuple(law.name for law in members), weights=tuple(float(x) for x in w),
+    )
+
+
+def member_spread(law, params, **covariates) -> np.ndarray:
+    """The between-law part of an ensemble forecast's log spread at `covariates`: sqrt(sum_i w_i (ln L_i - ln L)^2),
+    L_i each member's forecast and L their weighted mean. Law by law the members part ways with distance; this
+    is the spread of a mixture of their forecasts that the ensemble's own backtests (whose weights were set on
+    them) do not show. Zero for a single law."""
+    if not law.members:
+        return np.zeros(np.broadcast(*[np.atleast_1d(v) for v in covariates.values()]).shape)
+    logs = []
+    for name in law.members:
+        member = get_law(name)
+        sub = {p: params[name + SEP + p] for p in member.param_names}
+        logs.append(np.log(np.asarray(member.predict(sub, **covariates), float)))
+    logs_Mxn = np.stack(logs)
+    w = np.asarray(law.weights)[:, None]
+    center = np.log((w * np.exp(logs_Mxn)).sum(axis=0))
+    return np.sqrt((w * (logs_Mxn - center) ** 2).sum(axis=0))

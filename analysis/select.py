@@ -12,7 +12,12 @@ gap under `TIE_Z` standard errors, `analysis.backtest.far_gap`), the law of whol
 curves is chosen: the ranking cannot tell the two apart, and a law fitted on every
 intermediate checkpoint is constrained by several times the data of one fitted on
 each run's last point (Choshen et al. 2024 fit on intermediate checkpoints for this
-reason). Every step is said in `reasons`,
+reason). When the choice is a law of whole curves and another law of whole curves is as free of
+bounds, the forecast is their ensemble (`analysis.laws`, "Ensembles of laws"), each weighted by 1 / its
+far-weighted backtest error: two laws the ladder fits equally well can part ways beyond it, and
+on the CPU recipe ladders the two laws of whole curves err in opposite directions
+(benchmarks/recipe/README.md, section (10)). `ensemble=False` keeps the single best law.
+Every step is said in `reasons`,
 and the chosen fit records them (`settings["selection"]`), so `testbed fit --law
 auto`, the demo or a notebook can say why a law was used.
 """
@@ -25,10 +30,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.backtest import RANKING, far_gap, leaderboard_results
+from analysis.backtest import RANKING, far_gap, far_weighted, leaderboard_results
 from analysis.fitresult import FitResult
-from analysis.fitting import fit
-from analysis.laws import LAWS, get_law
+from analysis.fitting import combine_fits, fit
+from analysis.laws import LAWS, get_law, mixture_name
 
 # a paired far-weighted gap of fewer standard errors than this is one the backtests cannot resolve
 TIE_Z = 2.0
@@ -64,15 +69,18 @@ def candidate_laws(table: pd.DataFrame) -> list[str]:
 
 def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, bootstrap: int = 1000,
                backtest_bootstrap: int = 0, seed: int = 0, level: float = 0.95, n_convention: str | None = None,
-               **fit_kwargs) -> Selection:
+               ensemble: bool = True, **fit_kwargs) -> Selection:
     """The law to forecast with, its fit (bootstrap intervals over runs), and why.
 
     Ranking: `analysis.backtest.RANKING`. The best-ranked law whose full fit has no parameter
     at a bound is chosen; when every candidate has one, the best-ranked among those with the
     fewest, and the reasons say the forecast leans on a bound. A law of final losses so chosen
     gives way to the best-ranked law of whole curves (no more bounds) that trails it by fewer than
-    `TIE_Z` standard errors of the paired rollout forecasts. Laws that cannot be fitted or
-    backtested on this table are listed with their error and never chosen.
+    `TIE_Z` standard errors of the paired rollout forecasts. A law of whole curves so chosen is
+    averaged with the other laws of whole curves that have no more parameters at a bound (same
+    covariates, same N), weighted by 1 / far-weighted error, unless `ensemble` is False; the
+    result is then the ensemble's fit (`analysis.fitting.combine_fits`) and `law` its name. Laws that
+    cannot be fitted or backtested on this table are listed with their error and never chosen.
     """
     names = list(candidates) if candidates else candidate_laws(table)
     if not names:
@@ -122,8 +130,58 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
     if fewest:
         reasons.append(f"every candidate leaves a parameter at a bound; {chosen} leaves the fewest "
                        f"({', '.join(at_bound[chosen])}): treat its forecast far from the data with care")
+    result = fits[chosen]
+    members, left_out = _ensemble_members(chosen, ranked, on_curves, at_bound, fits, rollouts) if ensemble else ([], [])
+    for name, why in left_out:
+        reasons.append(f"{name} is not averaged with {chosen}: {why}")
+    if len(members) > 1:
+        weights = {n: 1.0 / max(float(score[n]), 1e-12) for n in members}
+        name = mixture_name(weights)
+        law = get_law(name)
+        result = combine_fits(law, [fits[n] for n in law.members], table, select=fit_kwargs.get("select"))
+        in_sample = _ensemble_far_err(law, rollouts)
+        reasons.append(f"ensemble of the laws fitted on whole curves, each weighted by 1 / its far-weighted backtest "
+                       f"error: {', '.join(f'{n} {w:.2f}' for n, w in zip(law.members, law.weights))} (on the same "
+                       f"rollouts, which set the weights, the weighted forecasts score {in_sample:.2%})")
+        chosen = name
     reasons.append(f"chosen: {chosen}")
-    result = dataclasses.replace(fits[chosen], settings={**fits[chosen].settings, "selection": {
+    result = dataclasses.replace(result, settings={**result.settings, "selection": {
         "candidates": ranked, "far_err": {n: float(score[n]) for n in ranked},
         "at_bound": {n: at_bound[n] for n in ranked}, "reasons": reasons}})
     return Selection(chosen, result, board, {n: at_bound[n] for n in ranked}, reasons)
+
+
+def _ensemble_members(chosen, ranked, on_curves, at_bound, fits, rollouts):
+    """The laws averaged with `chosen` when it is a law of whole curves (in rank order, `chosen` among them):
+    every law of whole curves with no more parameters at a bound, backtested on the same rollouts, reading the
+    same covariates under the same N; and (law, why) for each law of whole curves left out."""
+    if on_curves.get(chosen) != "all" or chosen not in rollouts:
+        return [], []
+    law, conv = get_law(chosen), fits[chosen].convention.get("N")
+    members, left_out = [], []
+    for n in ranked:
+        if on_curves.get(n) != "all" or n not in rollouts:
+            continue
+        if len(at_bound[n]) > len(at_bound[chosen]):
+            left_out.append((n, f"its fit leaves {', '.join(at_bound[n])} at a bound"))
+        elif get_law(n).covariates != law.covariates:
+            left_out.append((n, f"it reads {list(get_law(n).covariates)}, {chosen} {list(law.covariates)}"))
+        elif fits[n].convention.get("N") != conv:
+            left_out.append((n, f"it counts N as {fits[n].convention.get('N')} parameters, {chosen} as {conv} "
+                                "(declare the table's convention, or pass n_convention)"))
+        else:
+            members.append(n)
+    return members, left_out
+
+
+def _ensemble_far_err(law, rollouts: dict[str, pd.DataFrame]) -> float:
+    """The far-weighted |rel err| of the ensemble's forecasts on its members' shared rollout forecasts: the
+    weighted mean of their relative errors (the actual loss is the same), paired by cutoff and run."""
+    keys = ["cutoff", "run"]
+    m = None
+    for name, w in zip(law.members, law.weights):
+        part = rollouts[name][keys + ["rel_err", "extrapolation"]].rename(columns={"rel_err": name})
+        part[name] = w * part[name]
+        m = part if m is None else m.merge(part.drop(columns="extrapolation"), on=keys)
+    m = m.assign(rel_err=m[list(law.members)].sum(axis=1))
+    return far_weighted(m[np.isfinite(m["rel_err"])])["far_err"]

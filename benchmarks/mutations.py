@@ -129,6 +129,18 @@ MUTATIONS: list[Mutation] = [
              "if np.isfinite(z) and z < TIE_Z:", "if False:",
              "auto keeps a final-loss law the backtests cannot tell from a law of whole curves",
              ("tests/test_select.py",)),
+    # --- ensembles of laws ----------------------------------------------------------------------
+    Mutation("ensemble_equal_weights", "analysis/select.py",
+             "weights = {n: 1.0 / max(float(score[n]), 1e-12) for n in members}",
+             "weights = {n: 1.0 for n in members}",
+             "auto's ensemble ignores the backtests and weighs its laws equally", ("tests/test_ensemble.py",)),
+    Mutation("ensemble_kernel_unweighted", "analysis/laws.py",
+             "logs.append(np.log(w[i]) + lg)", "logs.append(lg - np.log(len(members)))",
+             "an ensemble forecasts the plain mean of its laws, not the weighted one", ("tests/test_ensemble.py",)),
+    Mutation("ensemble_spread_dropped", "analysis/calibrate.py",
+             "sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2 + between ** 2)",
+             "sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2)",
+             "an ensemble's interval ignores how far apart its laws' forecasts are", ("tests/test_ensemble.py",)),
     # --- the command line -----------------------------------------------------------------------
     Mutation("cli_unknown_command_exit_0", "testbed/cli.py",
              "{usage()}\", file=sys.stderr)\n        return 2", "{usage()}\", file=sys.stderr)\n        return 0",
