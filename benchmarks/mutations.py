@@ -141,6 +141,11 @@ MUTATIONS: list[Mutation] = [
              "sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2 + between ** 2)",
              "sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2)",
              "an ensemble's interval ignores how far apart its laws' forecasts are", ("tests/test_ensemble.py",)),
+    # --- resume on the data the checkpoint saw --------------------------------------------------
+    Mutation("resume_ignores_data_fingerprint", "train/book.py",
+             "if saved and self.data_id and saved != self.data_id:", "if False:",
+             "a run resumes on a corpus or token cache that changed since its checkpoint",
+             ("tests/test_resume.py",)),
     # --- the command line -----------------------------------------------------------------------
     Mutation("cli_unknown_command_exit_0", "testbed/cli.py",
              "{usage()}\", file=sys.stderr)\n        return 2", "{usage()}\", file=sys.stderr)\n        return 0",

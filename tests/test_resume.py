@@ -84,3 +84,34 @@ def test_checkpoint_retention_keeps_pinned_final_and_latest(tmp_path):
                                     "run.ckpt_steps=[4]", "eval.points=2"])  # 12 steps
     train_run(cfg, tmp_path / "run")
     assert [s for s, _ in list_checkpoints(tmp_path / "run" / "ckpt")] == [4, 6, 9, 12]
+
+
+def test_a_run_is_not_resumed_on_other_tokens_than_its_checkpoint_saw(tmp_path):
+    """The corpus behind data.source changes under an interrupted run (as when a token cache is rebuilt by a
+    newer tokenizer): resuming is refused with a message naming the data, not continued on tokens the model
+    never saw; on the same corpus it resumes. Fingerprints agree for equal data and differ for other data."""
+    from tests.test_data_text import corpus, write_txt
+    from train.data import build_data, fingerprint
+    from train.data.documents import DataError
+
+    src = write_txt(tmp_path / "corpus.txt", corpus(200, seed=0))
+    text = TINY + ["train.tokens=10240", "run.ckpt_every=6", "eval.points=20", f"data.source={src}",
+                   "data.tokenizer=byte", "data.vocab_size=256", "model.vocab_size=256",
+                   f"data.cache_dir={tmp_path / 'cache'}", "data.val_frac=0.1"]
+    cfg = load_config(None, text)
+
+    def stop_at_15(row):
+        if row["step"] == 15:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_run(cfg, tmp_path / "a", progress=stop_at_15)
+    first = fingerprint(build_data(cfg.data, cfg.model.context), cfg.model.context)
+    assert first == fingerprint(build_data(cfg.data, cfg.model.context), cfg.model.context)
+    write_txt(src, corpus(200, seed=1))            # same path and config, other text
+    assert fingerprint(build_data(cfg.data, cfg.model.context), cfg.model.context) != first
+    with pytest.raises(DataError, match=r"other tokens than data.source=.*corpus.txt"):
+        train_run(cfg, tmp_path / "a")
+    assert max(r["step"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")) == 15   # nothing trained
+    write_txt(src, corpus(200, seed=0))            # the run's own data back: it resumes and completes
+    assert train_run(cfg, tmp_path / "a")["status"] == "completed"

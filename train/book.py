@@ -30,6 +30,7 @@ from models.counting import flops_per_token, param_counts
 from train import checkpoint as ckpt
 from train.config import ConfigError, RunConfig
 from train.contract import CKPT_DIR, FAILED, METRICS, SUMMARY, eval_steps
+from train.data.documents import DataError
 from train.provenance import provenance
 from train.rundir import atomic_write_json, is_no_space, salvage_metrics, write_metrics
 from train.schedules import lr_curve
@@ -66,6 +67,7 @@ class RunBook:
     trackers: Any = None
     summary: dict[str, Any] | None = None
     step: int = 0                   # the step being taken (the last one begun)
+    data_id: str | None = None      # `train.data.fingerprint` of the data this attempt trains on
     lrs: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +111,14 @@ class RunBook:
         if state is not None:
             if state["data_index"] != step:
                 raise ValueError(f"checkpoint of {self.out}: data position {state['data_index']} does not match step {step}")
+            saved = state.get("data_id")   # None: a checkpoint from before data fingerprints
+            if saved and self.data_id and saved != self.data_id:
+                where = f"the parent checkpoint {branch}" if branch is not None else f"the checkpoint of {self.out}"
+                raise DataError(
+                    f"{where} (step {step}) was trained on other tokens than data.source={self.cfg.data.source!r} "
+                    f"gives now (data fingerprint {saved} there, {self.data_id} here): the corpus, its token cache "
+                    "or the tokenizer changed under the same config, and the model would continue on tokens it never "
+                    "saw. Train a new run directory, or restore the data the run started on")
             self.first_loss, self.elapsed = state["first_loss"], state["elapsed_s"]
             if branch is None:
                 self.train_s = state.get("train_s", 0.0)
@@ -185,7 +195,7 @@ class RunBook:
             **model_and_optimizer, "step": step, "data_index": step, "first_loss": self.first_loss,
             "elapsed_s": self.now(), "train_s": self.train_s, "train_tokens": self.train_tokens,
             "rng": ckpt.rng_state(), "tracker": self.trackers.state() if self.trackers else {},
-            "config": self.cfg.to_dict(), "dtype": self.dtype})
+            "config": self.cfg.to_dict(), "dtype": self.dtype, "data_id": self.data_id})
 
     def prune(self) -> None:
         if self.write:

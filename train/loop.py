@@ -34,7 +34,7 @@ from train.book import Progress, RunBook, find_resume, finite_or_none, load_bran
 from train.checkpoint import set_rng_state
 from train.config import ConfigError, RunConfig
 from train.contract import COMPLETED, DIVERGED
-from train.data import build_data
+from train.data import build_data, fingerprint
 from train.optim import BatchPlan, build_optimizer, clip_grads, plan_batches, set_lr, smaller_micro_batch
 
 
@@ -337,14 +337,15 @@ def start_runs(books: Sequence[RunBook], branch_of: RunConfig | None = None) -> 
 
 
 def restore(cfg: RunConfig, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            device: torch.device, info: ddp.DistInfo = ddp.DistInfo(), t_start: float | None = None
-            ) -> tuple[RunBook, int]:
-    """The run's book and the step it resumes at, with model, optimizer and RNG restored.
+            device: torch.device, info: ddp.DistInfo = ddp.DistInfo(), t_start: float | None = None,
+            data_id: str | None = None) -> tuple[RunBook, int]:
+    """The run's book and the step it resumes at, with model, optimizer and RNG restored; a checkpoint
+    written on other data than `data_id` (`train.data.fingerprint`) is refused.
 
     Checkpoints are read onto the CPU whatever `device` is: torch's RNG setters accept only
     CPU states, and `load_state_dict` copies weights and moments onto the model's device.
     """
-    book = RunBook(cfg, out, time.perf_counter() if t_start is None else t_start, write=info.is_main)
+    book = RunBook(cfg, out, time.perf_counter() if t_start is None else t_start, write=info.is_main, data_id=data_id)
     step, (state,) = start_runs([book], cfg)
     book.dtype = precision(cfg.train.dtype, device, state.get("dtype") if state else None)
     if state is not None:
@@ -368,7 +369,7 @@ def train(cfg: RunConfig, out_dir: str | Path, info: ddp.DistInfo = ddp.DistInfo
     seed_everything(cfg.run.seed)
     model = build_model(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
-    book, step = restore(cfg, out, model, optimizer, device, info, t_start)
+    book, step = restore(cfg, out, model, optimizer, device, info, t_start, fingerprint(data, cfg.model.context))
     if cfg.train.dtype == "auto" and book.dtype != precision("auto", device):
         warn(f"{out}: this run started in {book.dtype} (train.dtype=auto) and continues in it on {device}")
     amp_factory = lambda: autocast(device, book.dtype)  # noqa: E731  (a fresh context per use)

@@ -46,6 +46,7 @@ from train.book import Progress, RunBook
 from train.checkpoint import set_rng_state
 from train.config import ConfigError, RunConfig
 from train.contract import COMPLETED
+from train.data import fingerprint
 from train.loop import (Batches, autocast, eval_chunks, load_data, precision, resolve_device, run_loop,
                         seed_everything, set_up_device, start_runs, take_step)
 from train.optim import BatchPlan, build_optimizer, pack_plan, plan_batches
@@ -205,10 +206,11 @@ def _train_pack(cfgs: list[RunConfig], outs: list[Path], progress: Progress | No
     # ---- data (shared), models (each seeded as its single run), optimizers --
     data, val_NxT1, floor = load_data(c0, device)
     books, singles, opts = [], [], []
+    data_id = fingerprint(data, c0.model.context)
     for c, o in zip(cfgs, outs):
         seed_everything(c.run.seed)
         single = build_model(c.model).to(device)
-        books.append(RunBook(c, o, t_start))
+        books.append(RunBook(c, o, t_start, data_id=data_id))
         singles.append(single)
         opts.append(build_optimizer(single, c.optim, device))
 

@@ -32,6 +32,22 @@ class DataSource(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+def fingerprint(data: DataSource, context: int) -> str:
+    """A digest of the tokens a run trains and evaluates on: three training batches (seeded windows spread
+    over the data) and the first validation windows. Two sources with the same config give the same
+    digest; a corpus, tokenizer or generator that changed under the same config gives another one, so
+    a run resumed on other data than its checkpoint saw is refused (`train.book.RunBook.start`)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for index in (0, 1, 997):
+        h.update(np.ascontiguousarray(np.asarray(data.train_batch(index, 2), dtype=np.int64)).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(data.val_batch(2 * context), dtype=np.int64)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def build_data(cfg: DataConfig, context: int) -> DataSource:
     """The data source a run config names (`data.source`)."""
     if cfg.source == "synthetic":
@@ -41,4 +57,4 @@ def build_data(cfg: DataConfig, context: int) -> DataSource:
     return TextSource(cfg, context)
 
 
-__all__ = ["DataConfig", "DataSource", "SyntheticConfig", "build_data"]
+__all__ = ["DataConfig", "DataSource", "SyntheticConfig", "build_data", "fingerprint"]
