@@ -61,16 +61,20 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_run_drops_rows_past_the_checkpoint_and_resumes(tmp_path):
-    overrides = TINY + ["train.tokens=10240", "run.ckpt_every=6", "eval.points=20"]  # 20 steps
-    cfg = load_config(None, overrides)
-
+def interrupt_at_step_15(cfg, run_dir):
+    """Train `cfg` into `run_dir` and stop it by an exception at step 15 (its summary then says failed)."""
     def stop_at_15(row):
         if row["step"] == 15:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_run(cfg, tmp_path / "a", progress=stop_at_15)
+        train_run(cfg, run_dir, progress=stop_at_15)
+
+
+def test_interrupted_run_drops_rows_past_the_checkpoint_and_resumes(tmp_path):
+    overrides = TINY + ["train.tokens=10240", "run.ckpt_every=6", "eval.points=20"]  # 20 steps
+    cfg = load_config(None, overrides)
+    interrupt_at_step_15(cfg, tmp_path / "a")
     assert read_run(tmp_path / "a")[2]["status"] == "failed"
     assert max(r["step"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")) == 15
     summary = train_run(cfg, tmp_path / "a")  # resumes from step 12, dropping the rows of steps 13-15
@@ -99,13 +103,7 @@ def test_a_run_is_not_resumed_on_other_tokens_than_its_checkpoint_saw(tmp_path):
                    "data.tokenizer=byte", "data.vocab_size=256", "model.vocab_size=256",
                    f"data.cache_dir={tmp_path / 'cache'}", "data.val_frac=0.1"]
     cfg = load_config(None, text)
-
-    def stop_at_15(row):
-        if row["step"] == 15:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_run(cfg, tmp_path / "a", progress=stop_at_15)
+    interrupt_at_step_15(cfg, tmp_path / "a")
     first = fingerprint(build_data(cfg.data, cfg.model.context), cfg.model.context)
     assert first == fingerprint(build_data(cfg.data, cfg.model.context), cfg.model.context)
     write_txt(src, corpus(200, seed=1))            # same path and config, other text
