@@ -1,7 +1,8 @@
 """Two per-process costs, old way against new way in one process (ratios, not absolute times):
 
 - the synthetic language's successor draws (vocab 512, the default language): a check of every row each
-  rejection round (the earlier code, written out here) against `train.data.synthetic._distinct_successors`,
+  rejection round (the earlier code, kept as the reference of
+  tests/test_data_synthetic.py) against `train.data.synthetic._distinct_successors`,
   which re-checks only the rows it redrew; the draws are the same;
 - a small fit's BLAS thread limit: `threadpoolctl.threadpool_limits` built per fit (the earlier code)
   against the process's one cached controller (`analysis.objective.single_threaded_blas`), on 48 fits
@@ -9,22 +10,15 @@
 
     python benchmarks/startup_costs.py
 """
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-
-def every_row(rng, lead, b, cdf):
-    draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random((n, b)), side="right"), len(cdf) - 1)  # noqa: E731
-    out = draw(int(np.prod(lead))).reshape(*lead, b)
-    flat = out.reshape(-1, b)
-    while True:
-        srt = np.sort(flat, axis=1)
-        bad = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
-        if not len(bad):
-            return out
-        flat[bad] = draw(len(bad))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.test_data_synthetic import every_row  # noqa: E402  (the earlier code, the test's reference)
 
 
 def best_of(fn, n=5):

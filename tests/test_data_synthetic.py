@@ -111,20 +111,23 @@ def test_floor_beats_a_counted_bigram_and_a_wrong_prior_mixture():
     assert bigram_nll - floor > 0.05             # topic inference is worth something
 
 
+def every_row(rng, lead, b, cdf):
+    """The successor draws as the earlier code made them: every row re-checked each rejection round (the
+    reference `_distinct_successors` must equal; benchmarks/startup_costs.py times the two)."""
+    draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random((n, b)), side="right"), len(cdf) - 1)  # noqa: E731
+    out = draw(int(np.prod(lead))).reshape(*lead, b)
+    flat = out.reshape(-1, b)
+    while True:
+        srt = np.sort(flat, axis=1)
+        bad = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
+        if not len(bad):
+            return out
+        flat[bad] = draw(len(bad))
+
+
 def test_successor_draws_equal_a_check_of_every_row_each_round():
     """The rejection loop re-checks only the rows it redrew: the language is the one a check of every row
     each round gives (same draws in the same order), so languages, and every loss measured on them, stay put."""
-    def every_row(rng, lead, b, cdf):
-        draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random((n, b)), side="right"), len(cdf) - 1)  # noqa: E731
-        out = draw(int(np.prod(lead))).reshape(*lead, b)
-        flat = out.reshape(-1, b)
-        while True:
-            srt = np.sort(flat, axis=1)
-            bad = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
-            if not len(bad):
-                return out
-            flat[bad] = draw(len(bad))
-
     pop = (np.arange(12) + 1.0) ** -1.2
     cdf = np.cumsum(pop / pop.sum())
     for seed in range(3):                      # 12 tokens, 6 distinct successors: most rows redraw many times
