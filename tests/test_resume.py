@@ -90,7 +90,7 @@ def test_checkpoint_retention_keeps_pinned_final_and_latest(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path / "run" / "ckpt")] == [4, 6, 9, 12]
 
 
-def test_a_run_is_not_resumed_on_other_tokens_than_its_checkpoint_saw(tmp_path):
+def test_a_run_is_not_resumed_on_other_tokens_than_its_checkpoint_saw(tmp_path, capsys):
     """The corpus behind data.source changes under an interrupted run (as when a token cache is rebuilt by a
     newer tokenizer): resuming is refused with a message naming the data, not continued on tokens the model
     never saw; on the same corpus it resumes. Fingerprints agree for equal data and differ for other data."""
@@ -110,6 +110,8 @@ def test_a_run_is_not_resumed_on_other_tokens_than_its_checkpoint_saw(tmp_path):
     assert fingerprint(build_data(cfg.data, cfg.model.context), cfg.model.context) != first
     with pytest.raises(DataError, match=r"other tokens than data.source=.*corpus.txt"):
         train_run(cfg, tmp_path / "a")
+    assert train_main(["--out", str(tmp_path / "a"), "--quiet", *text]) == 2     # the command line: one line, exit 2
+    assert "config error: the checkpoint of" in capsys.readouterr().err
     assert max(r["step"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")) == 15   # nothing trained
     write_txt(src, corpus(200, seed=0))            # the run's own data back: it resumes and completes
     assert train_run(cfg, tmp_path / "a")["status"] == "completed"
