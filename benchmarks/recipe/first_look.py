@@ -93,21 +93,26 @@ def main() -> None:
         sd = out / f"seed{seed}"
         sd.mkdir(parents=True, exist_ok=True)
         fc_path = sd / "forecasts.json"
-        if not fc_path.exists():
-            fcs = {}
+        # shapes added to a seed later get their forecasts written, before they train, next to the
+        # earlier ones (those stay as they were written)
+        old = json.loads(fc_path.read_text()) if fc_path.exists() else {"targets": {}, "forecasts": {}}
+        new = {k: cfg for k, cfg in targets.items() if k not in old["targets"]}
+        if new:
+            fcs = old["forecasts"]
             for law in laws:
                 for conv in convs:
                     tn = with_n(ts, conv)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         r = fit(rows_for(tn, a.method, law, a.min_tokens), law, select="all")
-                    fcs[f"{law}|{conv}"] = {
-                        "bounds": at_bounds(r), "params": {k: float(v) for k, v in r.params.items()},
-                        "pred": {k: float(np.asarray(r.predict(**covariates(cfg, conv, law)))[0])
-                                 for k, cfg in targets.items()}}
+                    fc = fcs.setdefault(f"{law}|{conv}", {"bounds": at_bounds(r), "pred": {},
+                                                          "params": {k: float(v) for k, v in r.params.items()}})
+                    fc["pred"].update({k: float(np.asarray(r.predict(**covariates(cfg, conv, law)))[0])
+                                       for k, cfg in new.items()})
             fc_path.write_text(json.dumps({"c_max": c_max, "ratio": a.ratio,
-                                           "targets": {k: {"run_id": c.run_id(), "tokens": c.train.tokens,
-                                                           "lr": c.optim.lr} for k, c in targets.items()},
+                                           "targets": {**old["targets"], **{
+                                               k: {"run_id": c.run_id(), "tokens": c.train.tokens, "lr": c.optim.lr}
+                                               for k, c in new.items()}},
                                            "forecasts": fcs}, indent=1))
         plans[seed] = (sd, targets)
         for k, cfg in targets.items():
