@@ -184,7 +184,7 @@ def _fit(args: argparse.Namespace) -> int:
         err = result.extrapolation
         if err is not None:
             print(f"extrapolation error from {err.n_forecasts} backtest forecasts: run scatter s0 = {err.s0:.3%}, "
-                  f"growth k = {err.k:.3%} per unit ln(C / C_fit)")
+                  f"growth k = {err.k:.3%} per unit ln(C / C_fit); interval quantile {err.quantile_name()}")
         print(f"wrote {out}")
     return 0
 

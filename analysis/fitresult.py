@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from analysis.laws import Law, get_law
 
@@ -32,7 +34,9 @@ class ExtrapolationError:
     """How far off the law's forecasts were inside the fitted runs, and how that grew with distance.
 
     The log error of a forecast at compute factor f = C / C_fit beyond the fitted runs is
-    modelled as Normal(0, s0^2 + (k ln f)^2) (`analysis.calibrate`). `C_fit` is the compute
+    modelled as s t with s^2 = s0^2 + (k ln f)^2 (`analysis.calibrate`) and t Student-t with `dof`
+    degrees of freedom, the fitted runs' model sizes less one (None, in fits calibrated before
+    2026-11-30: normal). `C_fit` is the compute
     scale of the fitted rows, in `C_convention`: "C" (the table's own FLOPs, for a law of C)
     or "6ND"; `C_fit_runs` is the same in the FLOP convention the runs recorded
     (`runs_flop_convention`), which a planned run's config can be counted in.
@@ -46,6 +50,7 @@ class ExtrapolationError:
     C_convention: str = "6ND"
     C_fit_runs: float | None = None
     runs_flop_convention: str | None = None
+    dof: float | None = None    # degrees of freedom of the interval's quantile (None: normal)
     per_run: Any = field(default=None, repr=False, compare=False)   # the backtest errors (not stored)
 
     def sigma(self, extrapolation) -> np.ndarray:
@@ -53,9 +58,19 @@ class ExtrapolationError:
         x = np.log(np.maximum(np.asarray(extrapolation, dtype=float), 1.0))
         return np.sqrt(self.s0 ** 2 + (self.k * x) ** 2)
 
+    def quantile(self, level: float) -> float:
+        """The multiple of sigma that a central interval of `level` spans on each side."""
+        q = 0.5 + level / 2
+        return float(norm.ppf(q) if self.dof is None else student_t.ppf(q, self.dof))
+
+    def quantile_name(self) -> str:
+        """How the interval's quantile is taken, for messages."""
+        return "normal" if self.dof is None else f"Student-t, {self.dof:g} degrees of freedom (model sizes less one)"
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_run"}
-        return {**d, "model": "ln(actual/predicted) ~ Normal(0, s0^2 + (k ln(C/C_fit))^2)"}
+        dist = "Normal(0, 1)" if self.dof is None else f"Student-t({self.dof:g})"
+        return {**d, "model": f"ln(actual/predicted) ~ s t, s^2 = s0^2 + (k ln(C/C_fit))^2, t ~ {dist}"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExtrapolationError":
@@ -64,7 +79,8 @@ class ExtrapolationError:
                        n_forecasts=int(d["n_forecasts"]), max_extrapolation=float(d["max_extrapolation"]),
                        C_fit=float(d.get("C_fit", float("nan"))), C_convention=str(d.get("C_convention", "6ND")),
                        C_fit_runs=None if d.get("C_fit_runs") is None else float(d["C_fit_runs"]),
-                       runs_flop_convention=d.get("runs_flop_convention"))
+                       runs_flop_convention=d.get("runs_flop_convention"),
+                       dof=None if d.get("dof") is None else float(d["dof"]))
         except (KeyError, TypeError) as e:
             raise ValueError(f"its extrapolation error lacks {e}") from None
 

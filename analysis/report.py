@@ -157,7 +157,8 @@ def _law_section(table, name, bootstrap, level, seed, n_starts, n_convention, fi
     err = result.extrapolation
     if err is not None:
         md += ["", f"Extrapolation error measured by {err.n_forecasts} rollout backtests inside these runs: run "
-               f"scatter s0 = {err.s0:.2%}, growth k = {err.k:.2%} per unit ln(C / C_fit)."]
+               f"scatter s0 = {err.s0:.2%}, growth k = {err.k:.2%} per unit ln(C / C_fit); interval quantile "
+               f"{err.quantile_name()}."]
     md += [f"- warning: {w}" for w in result.warnings]
     md.append("")
     try:

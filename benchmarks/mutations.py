@@ -141,6 +141,14 @@ MUTATIONS: list[Mutation] = [
              "sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2 + between ** 2)",
              "sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2)",
              "an ensemble's interval ignores how far apart its laws' forecasts are", ("tests/test_ensemble.py",)),
+    # --- the interval's quantile ---------------------------------------------------------------
+    Mutation("interval_quantile_normal", "analysis/calibrate.py",
+             "q = error.quantile(level)", "q = 1.6448536269514722 if level == 0.9 else error.quantile(level)",
+             "the calibrated 90% interval takes the normal quantile whatever the ladder's number of sizes",
+             ("tests/test_calibrate_by_hand.py",)),
+    Mutation("interval_dof_counts_rows", "analysis/calibrate.py",
+             "n = int(rows[col].nunique()) if col else len(rows)", "n = len(rows)",
+             "the interval's degrees of freedom count rows, not model sizes", ("tests/test_calibrate_by_hand.py",)),
     # --- resume on the data the checkpoint saw --------------------------------------------------
     Mutation("resume_ignores_data_fingerprint", "train/book.py",
              "if saved and self.data_id and saved != self.data_id:", "if False:",

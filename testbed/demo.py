@@ -132,7 +132,8 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
     if result.extrapolation is not None:
         e = result.extrapolation
         console.print(f"extrapolation error measured on the ladder ({e.n_forecasts} backtest forecasts): "
-                      f"run scatter s0 = {e.s0:.2%}, growth k = {e.k:.2%} per unit ln(C/C_ladder)")
+                      f"run scatter s0 = {e.s0:.2%}, growth k = {e.k:.2%} per unit ln(C/C_ladder); "
+                      f"interval quantile {e.quantile_name()}")
 
     console.rule("[bold]3/4 forecast[/] (written before the target trains)")
     fc_path = out / FORECAST_FILE

@@ -18,8 +18,8 @@ CHIN = {"E": 2.6, "A": 60.0, "B": 900.0, "alpha": 0.45, "beta": 0.5}
 KAP = {"Nc": 3e9, "Dc": 2e7, "alpha_N": 0.09, "alpha_D": 0.12}
 
 
-def ladder(law: str, params: dict, noise: float, rng) -> pd.DataFrame:
-    N, D = (a.ravel() for a in np.meshgrid(SIZES, BUDGETS, indexing="ij"))
+def ladder(law: str, params: dict, noise: float, rng, sizes=SIZES) -> pd.DataFrame:
+    N, D = (a.ravel() for a in np.meshgrid(sizes, BUDGETS, indexing="ij"))
     loss = get_law(law).predict(params, N=N, D=D) * np.exp(noise * rng.standard_normal(N.size))
     return pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "N": N, "D": D, "C": 6 * N * D, "step": 1,
                          "final": True, "loss": loss})
@@ -28,7 +28,7 @@ def ladder(law: str, params: dict, noise: float, rng) -> pd.DataFrame:
 SIMS = 48
 
 
-def _coverage(truth_law, truth, noise, sims=SIMS, seed=0, levels=(0.5, 0.9)):
+def _coverage(truth_law, truth, noise, sims=SIMS, seed=0, levels=(0.5, 0.9), sizes=SIZES):
     """Over `sims` simulated ladders, the fraction whose interval for the target covers a fresh noisy target
     run: {level: calibrated coverage}, the 90% bootstrap band's coverage, and the median 90% calibrated
     width relative to the loss. Cheap fits (one start, 40 bootstrap refits) keep a simulation near 0.3 s."""
@@ -37,7 +37,7 @@ def _coverage(truth_law, truth, noise, sims=SIMS, seed=0, levels=(0.5, 0.9)):
     inside = {lv: [] for lv in levels}
     inside_boot, widths = [], []
     for _ in range(sims):
-        table = ladder(truth_law, truth, noise, rng)
+        table = ladder(truth_law, truth, noise, rng, sizes)
         r = fit(table, "kaplan", bootstrap=40, n_starts=1)
         err = extrapolation_error(table, r, n_starts=1)
         ext = 6 * TARGET["N"] * TARGET["D"] / table["C"].max()
@@ -76,14 +76,20 @@ def test_misspecified_law_bootstrap_undercovers_calibrated_interval_covers():
     lo, hi = binomial_band(0.9, n=24)
     assert boot < lo
     assert lo <= cal[0.9] <= hi
-    assert width < 0.25      # and it is not uselessly wide
+    # and it is not uselessly wide: about 0.23 of the loss with the normal quantile, 0.33 with the t(3)
+    # quantile a four-size ladder now takes (analysis.calibrate.interval_dof), which here over-covers
+    assert width < 0.36
 
 
 @pytest.mark.slow
 def test_well_specified_law_keeps_the_interval_near_nominal():
-    """The right law, forecast 12x out: 50% and 90% calibrated intervals cover at their nominal rates, within
-    the binomial band of 48 simulations (at 50% the band is two-sided: an interval far too wide fails)."""
-    cal, _, width = _coverage("kaplan", KAP, noise=0.004, seed=2)
+    """The right law, forecast 12x out from a ladder of eight sizes: 50% and 90% calibrated intervals cover at
+    their nominal rates, within the binomial band of 48 simulations (at 50% the band is two-sided: an interval
+    far too wide fails). Eight sizes, not the demo's four: the interval takes Student-t with the sizes less one
+    degrees of freedom (`analysis.calibrate.interval_dof`), and with four sizes and the right law its 50%
+    interval covers about 75% of the time; that price buys coverage on real four-size ladders, whose errors
+    beyond the ladder the normal quantile understated (benchmarks/recipe/README.md, section (11))."""
+    cal, _, width = _coverage("kaplan", KAP, noise=0.004, seed=2, sizes=np.geomspace(SIZES[0], SIZES[-1], 8))
     for level in (0.5, 0.9):
         lo, hi = binomial_band(level)
         assert lo <= cal[level] <= hi, (level, cal[level], (lo, hi))

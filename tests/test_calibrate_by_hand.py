@@ -1,8 +1,10 @@
 """The calibrated interval's pieces computed by hand: run scatter s0, growth rate k (and its fallback to 0),
-and the extrapolation distance of a planned run counted in the fitted runs' own FLOP convention."""
+the extrapolation distance of a planned run counted in the fitted runs' own FLOP convention, and the Student-t
+quantile with the ladder's sizes less one degrees of freedom."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -130,3 +132,38 @@ def test_attach_stores_the_fitted_runs_compute_in_their_own_flop_convention():
     assert stored.C_fit == pytest.approx(6 * SIZES[-1] * BUDGETS[-1])
     assert stored.C_fit_runs == pytest.approx(7.5 * SIZES[-1] * BUDGETS[-1])
     assert (stored.C_convention, stored.runs_flop_convention) == ("6ND", "exact")
+
+
+def test_the_interval_takes_student_t_with_the_ladders_sizes_less_one_degrees_of_freedom(tmp_path):
+    """A four-size ladder's measured error carries dof 3; its 90% interval is point * exp(-/+ q sigma) with q the
+    t(3) quantile 2.3534 (1.43x the normal 1.6449); a ladder of 40 sizes is near normal; the dof travels in the
+    fit JSON, and a fit file calibrated before the dof existed reads back with the normal quantile."""
+    from analysis.calibrate import calibrated_interval
+    from analysis.fitresult import FitResult
+
+    table = ladder()
+    r = fit(table, "kaplan", bootstrap=50, n_starts=1, seed=0)
+    err = extrapolation_error(table, r, n_starts=1)
+    assert err.dof == 3.0                                   # SIZES has four sizes
+    at = {"N": np.array([2.2e5]), "D": np.array([5.1e6])}
+    point, lo, hi, sigma = calibrated_interval(r, err, extrapolation=12.0, level=0.9, **at)
+    assert math.log(hi[0] / point[0]) == pytest.approx(2.353363434801823 * sigma[0], rel=1e-9)
+    assert math.log(point[0] / lo[0]) == pytest.approx(2.353363434801823 * sigma[0], rel=1e-9)
+    normal = dataclasses.replace(err, dof=None)
+    _, lo_n, hi_n, sigma_n = calibrated_interval(r, normal, extrapolation=12.0, level=0.9, **at)
+    assert sigma_n[0] == pytest.approx(sigma[0], rel=1e-12)  # the same scale, another quantile
+    assert math.log(hi_n[0] / point[0]) == pytest.approx(1.6448536269514722 * sigma[0], rel=1e-9)
+
+    many = pd.concat([ladder(seed=s).assign(N=lambda d, s=s: d["N"] * (1 + 0.01 * s), run=lambda d, s=s: d["run"] + f"s{s}")
+                      for s in range(10)], ignore_index=True)
+    err_many = extrapolation_error(many, fit(many, "kaplan", bootstrap=0, n_starts=1), n_starts=1)
+    assert err_many.dof == 39.0
+    assert err_many.quantile(0.9) < 1.05 * 1.6448536269514722
+
+    path = tmp_path / "fit.json"
+    dataclasses.replace(r, extrapolation=err).to_json(path)
+    assert FitResult.from_json(path).extrapolation.dof == 3.0
+    raw = json.loads(path.read_text())
+    del raw["extrapolation"]["dof"]
+    path.write_text(json.dumps(raw))
+    assert FitResult.from_json(path).extrapolation.quantile(0.9) == pytest.approx(1.6448536269514722)

@@ -40,6 +40,13 @@ def train_ladder_in_process(out, preset):
         torch.set_num_threads(threads)
 
 
+def before_sizes(out) -> int:
+    """The model sizes among the rows the demo fitted its law on."""
+    from analysis.load import load_runs
+
+    return int(demo.fitted_rows(load_runs(out / "ladder"), load_preset("mini"))["N"].nunique())
+
+
 @pytest.fixture(scope="module")
 def finished_demo(tmp_path_factory):
     """A mini demo interrupted as the target starts, then rerun to the end (its ladder trained in-process)."""
@@ -82,12 +89,17 @@ def test_forecast_json_is_complete_and_consistent(finished_demo):
     assert fc["lower"] <= fc["predicted"] <= fc["upper"]
     assert fc["bootstrap_lower"] <= fc["bootstrap_upper"]
     assert fc["compute_ratio"] >= 10
-    # the headline interval is the calibrated one: predicted * exp(-/+ z sigma), sigma from the ladder's backtests
+    # the headline interval is the calibrated one: predicted * exp(-/+ q sigma), sigma from the ladder's backtests
+    # and q the Student-t quantile with the ladder's model sizes less one degrees of freedom
+    from scipy.stats import t as student_t
+
     iv = fc["interval"]
     assert iv["kind"] == "calibrated" and iv["extrapolation_error"]["n_forecasts"] >= 1
-    z = 1.6448536269514722
-    assert fc["lower"] == pytest.approx(fc["predicted"] * math.exp(-z * iv["sigma"]), rel=1e-9)
-    assert fc["upper"] == pytest.approx(fc["predicted"] * math.exp(z * iv["sigma"]), rel=1e-9)
+    sizes = before_sizes(out)
+    assert iv["extrapolation_error"]["dof"] == sizes - 1
+    q = float(student_t.ppf(0.95, sizes - 1))
+    assert fc["lower"] == pytest.approx(fc["predicted"] * math.exp(-q * iv["sigma"]), rel=1e-9)
+    assert fc["upper"] == pytest.approx(fc["predicted"] * math.exp(q * iv["sigma"]), rel=1e-9)
     e = iv["extrapolation_error"]
     assert iv["sigma"] ** 2 >= e["s0"] ** 2 + (e["k"] * math.log(fc["compute_ratio"])) ** 2 - 1e-12
     # the forecast made before the target trained is the one checked afterwards
