@@ -10,7 +10,7 @@ def print_fit(result) -> None:
     has_samples = result.samples is not None and len(result.samples) > 1
     se = result.standard_errors() if has_samples else {}
     level = f"{result.interval_level:.0%} interval" if result.interval_level else "interval"
-    table = Table(title=f"{result.law} (v{result.law_version}) on {result.n_points} points "
+    table = Table(title=f"{result.versioned_law} on {result.n_points} points "
                         f"(N: {result.convention.get('N')} parameters, {result.convention.get('N_source') or 'given'})")
     for col in ("parameter", "estimate", level, "bootstrap SE"):
         table.add_column(col, justify="right" if col != "parameter" else "left")

@@ -213,19 +213,24 @@ class FitResult:
         except ValueError as e:
             raise ValueError(f"fit result {path}: {e}") from None
 
+    @property
+    def versioned_law(self) -> str:
+        """"kaplan v1"; an ensemble, whose version lists its laws' ("kaplan@1+schedule@1"), in brackets."""
+        return f"{self.law} ({self.law_version})" if "@" in self.law_version else f"{self.law} v{self.law_version}"
+
     def __repr__(self) -> str:
         """One line: law, parameters, points, bootstrap size, convergence, calibration (not the samples)."""
         params = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
         boot = 0 if self.samples is None else len(self.samples)
         cal = "" if self.extrapolation is None else (f", extrapolation error s0={self.extrapolation.s0:.3g} "
                                                      f"k={self.extrapolation.k:.3g}")
-        return (f"FitResult({self.law} v{self.law_version}: {params}; {self.n_points} points, "
+        return (f"FitResult({self.versioned_law}: {params}; {self.n_points} points, "
                 f"{boot} bootstrap samples, {'converged' if self.converged else 'NOT converged'}, "
                 f"{len(self.warnings)} warnings{cal})")
 
     def summary(self) -> str:
         """A few readable lines: estimate [interval] per parameter, objective and convergence."""
-        lines = [f"{self.law} v{self.law_version}: {self.n_points} points, objective {self.objective:.6g}, "
+        lines = [f"{self.versioned_law}: {self.n_points} points, objective {self.objective:.6g}, "
                  f"{'converged' if self.converged else 'NOT converged'} ({self.message})"]
         for p, v in self.params.items():
             iv = self.intervals.get(p)

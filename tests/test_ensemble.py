@@ -103,6 +103,9 @@ def test_fitting_an_ensemble_fits_each_law_on_the_same_rows_and_pairs_their_boot
     assert r.convention["N"] == a.convention["N"]
     back = FitResult.from_json(r.to_json(tmp_path / "mix.json"))
     assert back == r and back.predict(**cov) == pytest.approx(r.predict(**cov))
+    # the summary names the ensemble with its laws' versions, and a single law with its own
+    assert r.summary().splitlines()[0].startswith(f"{MIX} (kaplan-schedule@{a.law_version}+schedule@{b.law_version}):")
+    assert a.summary().startswith(f"kaplan-schedule v{a.law_version}:")
     with pytest.raises(ValueError, match="not supported for an ensemble"):
         fit(curves, MIX, fixed={"kaplan-schedule.C": 1e-9})
 
