@@ -87,8 +87,9 @@ def test_well_specified_law_keeps_the_interval_near_nominal():
     their nominal rates, within the binomial band of 48 simulations (at 50% the band is two-sided: an interval
     far too wide fails). Eight sizes, not the demo's four: the interval takes Student-t with the sizes less one
     degrees of freedom (`analysis.calibrate.interval_dof`), and with four sizes and the right law its 50%
-    interval covers about 75% of the time (69% with the normal quantile); that price buys coverage on real four-size ladders, whose errors
-    beyond the ladder the normal quantile understated (benchmarks/recipe/README.md, section (11))."""
+    interval covers about 75% of the time (69% with the normal quantile); that price buys coverage on real
+    four-size ladders, whose errors beyond the ladder the normal quantile understated
+    (benchmarks/recipe/README.md, section (11))."""
     cal, _, width = _coverage("kaplan", KAP, noise=0.004, seed=2, sizes=np.geomspace(SIZES[0], SIZES[-1], 8))
     for level in (0.5, 0.9):
         lo, hi = binomial_band(level)
