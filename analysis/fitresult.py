@@ -216,7 +216,7 @@ class FitResult:
     @property
     def versioned_law(self) -> str:
         """"kaplan v1"; an ensemble, whose version lists its laws' ("kaplan@1+schedule@1"), in brackets."""
-        return f"{self.law} ({self.law_version})" if "@" in self.law_version else f"{self.law} v{self.law_version}"
+        return f"{self.law} ({self.law_version})" if self.law_obj.members else f"{self.law} v{self.law_version}"
 
     def __repr__(self) -> str:
         """One line: law, parameters, points, bootstrap size, convergence, calibration (not the samples)."""
