@@ -152,7 +152,7 @@ def test_calibrated_fit_widens_the_interval_with_extrapolation(sweep, fitted, tm
     assert "extrapolation error from" in printed
     err = FitResult.from_json(out).extrapolation
     # the user is told which quantile spans the interval: the sweep's sizes less one degrees of freedom
-    assert f"interval quantile Student-t, {err.dof:g} degrees of freedom" in printed.replace("\n", " ")
+    assert f"interval quantile Student-t, {err.dof:g} degrees of freedom" in printed
     assert err.n_forecasts >= 1 and err.C_fit == pytest.approx(6 * 3e6 * 3e6 * 80, rel=1e-4)
     widths = []
     for n in (3e6, 3e7, 3e8):                      # 80 tokens per parameter: 1x, 100x, 10,000x C_fit
