@@ -4,8 +4,9 @@
 `forecast.json` before its target trains (and `benchmarks/forecast.py` per target):
 the point and interval of `analysis.predict.forecast`, the bootstrap band beside it,
 the whole forecast curve, what the ladder covered, and where the target lies outside
-it (another depth, context, vocabulary or data than the ladder: the forecast then
-extrapolates in a direction the ladder never varied, and says so). `check(record,
+it (another depth, context, vocabulary or data than the ladder, or more passes over a
+finite corpus than any ladder run made: the forecast then extrapolates in a direction
+the ladder never varied, and says so). `check(record,
 run_dir)` fills in what the trained run reached. Torch-free, like all of analysis.
 """
 from __future__ import annotations
@@ -39,22 +40,42 @@ def outside_ladder(table: pd.DataFrame, target) -> list[str]:
             out.append(f"depth {values['depth']} (ladder: {int(depths.min())}-{int(depths.max())}; "
                        "the law reads depth only through N)")
     if "path" in table.columns:
-        sources = _ladder_sources(table)
+        sources, epochs, corpus = _ladder_data(table)
         if sources and target.data.source not in sources:
             out.append(f"data {target.data.source!r} (ladder: {', '.join(sorted(sources))})")
+        elif corpus:
+            # a finite corpus read more often than by any ladder run: every law here assumes fresh tokens
+            seen = target.train.tokens / corpus
+            if seen > 1.0 and seen > 1.05 * max(epochs, default=0.0):
+                out.append(f"epochs: the target reads its {corpus:,} training tokens {seen:.1f} times (ladder: at "
+                           f"most {max(epochs, default=0.0):.2f}); the law assumes every token is fresh")
     return out
 
 
-def _ladder_sources(table: pd.DataFrame) -> set[str]:
-    from train.contract import CONFIG
+def _ladder_data(table: pd.DataFrame) -> tuple[set[str], list[float], int | None]:
+    """The ladder runs' data sources, how many times each run read its training tokens, and the corpus size.
+
+    Read from the run directories (config.json's data.source; summary.json's data.train_tokens,
+    which only a finite corpus has). The corpus size is given only when every run read one
+    source of one size. At most 64 runs are read.
+    """
+    from train.contract import CONFIG, SUMMARY
     from train.rundir import read_json
-    sources = set()
+    sources, epochs, sizes = set(), [], set()
     for path in table["path"].dropna().unique()[:64]:
         try:
             sources.add(read_json(Path(path) / CONFIG)["data"]["source"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return sources
+        try:
+            summary = read_json(Path(path) / SUMMARY)
+            size = int(summary["data"]["train_tokens"])
+            epochs.append(float(summary["tokens"]) / size)
+            sizes.add(size)
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue
+    corpus = next(iter(sizes)) if len(sizes) == 1 and len(sources) == 1 else None
+    return sources, epochs, corpus
 
 
 def forecast_record(result, table: pd.DataFrame, target, *, level: float = 0.9,

@@ -101,6 +101,9 @@ MUTATIONS: list[Mutation] = [
     Mutation("checked_report_error_number", "analysis/checked.py",
              "f\"{100 * f['abs_rel_error']:.2f}%\"", "f\"{f['abs_rel_error']:.2f}%\"",
              "the report prints the relative error as a fraction labelled %", CHECKED),
+    Mutation("checked_epochs_within_one_pass", "analysis/checked.py",
+             "if seen > 1.0 and seen > 1.05 * max(epochs, default=0.0):", "if seen > 1.05 * max(epochs, default=0.0):",
+             "a target that reads the corpus less than once is called a repeat of it", CHECKED),
     # --- SLURM -----------------------------------------------------------------------------------
     Mutation("slurm_partition_dropped", "sweeps/slurm.py",
              'params["slurm_partition"] = opts.partition', "pass",

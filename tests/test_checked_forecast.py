@@ -86,3 +86,39 @@ def test_the_report_table_shows_the_checked_numbers(checked, tmp_path):
     assert row in text.splitlines(), text
     assert f"Target: N = {out['target']['N']:,.0f}, D = {out['target']['D']:,.0f}" in text
     assert f"({out['compute_ratio']:.1f}x the largest ladder run)" in text
+
+
+def test_a_target_that_repeats_a_small_corpus_more_than_the_ladder_did_is_named(tmp_path):
+    """Two real runs on a small byte-level corpus, each reading under half of it: a target planned to read
+    it three times is named for it (a law in N and D assumes fresh tokens); a target within one pass is not,
+    and a target on other data is named for its data only."""
+    from analysis.checked import outside_ladder
+    from train.api import train_run
+    from train.config import load_config
+
+    words = "the quick brown fox jumps over a lazy dog while seven wizards hex bright jugglers".split()
+    rng = np.random.default_rng(0)
+    src = tmp_path / "corpus.txt"
+    src.write_text("\n\n".join(" ".join(rng.choice(words, size=40)) for _ in range(150)) + "\n")
+
+    def cfg(*extra):
+        return load_config(None, ["model.width=16", "model.depth=1", "model.head_dim=8", "model.context=16",
+                                  "data.tokenizer=byte",
+                                  f"data.source={src}", "data.val_frac=0.1", f"data.cache_dir={tmp_path / 'cache'}",
+                                  "data.num_proc=1", "train.batch_tokens=256", "eval.tokens=256", "eval.points=2",
+                                  "train.threads=1", "train.device=cpu", *extra])
+
+    for width, tokens in ((16, 4096), (24, 8192)):
+        train_run(cfg(f"model.width={width}", f"train.tokens={tokens}"), tmp_path / "ladder" / f"w{width}")
+    corpus = json.loads((tmp_path / "ladder" / "w16" / "summary.json").read_text())["data"]["train_tokens"]
+    assert 8192 < corpus / 2                     # the ladder reads at most half the corpus
+    table = load_runs(tmp_path / "ladder")
+
+    three = outside_ladder(table, cfg("model.width=32", f"train.tokens={3 * corpus}").resolved())
+    assert three == [f"epochs: the target reads its {corpus:,} training tokens 3.0 times (ladder: at most "
+                     f"{8192 / corpus:.2f}); the law assumes every token is fresh"], three
+    assert outside_ladder(table, cfg("model.width=32", f"train.tokens={corpus // 2}").resolved()) == []
+    other = tmp_path / "other.txt"
+    other.write_text(src.read_text())
+    elsewhere = outside_ladder(table, cfg(f"data.source={other}", f"train.tokens={3 * corpus}").resolved())
+    assert len(elsewhere) == 1 and elsewhere[0].startswith(f"data {str(other)!r}"), elsewhere
