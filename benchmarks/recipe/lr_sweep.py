@@ -3,7 +3,8 @@
     python benchmarks/recipe/lr_sweep.py --out /work/scratch/h15/lr --widths 16 --lrs 2e-3,4e-3,8e-3 --seeds 0,1
 
 Base: GPT, head_dim 8, context 64, untied embeddings, muP with base width 16 (`--param sp` for SP),
-cosine to 0.1x with `--warmup` steps, synthetic vocab 512 (or `--data wiki` for the Wikipedia slice).
+cosine to 0.1x with `--warmup` steps, synthetic vocab 512 (or `--data wiki` for the Wikipedia slice,
+`--data shakespeare` for tiny_shakespeare as bytes).
 data.seed = run.seed = seed. Prints one row per (width, depth, batch, tokens) with the mean final loss per
 LR over seeds and each seed's loss, and the best LR.
 """
@@ -21,6 +22,10 @@ from runs import launch, summary  # noqa: E402
 
 WIKI = {"data.source": "/work/scratch/h15/wiki/wiki40.txt", "data.tokenizer": "bpe", "data.vocab_size": 2048,
         "data.val_frac": 0.03, "data.cache_dir": "/work/scratch/h15/cache", "data.num_proc": 1}
+# tiny_shakespeare as bytes: 1.04M training tokens and 73k held out by document (BPE 2048 would leave 0.36M)
+SHAKESPEARE = {"data.source": "/work/shared/data/tiny_shakespeare/input.txt", "data.tokenizer": "byte",
+               "data.vocab_size": 256, "data.val_frac": 0.07, "data.cache_dir": "/work/scratch/h15g/cache",
+               "data.num_proc": 1}
 
 
 def base(a) -> dict:
@@ -33,6 +38,8 @@ def base(a) -> dict:
         b["model.mup_base_width"] = a.base_width
     if a.data == "wiki":
         b.update(WIKI)
+    elif a.data == "shakespeare":
+        b.update(SHAKESPEARE)
     if a.extra:
         b.update(json.loads(a.extra))
     return b
