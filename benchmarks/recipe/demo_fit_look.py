@@ -40,7 +40,8 @@ for seed in sorted(table["seed"].unique()):
             row = dict(seed=int(seed), method=law, law=res.law, target=tdir.name, pred=rec["predicted"], actual=act,
                        err=100 * (rec["predicted"] / act - 1), lo=rec["lower"], hi=rec["upper"],
                        inside=rec["lower"] <= act <= rec["upper"], halfw=100 * (rec["upper"] - rec["lower"]) / 2 / rec["predicted"],
-                       bounds=",".join(res.warnings and [w[:40] for w in res.warnings if "bound" in w] or []))
+                       bounds=",".join(res.warnings and [w[:40] for w in res.warnings if "bound" in w] or []),
+                       outside="; ".join(rec["outside_ladder"]))
             out.append(row)
             print(row, flush=True)
 df = pd.DataFrame(out)

@@ -1,0 +1,59 @@
+"""The forecast matrix pooled: median and max |error|, coverage and mean interval half-width per set of cases.
+
+Each set is the JSON rows `demo_fit_look.py` writes (one row per seed, method and target, with the
+calibrated 90% interval), given as LABEL=FILE[,FILE...]:
+
+    python benchmarks/recipe/pool.py "synthetic 10x, seeds 9-16=a.json,b.json" "Wikipedia 10x=w.json" \
+        --apart "LSTM 10x=lstm.json" --method auto
+
+Prints one Markdown row per set, then the sets pooled (the --apart sets are shown but not pooled).
+The half-width is the interval's (upper - lower) / 2 over the forecast, in percent; "x median" is the
+mean half-width over the median |error|, the interval goal's ratio (at most about 3x).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def cases(spec: str, method: str) -> tuple[str, list[dict]]:
+    label, _, files = spec.partition("=")
+    if not files:
+        raise SystemExit(f"expected LABEL=FILE[,FILE...], got {spec!r}")
+    rows = [r for f in files.split(",") for r in json.loads(Path(f).read_text()) if r["method"] == method]
+    if not rows:
+        raise SystemExit(f"{label}: no rows of method {method!r} in {files}")
+    return label, rows
+
+
+def row(label: str, rows: list[dict]) -> str:
+    err = np.abs([r["err"] for r in rows])
+    med, hw = float(np.median(err)), float(np.mean([r["halfw"] for r in rows]))
+    cov = sum(bool(r["inside"]) for r in rows)
+    return (f"| {label} | {len(rows)} | {med:.2f}% | {err.max():.2f}% | {cov}/{len(rows)} ({100 * cov / len(rows):.0f}%) "
+            f"| ±{hw:.2f}% ({hw / med:.1f}x) |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...]: demo_fit_look.py outputs")
+    ap.add_argument("--apart", action="append", default=[], help="a set shown but left out of the pooled rows")
+    ap.add_argument("--method", default="auto")
+    a = ap.parse_args()
+    pooled = [cases(s, a.method) for s in a.sets]
+    apart = [cases(s, a.method) for s in a.apart]
+    print(f"| cases ({a.method}) | n | median \\|err\\| | max \\|err\\| | covered (90%) | mean half-width (x median) |")
+    print("|---|---|---|---|---|---|")
+    for label, rows in pooled:
+        print(row(label, rows))
+    if len(pooled) > 1:
+        print(row("**pooled**", [r for _, rows in pooled for r in rows]))
+    for label, rows in apart:
+        print(row(label, rows))
+
+
+if __name__ == "__main__":
+    main()
