@@ -12,10 +12,11 @@ A target is RATIO:wWIDTHdDEPTH: the preset's base config at that shape, with the
 per-size rules, and tokens for RATIO x the largest ladder run's compute
 (`testbed.preset.targets_spec`). The matrix's shapes, for a ladder of widths 16-48 at depth 2:
 long and narrow (w64 d2), balanced (w96 d2), wide and short (w128/w160 d2) and another depth
-(w64 d4). `--long` adds 100x targets (each 10x shape at twice the width). Not run yet; its
-runtime by the measured 30x targets (471-852 s each, two at a time on the 2-core box; a 100x
-target is 3.3x their compute): about 26-47 min per 100x target, 4-5 hours for four shapes x
-three seeds on top of the 10x set.
+(w64 d4). `--long` adds 100x targets (each 10x shape at twice the width). Runtime: by the
+measured 30x targets (471-852 s each, two at a time on the 2-core box; a 100x target is 3.3x
+their compute) about 26-47 min per 100x target on a quiet machine, 4-5 hours for four shapes x
+three seeds on top of the 10x set. Measured once (benchmarks/recipe/README.md, section (18)):
+w192 d2 at 100x, 7.31M tokens, took 83 min on a core shared with three other training jobs.
 
     python benchmarks/forecast.py --preset cpu --out /tmp/fm/synth --seeds 0,1,2 \\
         --targets 10:w64d2,10:w96d2,10:w128d2,10:w64d4 --laws auto,kaplan,kaplan-schedule,chinchilla,schedule
