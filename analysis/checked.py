@@ -43,8 +43,9 @@ def outside_ladder(table: pd.DataFrame, target) -> list[str]:
         sources, epochs, corpus = _ladder_data(table)
         if sources and target.data.source not in sources:
             out.append(f"data {target.data.source!r} (ladder: {', '.join(sorted(sources))})")
-        elif corpus:
-            # a finite corpus read more often than by any ladder run: every law here assumes fresh tokens
+        elif corpus and corpus[0] == tuple(getattr(target.data, k) for k in _CORPUS_KEYS):
+            # the ladder's own token cache, read more often than by any ladder run: every law assumes fresh tokens
+            corpus = corpus[1]
             seen = target.train.tokens / corpus
             if seen > 1.0 and seen > 1.05 * max(epochs, default=0.0):
                 out.append(f"epochs: the target reads its {corpus:,} training tokens {seen:.1f} times (ladder: at "
@@ -52,30 +53,35 @@ def outside_ladder(table: pd.DataFrame, target) -> list[str]:
     return out
 
 
-def _ladder_data(table: pd.DataFrame) -> tuple[set[str], list[float], int | None]:
-    """The ladder runs' data sources, how many times each run read its training tokens, and the corpus size.
+# the data settings that make a text corpus's token cache (train.data.text): a target that shares them reads
+# the same training tokens as the ladder, so its passes over them can be counted against the ladder's
+_CORPUS_KEYS = ("source", "tokenizer", "vocab_size", "val_frac", "max_docs", "text_field", "hf_split")
 
-    Read from the run directories (config.json's data.source; summary.json's data.train_tokens,
-    which only a finite corpus has). The corpus size is given only when every run read one
-    source of one size. At most 64 runs are read.
+
+def _ladder_data(table: pd.DataFrame) -> tuple[set[str], list[float], tuple[tuple, int] | None]:
+    """The ladder runs' data sources, how many times each run read its training tokens, and its one corpus.
+
+    Read from the run directories (config.json's data settings; summary.json's data.train_tokens,
+    which only a finite corpus has). The corpus, (its `_CORPUS_KEYS` settings, its training tokens), is
+    given only when every run read the same one. At most 64 runs are read.
     """
     from train.contract import CONFIG, SUMMARY
     from train.rundir import read_json
-    sources, epochs, sizes = set(), [], set()
+    sources, epochs, corpora = set(), [], set()
     for path in table["path"].dropna().unique()[:64]:
         try:
-            sources.add(read_json(Path(path) / CONFIG)["data"]["source"])
+            data = read_json(Path(path) / CONFIG)["data"]
+            sources.add(data["source"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
         try:
             summary = read_json(Path(path) / SUMMARY)
             size = int(summary["data"]["train_tokens"])
             epochs.append(float(summary["tokens"]) / size)
-            sizes.add(size)
+            corpora.add((tuple(data.get(k) for k in _CORPUS_KEYS), size))
         except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             continue
-    corpus = next(iter(sizes)) if len(sizes) == 1 and len(sources) == 1 else None
-    return sources, epochs, corpus
+    return sources, epochs, next(iter(corpora)) if len(corpora) == 1 else None
 
 
 def forecast_record(result, table: pd.DataFrame, target, *, level: float = 0.9,

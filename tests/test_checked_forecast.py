@@ -118,6 +118,9 @@ def test_a_target_that_repeats_a_small_corpus_more_than_the_ladder_did_is_named(
     assert three == [f"epochs: the target reads its {corpus:,} training tokens 3.0 times (ladder: at most "
                      f"{8192 / corpus:.2f}); the law assumes every token is fresh"], three
     assert outside_ladder(table, cfg("model.width=32", f"train.tokens={corpus // 2}").resolved()) == []
+    # the same file cut into other tokens is another corpus: its vocabulary is named, no count of passes
+    bpe = outside_ladder(table, cfg("data.tokenizer=bpe", "data.vocab_size=300", f"train.tokens={3 * corpus}").resolved())
+    assert len(bpe) == 1 and bpe[0].startswith("vocabulary 300 (ladder: 256)"), bpe
     other = tmp_path / "other.txt"
     other.write_text(src.read_text())
     elsewhere = outside_ladder(table, cfg(f"data.source={other}", f"train.tokens={3 * corpus}").resolved())
