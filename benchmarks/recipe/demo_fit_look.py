@@ -4,7 +4,8 @@
 
     python benchmarks/recipe/demo_fit_look.py LADDER_DIR FIRST_LOOK_DIR auto,kaplan-schedule,kaplan OUT.json [SEEDS]
 
-SEEDS (e.g. 9,10): score only these seeds of the ladder.
+SEEDS (e.g. 9,10): score only these seeds of the ladder. LADDER_DIR may list several directories
+(comma-separated), read as one ladder.
 """
 import json
 import sys
@@ -17,7 +18,7 @@ from testbed.preset import DemoPreset, FitPlan
 from train.config import RunConfig
 
 ladder_dir, fl_dir, laws = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
-table = load_runs(ladder_dir)
+table = pd.concat([load_runs(d) for d in ladder_dir.split(",")])
 table = table[table["depth"] == 2]
 if len(sys.argv) > 5:
     table = table[table["seed"].isin([int(x) for x in sys.argv[5].split(",")])]
