@@ -18,7 +18,7 @@ from testbed.preset import DemoPreset, FitPlan
 from train.config import RunConfig
 
 ladder_dir, fl_dir, laws = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
-table = pd.concat([load_runs(d) for d in ladder_dir.split(",")])
+table = load_runs(ladder_dir.split(","))   # several directories: one table, the sweep spec's declared N kept
 table = table[table["depth"] == 2]
 if len(sys.argv) > 5:
     table = table[table["seed"].isin([int(x) for x in sys.argv[5].split(",")])]
