@@ -5,7 +5,8 @@
     python benchmarks/recipe/demo_fit_look.py LADDER_DIR FIRST_LOOK_DIR auto,kaplan-schedule,kaplan OUT.json [SEEDS]
 
 SEEDS (e.g. 9,10): score only these seeds of the ladder. LADDER_DIR may list several directories
-(comma-separated), read as one ladder.
+(comma-separated), read as one ladder. `--decay LAMBDA` (anywhere in the arguments) sets the annealing
+decay of S2 for the loader, the fit and the forecasts instead of `analysis.schedule.DECAY`.
 """
 import json
 import sys
@@ -17,6 +18,12 @@ from testbed.demo import fit_ladder, fitted_rows
 from testbed.preset import DemoPreset, FitPlan
 from train.config import RunConfig
 
+if "--decay" in sys.argv:
+    import analysis.schedule
+    at = sys.argv.index("--decay")
+    # every reader of S1/S2 (the loader, the forecast) calls run_schedule_features with its default decay
+    analysis.schedule.run_schedule_features.__defaults__ = (float(sys.argv[at + 1]),)
+    del sys.argv[at:at + 2]
 ladder_dir, fl_dir, laws = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
 table = load_runs(ladder_dir.split(","))   # several directories: one table, the sweep spec's declared N kept
 table = table[table["depth"] == 2]
