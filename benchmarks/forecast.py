@@ -26,7 +26,8 @@ w192 d2 at 100x, 7.31M tokens, took 83 min on a core shared with three other tra
 Per-case rows go to `<out>/cases.json` and the table is printed: per data, ratio and law,
 each target shape and all shapes pooled, with the seeds the recipe was chosen on
 (< --fresh-from) and the fresh ones reported apart. Reruns reuse finished ladders,
-forecasts (when the method and targets are unchanged) and targets.
+forecasts (when the method and targets are unchanged) and targets. `--score-only` trains nothing and
+scores each seed's saved forecasts against the targets that finished (for a matrix stopped early).
 """
 from __future__ import annotations
 
@@ -220,6 +221,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh-from", type=int, default=None,
                     help="report seeds >= this apart (the recipe was chosen on the seeds below it)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--score-only", action="store_true",
+                    help="train nothing: score each seed's saved forecasts against the targets that finished "
+                         "(a matrix stopped early; unfinished targets are listed as failed)")
     args = ap.parse_args(argv)
     if args.summarize:
         print_table(load_cases(args.summarize), args.fresh_from, args.markdown)
@@ -243,6 +247,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = []
+    if args.score_only:
+        from train.rundir import read_json
+        for seed in seeds:
+            seed_dir = out / f"seed{seed}"
+            if not (seed_dir / "forecasts.json").exists():
+                raise SystemExit(f"--score-only: {seed_dir / 'forecasts.json'} does not exist (no forecasts to score)")
+            rows += score(read_json(seed_dir / "forecasts.json"), seed_dir / "targets", seed, data)
+        (out / "cases.json").write_text(json.dumps(rows, indent=1))
+        print_table(rows, args.fresh_from, args.markdown)
+        print(f"per-case rows: {out / 'cases.json'}")
+        return 0
     for seed in seeds:
         p = seed_preset(preset, seed, args.jobs)
         seed_dir = out / f"seed{seed}"

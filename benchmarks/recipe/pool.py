@@ -1,7 +1,8 @@
 """The forecast matrix pooled: median and max |error|, coverage and mean interval half-width per set of cases.
 
 Each set is the JSON rows `demo_fit_look.py` writes (one row per seed, method and target, with the
-calibrated 90% interval), given as LABEL=FILE[,FILE...]:
+calibrated 90% interval) or a `benchmarks/forecast.py` cases.json (its rows of targets that did not
+finish are left out), given as LABEL=FILE[,FILE...]:
 
     python benchmarks/recipe/pool.py "synthetic 10x, seeds 9-16=a.json,b.json" "Wikipedia 10x=w.json" \
         --apart "LSTM 10x=lstm.json" --method auto
@@ -23,10 +24,18 @@ def cases(spec: str, method: str) -> tuple[str, list[dict]]:
     label, _, files = spec.partition("=")
     if not files:
         raise SystemExit(f"expected LABEL=FILE[,FILE...], got {spec!r}")
-    rows = [r for f in files.split(",") for r in json.loads(Path(f).read_text()) if r["method"] == method]
+    rows = [as_row(r) for f in files.split(",") for r in json.loads(Path(f).read_text())
+            if r.get("method", r.get("law")) == method and "error" not in r]
     if not rows:
         raise SystemExit(f"{label}: no rows of method {method!r} in {files}")
     return label, rows
+
+
+def as_row(r: dict) -> dict:
+    """A demo_fit_look.py row as is; a forecast.py case in its units (errors and half-widths in percent)."""
+    if "method" in r:
+        return r
+    return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"]}
 
 
 def row(label: str, rows: list[dict]) -> str:
@@ -39,7 +48,7 @@ def row(label: str, rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...]: demo_fit_look.py outputs")
+    ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...]: demo_fit_look.py outputs or forecast.py cases.json")
     ap.add_argument("--apart", action="append", default=[], help="a set shown but left out of the pooled rows")
     ap.add_argument("--method", default="auto")
     a = ap.parse_args()
