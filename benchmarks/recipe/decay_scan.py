@@ -38,7 +38,8 @@ import pandas as pd
 
 import analysis.schedule as schedule
 from analysis.fitting import fit
-from analysis.load import load_runs
+from analysis.laws import get_law
+from analysis.load import load_runs, n_convention
 from analysis.predict import run_covariates
 from testbed.demo import fitted_rows
 from testbed.preset import DemoPreset, FitPlan
@@ -125,9 +126,10 @@ def main():
                 rows_scale, target_scale = gain_scale(gain)
                 plan = DemoPreset(name="scan", ladder={}, fit=FitPlan(law=law, min_tokens=153600, bootstrap=0), target={})
                 fr = fitted_rows(table[table["seed"] == seed], plan).copy()
-                ncol = "N_" + fit(fr, law, bootstrap=0, seed=0).convention["N"]
+                ncol = "N_" + n_convention(fr, get_law(law))[0]     # the convention the fit below takes
                 fr["S2"] = fr["S2"] * rows_scale(fr, ncol)
                 res = fit(fr, law, bootstrap=0, seed=0)
+                assert "N_" + res.convention["N"] == ncol, (res.convention, ncol)
                 dmax = fr["D"].max()
                 train, test = fr[fr["D"] <= dmax / 2 + 1], fr[fr["final"] & (fr["D"] > dmax / 2 + 1)]
                 bt = fit(train, law, bootstrap=0, seed=0)

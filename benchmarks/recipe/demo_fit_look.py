@@ -21,6 +21,8 @@ from train.config import RunConfig
 if "--decay" in sys.argv:
     import analysis.schedule
     at = sys.argv.index("--decay")
+    if at + 1 >= len(sys.argv):
+        raise SystemExit("--decay needs a value, e.g. --decay 0.998")
     # every reader of S1/S2 (the loader, the forecast) calls run_schedule_features with its default decay
     analysis.schedule.run_schedule_features.__defaults__ = (float(sys.argv[at + 1]),)
     del sys.argv[at:at + 2]
