@@ -1,0 +1,73 @@
+"""The forecast matrix's scripts: `benchmarks/forecast.py --score-only` scores a matrix stopped early, and
+`benchmarks/recipe/pool.py` pools its cases with `demo_fit_look.py`'s rows."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(path):
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", ROOT / path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _record(predicted, lower, upper):
+    """A forecast record as analysis.checked.forecast_record writes it (the fields scoring reads)."""
+    return {"law": "kaplan", "predicted": predicted, "lower": lower, "upper": upper,
+            "bootstrap_lower": predicted - 0.01, "bootstrap_upper": predicted + 0.01,
+            "interval": {"kind": "calibrated"}, "compute_ratio": 10.0, "outside_ladder": [],
+            "target": {"N": 1e5, "D": 1e6}, "curve": {"steps": [10, 20], "predicted": [3.5, predicted]}}
+
+
+def _stopped_matrix(out: Path):
+    """Seed 3 of a matrix stopped early: forecasts for two shapes written, one target finished."""
+    seed = out / "seed3"
+    targets = {"10x w64 d2": "target-w64", "10x w96 d2": "target-w96"}
+    recs = {"10x w64 d2": _record(3.03, 2.9, 3.2), "10x w96 d2": _record(3.1, 3.0, 3.2)}
+    seed.mkdir(parents=True)
+    (seed / "forecasts.json").write_text(json.dumps({"method": 5, "targets": targets, "forecasts": {"auto": recs}}))
+    run = seed / "targets" / "target-w64"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        {"kind": "eval", "step": 10, "val_loss": 3.6}, {"kind": "eval", "step": 20, "val_loss": 3.0})) + "\n")
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "final_val_loss": 3.0}))
+    (seed / "targets" / "target-w96").mkdir()      # started, never finished: its config, no summary
+    (seed / "targets" / "target-w96" / "config.json").write_text("{}")
+
+
+def test_score_only_scores_the_finished_targets_and_lists_the_rest_as_failed(tmp_path, capsys):
+    fm = _script(Path("benchmarks/forecast.py"))
+    _stopped_matrix(tmp_path)
+    assert fm.main(["--out", str(tmp_path), "--seeds", "3", "--score-only"]) == 0
+    rows = {r["shape"]: r for r in json.loads((tmp_path / "cases.json").read_text())}
+    done, stopped = rows["10x w64 d2"], rows["10x w96 d2"]
+    assert done["actual"] == 3.0 and done["rel_error"] == pytest.approx(0.01) and done["inside"] is True
+    assert done["half_width"] == pytest.approx(0.05) and done["curve_are"] == pytest.approx((0.1 / 3.6 + 0.01) / 2)
+    assert "did not complete" in stopped["error"]
+    assert "1 (+1 failed)" in capsys.readouterr().out
+    # a seed whose forecasts were never written is refused by name, and nothing is trained
+    with pytest.raises(SystemExit, match=r"seed4/forecasts.json does not exist"):
+        fm.main(["--out", str(tmp_path), "--seeds", "4", "--score-only"])
+    assert not (tmp_path / "seed4").exists()
+
+
+def test_pool_reads_forecast_cases_in_percent_beside_demo_fit_look_rows(tmp_path):
+    fm = _script(Path("benchmarks/forecast.py"))
+    pool = _script(Path("benchmarks/recipe/pool.py"))
+    _stopped_matrix(tmp_path)
+    fm.main(["--out", str(tmp_path), "--seeds", "3", "--score-only"])
+    look = tmp_path / "look.json"
+    look.write_text(json.dumps([{"method": "auto", "err": -3.0, "inside": False, "halfw": 2.0},
+                                {"method": "kaplan", "err": 9.0, "inside": True, "halfw": 9.0}]))
+    label, rows = pool.cases(f"mixed={tmp_path / 'cases.json'},{look}", "auto")
+    assert label == "mixed" and len(rows) == 2        # the unfinished target and the other method are left out
+    assert sorted(r["err"] for r in rows) == pytest.approx([-3.0, 1.0])
+    assert pool.row(label, rows) == "| mixed | 2 | 2.00% | 3.00% | 1/2 (50%) | ±3.50% (1.8x) |"
+    with pytest.raises(SystemExit, match="no rows of method 'chinchilla'"):
+        pool.cases(f"x={look}", "chinchilla")
