@@ -69,7 +69,7 @@ def candidate_laws(table: pd.DataFrame) -> list[str]:
 
 def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, bootstrap: int = 1000,
                backtest_bootstrap: int = 0, seed: int = 0, level: float = 0.95, n_convention: str | None = None,
-               ensemble: bool = True, **fit_kwargs) -> Selection:
+               ensemble: bool = True, curves_only: bool = False, **fit_kwargs) -> Selection:
     """The law to forecast with, its fit (bootstrap intervals over runs), and why.
 
     Ranking: `analysis.backtest.RANKING`. The best-ranked law whose full fit has no parameter
@@ -81,6 +81,12 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
     covariates, same N), weighted by 1 / far-weighted error, unless `ensemble` is False; the
     result is then the ensemble's fit (`analysis.fitting.combine_fits`) and `law` its name. Laws that
     cannot be fitted or backtested on this table are listed with their error and never chosen.
+
+    `curves_only`: choose among the laws of whole curves only (every candidate is still backtested and
+    ranked, and the reasons say which law of final losses was passed over). A recipe whose measured
+    forecasts show that a law of final losses leading these backtests still extrapolates worse in tokens
+    sets it (the CPU presets, benchmarks/recipe/README.md section (24)). With no law of whole curves
+    fitted, the ranking stands and the reasons say so.
     """
     names = list(candidates) if candidates else candidate_laws(table)
     if not names:
@@ -110,12 +116,23 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
     reasons = [f"ranked by {RANKING}: " + ", ".join(f"{n} {score[n]:.2%}" for n in ranked)]
     if failed:
         reasons.append("not fitted: " + "; ".join(failed))
-    fewest = min(len(at_bound[n]) for n in ranked)
-    chosen = next(n for n in ranked if len(at_bound[n]) == fewest)
-    for name in ranked[:ranked.index(chosen)]:
-        reasons.append(f"{name} ranks above {chosen} but its fit leaves {', '.join(at_bound[name])} at a bound: "
-                       "its forecast far from the data would follow the bound, not the data")
     on_curves = ok.set_index("law")["select"].to_dict() if "select" in ok else {}
+    eligible = ranked
+    if curves_only:
+        eligible = [n for n in ranked if on_curves.get(n) == "all"]
+        if not eligible:
+            reasons.append("no law of whole curves could be fitted here, so the choice is among laws of final losses")
+            eligible = ranked
+    fewest = min(len(at_bound[n]) for n in eligible)
+    chosen = next(n for n in eligible if len(at_bound[n]) == fewest)
+    for name in ranked[:ranked.index(chosen)]:
+        if name not in eligible:
+            reasons.append(f"{name} ranks above {chosen} but is a law of final losses, and this recipe forecasts "
+                           "with laws of whole curves (curves_only): its backtests test the extrapolation in size "
+                           "more than in tokens, where a law fitted on each run's last point alone is weakest")
+        else:
+            reasons.append(f"{name} ranks above {chosen} but its fit leaves {', '.join(at_bound[name])} at a bound: "
+                           "its forecast far from the data would follow the bound, not the data")
     if on_curves.get(chosen) != "all" and chosen in rollouts:
         for name in ranked:
             if name == chosen or on_curves.get(name) != "all" or len(at_bound[name]) > fewest or name not in rollouts:
@@ -128,7 +145,8 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
                 chosen = name
                 break
     if fewest:
-        reasons.append(f"every candidate leaves a parameter at a bound; {chosen} leaves the fewest "
+        among = "law of whole curves" if eligible is not ranked else "candidate"
+        reasons.append(f"every {among} leaves a parameter at a bound; {chosen} leaves the fewest "
                        f"({', '.join(at_bound[chosen])}): treat its forecast far from the data with care")
     result = fits[chosen]
     members, left_out = _ensemble_members(chosen, ranked, on_curves, at_bound, fits, rollouts) if ensemble else ([], [])

@@ -92,7 +92,7 @@ def fit_ladder(table, preset: DemoPreset, fixed: dict | None = None):
         candidates = list(plan.candidates) or [n for n in candidate_laws(rows)
                                                if set(get_law(n).covariates) <= {"N", "D", "S1", "S2"}]
         result = select_law(rows, candidates, bootstrap=plan.bootstrap, level=plan.level,
-                            select=plan.select, fixed=fixed).result
+                            select=plan.select, fixed=fixed, curves_only=plan.curves_only).result
     else:
         result = fit(rows, plan.law, bootstrap=plan.bootstrap, level=plan.level, seed=0, select=plan.select,
                      fixed=fixed)

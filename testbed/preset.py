@@ -3,8 +3,8 @@
     name: cpu
     description: ...
     ladder: {a sweep spec, as sweeps/spec.py reads it}
-    fit: {law: kaplan-schedule | auto, candidates: [...], select: all | final, min_tokens: 204800,
-          bootstrap: 1000, level: 0.9}
+    fit: {law: kaplan-schedule | auto, candidates: [...], curves_only: false, select: all | final,
+          min_tokens: 204800, bootstrap: 1000, level: 0.9}
     target: {width: 96, depth: 2, compute_ratio: 10.0}
     disk_mb: 50
     needs_data: false   # true: the preset trains only on a corpus given with --data
@@ -30,7 +30,7 @@ from train.config import RunConfig, did_you_mean
 
 PRESETS = Path(__file__).parent / "presets"
 TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb", "needs_data")
-FIT_KEYS = ("law", "candidates", "select", "min_tokens", "bootstrap", "level")
+FIT_KEYS = ("law", "candidates", "curves_only", "select", "min_tokens", "bootstrap", "level")
 TARGET_KEYS = ("width", "depth", "compute_ratio")
 
 
@@ -42,6 +42,7 @@ class DemoError(ValueError):
 class FitPlan:
     law: str = "auto"              # a law of analysis.laws, or "auto": chosen by backtests inside the ladder
     candidates: tuple = ()         # laws "auto" chooses among (default: every law the ladder can feed)
+    curves_only: bool = False      # auto ranks every candidate but forecasts with laws of whole curves only
     select: str | None = None      # "final" or "all" eval points; default: the law's own (`Law.fitted_on`)
     min_tokens: float = 0          # eval points before this many tokens are not fitted (each run's final point is)
     bootstrap: int = 1000
@@ -106,17 +107,22 @@ def preset_from_dict(d: dict, source: str = "") -> DemoPreset:
         raise DemoError(f"{where}: target.compute_ratio must be a number > 1, got {target['compute_ratio']!r}")
     if not isinstance(d.get("needs_data", False), bool):
         raise DemoError(f"{where}: needs_data must be true or false, got {d['needs_data']!r}")
+    if not isinstance(fit.get("candidates") or [], list):
+        raise DemoError(f"{where}: fit.candidates must be a list of laws, got {fit['candidates']!r}")
     plan = FitPlan(**{**fit, "candidates": tuple(fit.get("candidates") or ())})
     if plan.select not in (None, "final", "all"):
         raise DemoError(f"{where}: fit.select must be final or all, got {plan.select!r}")
     if not 0 < plan.level < 1 or plan.bootstrap < 1:
         raise DemoError(f"{where}: fit.level must lie in (0, 1) and fit.bootstrap be >= 1")
-    if plan.law != "auto":
-        from analysis.laws import get_law
-        try:
-            get_law(plan.law)
-        except ValueError as e:
-            raise DemoError(f"{where}: fit.law: {e}") from None
+    if not isinstance(plan.curves_only, bool):
+        raise DemoError(f"{where}: fit.curves_only must be true or false, got {plan.curves_only!r}")
+    from analysis.laws import get_law
+    for key, names in (("law", [] if plan.law == "auto" else [plan.law]), ("candidates", plan.candidates)):
+        for name in names:
+            try:
+                get_law(name)
+            except ValueError as e:
+                raise DemoError(f"{where}: fit.{key}: {e}") from None
     preset = DemoPreset(name=str(d["name"]), ladder=dict(d["ladder"]), fit=plan, target=dict(target),
                         description=str(d.get("description", "")), disk_mb=float(d.get("disk_mb", 50)),
                         needs_data=d.get("needs_data", False), source=source)

@@ -220,6 +220,9 @@ def test_a_preset_with_a_repeated_ladder_run_is_refused(tmp_path):
     (lambda d: d["target"].update(compute_ratio=0.5), "compute_ratio must be a number > 1"),
     (lambda d: d["fit"].update(law="kaplin"), "fit.law: unknown law 'kaplin'"),
     (lambda d: d["fit"].update(select="some"), "fit.select must be final or all"),
+    (lambda d: d["fit"].update(law="auto", candidates=["kaplan", "shedule"]), "fit.candidates: unknown law 'shedule'"),
+    (lambda d: d["fit"].update(candidates="kaplan"), "fit.candidates must be a list of laws"),
+    (lambda d: d["fit"].update(curves_only="yes"), "fit.curves_only must be true or false"),
     (lambda d: d["ladder"].update(family="pyramid"), "ladder: .*family"),
 ])
 def test_a_bad_preset_fails_naming_the_key(edit, message):

@@ -111,3 +111,21 @@ def test_a_whole_curve_law_the_backtests_cannot_tell_from_the_best_is_chosen():
     t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
     s = select_law(t, ["kaplan", "kaplan-schedule"], bootstrap=0, n_starts=2)
     assert s.law == "kaplan" and not any("cannot tell" in r for r in s.reasons)
+
+
+@pytest.mark.slow
+def test_curves_only_forecasts_with_a_law_of_whole_curves_even_when_a_law_of_final_losses_leads():
+    """`curves_only` (the CPU presets' fit.curves_only): on the bent curves above kaplan leads the backtests
+    far beyond the tie rule, yet the law of whole curves is chosen, every candidate stays on the board, and
+    the reason names the law passed over. On a table of final losses alone the ranking stands, said so."""
+    t = _constant_lr_curves(0)
+    rel = t["D"] / t.groupby("run")["D"].transform("max")
+    t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
+    s = select_law(t, ["kaplan", "kaplan-schedule"], bootstrap=0, n_starts=2, curves_only=True)
+    assert list(s.board["law"]) == ["kaplan", "kaplan-schedule"]
+    assert s.law == "kaplan-schedule" and s.result.law == "kaplan-schedule"
+    assert any(r.startswith("kaplan ranks above kaplan-schedule but is a law of final losses") for r in s.reasons)
+    assert s.result.settings["selection"]["candidates"] == ["kaplan", "kaplan-schedule"]
+    s = select_law(_kaplan_ladder(), ["chinchilla", "kaplan"], bootstrap=0, n_starts=2, curves_only=True)
+    assert s.law == "kaplan"
+    assert any("no law of whole curves could be fitted" in r for r in s.reasons)

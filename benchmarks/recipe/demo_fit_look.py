@@ -7,6 +7,7 @@
 SEEDS (e.g. 9,10): score only these seeds of the ladder. LADDER_DIR may list several directories
 (comma-separated), read as one ladder. `--decay LAMBDA` (anywhere in the arguments) sets the annealing
 decay of S2 for the loader, the fit and the forecasts instead of `analysis.schedule.DECAY`.
+`--curves-only`: auto chooses among the laws of whole curves only (the CPU presets' `fit.curves_only`).
 """
 import json
 import sys
@@ -18,6 +19,10 @@ from testbed.demo import fit_ladder, fitted_rows
 from testbed.preset import DemoPreset, FitPlan
 from train.config import RunConfig
 
+# `--curves-only`: auto chooses among the laws of whole curves only, as the CPU presets do (fit.curves_only)
+CURVES_ONLY = "--curves-only" in sys.argv
+if CURVES_ONLY:
+    sys.argv.remove("--curves-only")
 if "--decay" in sys.argv:
     import analysis.schedule
     at = sys.argv.index("--decay")
@@ -35,7 +40,7 @@ out = []
 for seed in sorted(table["seed"].unique()):
     t = table[table["seed"] == seed]
     for law in laws:
-        preset = DemoPreset(name="x", ladder={}, fit=FitPlan(law=law, min_tokens=153600, bootstrap=200), target={})
+        preset = DemoPreset(name="x", ladder={}, fit=FitPlan(law=law, min_tokens=153600, bootstrap=200, curves_only=CURVES_ONLY), target={})
         try:
             res = fit_ladder(t, preset)
         except Exception as e:
