@@ -115,6 +115,10 @@ def fit_parser() -> argparse.ArgumentParser:
                         "backtests cannot tell it from the best law of final losses, and a law of whole curves "
                         "averaged with the other laws of whole curves, each weighted by 1 / its backtest error "
                         "(analysis.select)")
+    p.add_argument("--curves-only", action="store_true",
+                   help="with --law auto: rank every law but forecast with laws of whole curves only, as the CPU "
+                        "presets do for the trainer's ladders (a law of final losses that leads backtests which "
+                        "extrapolate in size can still extrapolate badly in tokens)")
     p.add_argument("--out", default="fit.json", help="where to write the fit result (JSON)")
     p.add_argument("--by", default=None, metavar="COLUMN",
                    help="one fit per value of this column (e.g. dataset), written to OUT with the value in its name")
@@ -147,6 +151,8 @@ def _fit(args: argparse.Namespace) -> int:
     if args.law != "auto":
         from analysis.laws import get_law
         get_law(args.law)   # unknown law or bad ensemble: fail before loading anything
+        if args.curves_only:
+            raise ValueError(f"--curves-only chooses among laws for --law auto; --law {args.law} names the law")
     table = _load(args)
     groups = split_by(table, args.by)
     results = []   # every group is fitted before any file is written: a group that fails leaves nothing behind
@@ -160,7 +166,7 @@ def _fit(args: argparse.Namespace) -> int:
 
                 if label:
                     print(f"--- {label}")
-                selection = select_law(rows, **common)
+                selection = select_law(rows, curves_only=args.curves_only, **common)
                 print_frame(selection.board[[c for c in ("law", "far_err", "rollout_forecasts", "mean_abs_rel_err",
                                                           "error") if c in selection.board]], "law selection")
                 for line in selection.reasons:

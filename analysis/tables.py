@@ -28,6 +28,10 @@ _ALIASES = {
     "D": ("d", "tokens", "training tokens", "n_tokens"),
     "C": ("c", "flops", "flop", "training flop", "training flops", "compute"),
     "loss": ("loss", "val_loss", "final_loss"),
+    # a tidy table written to CSV (curves: several rows per run) loads back with its runs and steps
+    "run": ("run", "run_id"),
+    "step": ("step",),
+    "lr": ("lr",),
 }
 
 
@@ -52,7 +56,8 @@ def parse_columns(spec: dict[str, str] | str | None) -> dict[str, str]:
 
 
 def load_table(path: str | Path, columns: dict[str, str] | str | None = None) -> pd.DataFrame:
-    """A published table (CSV/TSV/Parquet) as a tidy table, one run per row unless mapped.
+    """A published table (CSV/TSV/Parquet) as a tidy table, one run per row unless it has a `run` column or
+    one is mapped (a tidy curve table written to CSV loads back as the same runs).
 
     `columns` maps tidy names to the file's columns, e.g.
     `N="Model Size",C="Training FLOP",loss=loss`. Unmapped tidy names are found by
@@ -101,6 +106,8 @@ def tidy_from_frame(raw: pd.DataFrame, mapping: dict[str, str], source: str = "t
     for k in ("N", "D", "C", "loss"):
         if k in out:
             out[k] = pd.to_numeric(out[k], errors="coerce").astype(float)
+    if "run" in out:
+        out["run"] = out["run"].astype(str)
     check_table(out, source=source, columns=[k for k in POSITIVE_COLUMNS if k in out])
     # Derive the missing one of N, D, C with C = 6ND.
     if "D" not in out:

@@ -110,6 +110,20 @@ def test_schedule_features_of_a_run_come_from_its_config(tmp_path):
     assert table["S2"].iloc[-1] > 0 and table["S1"].iloc[-1] < 50 * 4096   # a cosine anneals: S1 < D
 
 
+def test_a_curve_table_written_to_csv_loads_back_as_the_same_runs(tmp_path):
+    """A tidy table of curves (several eval points per run) saved as CSV keeps its runs, steps, lr and finals:
+    a bootstrap over runs and the laws of whole curves see the runs, not one run per row."""
+    write_sweep(tmp_path / "sweep", sizes=(1e5, 1e6), token_mults=(5, 20))
+    table = load_runs(tmp_path / "sweep")
+    table.to_csv(tmp_path / "curves.csv", index=False)
+    back = load(tmp_path / "curves.csv")
+    assert len(back) == len(table) and back["run"].nunique() == 4
+    for col in ("run", "step", "final"):
+        assert list(back[col]) == list(table[col]), col
+    np.testing.assert_allclose(back["lr"], table["lr"])
+    np.testing.assert_allclose(back[["N", "D", "C", "loss"]], table[["N", "D", "C", "loss"]])
+
+
 def test_table_mapping_derives_D_from_C(tmp_path):
     csv = tmp_path / "pts.csv"
     pd.DataFrame({"Model Size": [1e6, 2e6], "Training FLOP": [6e12, 2.4e13], "loss": [3.0, 2.8],

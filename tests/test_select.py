@@ -56,12 +56,29 @@ def test_fit_law_auto_from_the_command_line(tmp_path, capsys):
     assert result.law == "kaplan" and "reasons" in result.settings["selection"]
 
 
-@pytest.mark.parametrize("bad", [["--law", "autox"]])
-def test_an_unknown_law_is_still_refused(bad, tmp_path, capsys):
+@pytest.mark.parametrize("bad, message", [(["--law", "autox"], "unknown law 'autox'"),
+                                          (["--law", "kaplan", "--curves-only"], "--curves-only chooses among laws")])
+def test_an_unknown_law_is_still_refused(bad, message, tmp_path, capsys):
     csv = tmp_path / "kaplan.csv"
     _kaplan_ladder().to_csv(csv, index=False)
     assert run_testbed(["fit", str(csv), *bad, "--out", str(tmp_path / "f.json")]) == 2
-    assert "unknown law 'autox'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "f.json").exists()
+
+
+@pytest.mark.slow
+def test_fit_law_auto_curves_only_from_the_command_line(tmp_path, capsys):
+    csv = tmp_path / "bent.csv"
+    t = _constant_lr_curves(0)
+    rel = t["D"] / t.groupby("run")["D"].transform("max")
+    t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
+    t.to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    assert run_testbed(["fit", str(csv), "--law", "auto", "--curves-only", "--out", str(out), "--bootstrap", "0",
+                        "--starts", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "kaplan ranks above kaplan-schedule but is a law of final losses" in printed
+    assert FitResult.from_json(out).law == "kaplan-schedule"
 
 
 KS_TRUTH = kaplan_schedule_params(Nc=8.8e13, Sc=5.4e13, alpha_N=0.076, alpha_S=0.095, C=1e-9)
