@@ -17,6 +17,10 @@ bounds, the forecast is their ensemble (`analysis.laws`, "Ensembles of laws"), e
 far-weighted backtest error: two laws the ladder fits equally well can part ways beyond it, and
 on the CPU recipe ladders the two laws of whole curves err in opposite directions
 (benchmarks/recipe/README.md, section (10)). `ensemble=False` keeps the single best law.
+`curves_only=True` (the CPU presets' `fit.curves_only`, `testbed fit --curves-only`) chooses among the
+laws of whole curves whatever ranks first: the rollouts hold out the ladder's larger runs, so they test
+the extrapolation in size, while a target also reaches further in tokens, where a law fitted on each
+run's last point has least to go on (benchmarks/recipe/README.md, section (24)).
 Every step is said in `reasons`,
 and the chosen fit records them (`settings["selection"]`), so `testbed fit --law
 auto`, the demo or a notebook can say why a law was used.

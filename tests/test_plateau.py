@@ -106,7 +106,9 @@ def test_fit_cli_takes_a_measured_plateau(tmp_path, capsys):
     csv = tmp_path / "t.csv"
     _kaplan_table(100).to_csv(csv, index=False)
     # a published table without steps is not judged
-    assert fit_main([str(csv), "--law", "kaplan", "--out", str(tmp_path / "p.json"), "--bootstrap", "0",
+    published = tmp_path / "published.csv"
+    _kaplan_table(100).drop(columns=["run", "step"]).to_csv(published, index=False)
+    assert fit_main([str(published), "--law", "kaplan", "--out", str(tmp_path / "p.json"), "--bootstrap", "0",
                      "--columns", "N=N,D=D,loss=loss"]) == 0
     assert "early plateau" not in capsys.readouterr().out
     csv_args = ["--columns", "run=run,step=step,N=N,D=D,loss=loss"]
