@@ -121,19 +121,18 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
     if failed:
         reasons.append("not fitted: " + "; ".join(failed))
     on_curves = ok.set_index("law")["select"].to_dict() if "select" in ok else {}
-    eligible = ranked
-    if curves_only:
-        eligible = [n for n in ranked if on_curves.get(n) == "all"]
-        if not eligible:
-            reasons.append("no law of whole curves could be fitted here, so the choice is among laws of final losses")
-            eligible = ranked
+    eligible = [n for n in ranked if on_curves.get(n) == "all"] if curves_only else ranked
+    if not eligible:
+        reasons.append("no law of whole curves could be fitted here, so the choice is among laws of final losses")
+        eligible = ranked
+    only_curves = eligible is not ranked
     fewest = min(len(at_bound[n]) for n in eligible)
     chosen = next(n for n in eligible if len(at_bound[n]) == fewest)
     for name in ranked[:ranked.index(chosen)]:
         if name not in eligible:
-            reasons.append(f"{name} ranks above {chosen} but is a law of final losses, and this recipe forecasts "
-                           "with laws of whole curves (curves_only): its backtests test the extrapolation in size "
-                           "more than in tokens, where a law fitted on each run's last point alone is weakest")
+            reasons.append(f"{name} ranks above {chosen} but is a law of final losses, and curves_only forecasts "
+                           "with laws of whole curves: the backtests test the extrapolation in size more than in "
+                           "tokens, where a law fitted on each run's last point alone is weakest")
         else:
             reasons.append(f"{name} ranks above {chosen} but its fit leaves {', '.join(at_bound[name])} at a bound: "
                            "its forecast far from the data would follow the bound, not the data")
@@ -149,7 +148,7 @@ def select_law(table: pd.DataFrame, candidates: Sequence[str] | None = None, *, 
                 chosen = name
                 break
     if fewest:
-        among = "law of whole curves" if eligible is not ranked else "candidate"
+        among = "law of whole curves" if only_curves else "candidate"
         reasons.append(f"every {among} leaves a parameter at a bound; {chosen} leaves the fewest "
                        f"({', '.join(at_bound[chosen])}): treat its forecast far from the data with care")
     result = fits[chosen]

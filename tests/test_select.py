@@ -69,9 +69,7 @@ def test_an_unknown_law_is_still_refused(bad, message, tmp_path, capsys):
 @pytest.mark.slow
 def test_fit_law_auto_curves_only_from_the_command_line(tmp_path, capsys):
     csv = tmp_path / "bent.csv"
-    t = _constant_lr_curves(0)
-    rel = t["D"] / t.groupby("run")["D"].transform("max")
-    t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
+    t = _bent_curves(0)
     t.to_csv(csv, index=False)
     out = tmp_path / "fit.json"
     assert run_testbed(["fit", str(csv), "--law", "auto", "--curves-only", "--out", str(out), "--bootstrap", "0",
@@ -99,6 +97,15 @@ def _constant_lr_curves(seed: int, noise: float = 0.002) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _bent_curves(seed: int = 0) -> pd.DataFrame:
+    """The constant-lr curves with their intermediate points bent upwards (more for larger models): the law of
+    whole curves fits the bend and forecasts the held-out finals about ten times worse than Kaplan's law."""
+    t = _constant_lr_curves(seed)
+    rel = t["D"] / t.groupby("run")["D"].transform("max")
+    t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
+    return t
+
+
 def test_far_gap_pairs_forecasts_and_weights_the_far_ones():
     best = pd.DataFrame({"cutoff": [1.0, 1.0, 2.0], "run": ["a", "b", "b"], "extrapolation": [1.0, np.e, np.e ** 2],
                          "rel_err": [0.5, -0.01, 0.02]})
@@ -121,12 +128,8 @@ def test_a_whole_curve_law_the_backtests_cannot_tell_from_the_best_is_chosen():
     assert list(s.board["law"]) == ["kaplan", "kaplan-schedule"]
     assert s.law == "kaplan-schedule" and s.result.law == "kaplan-schedule"
     assert any("cannot tell them apart" in r and r.startswith("kaplan-schedule trails kaplan") for r in s.reasons)
-    # intermediate points bent upwards (more for larger models): the law of whole curves fits the bend and
-    # forecasts the held-out finals ten times worse than the final-loss law, far outside the noise
-    t = _constant_lr_curves(0)
-    rel = t["D"] / t.groupby("run")["D"].transform("max")
-    t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
-    s = select_law(t, ["kaplan", "kaplan-schedule"], bootstrap=0, n_starts=2)
+    # intermediate points bent upwards: the law of whole curves is clearly worse, far outside the noise
+    s = select_law(_bent_curves(0), ["kaplan", "kaplan-schedule"], bootstrap=0, n_starts=2)
     assert s.law == "kaplan" and not any("cannot tell" in r for r in s.reasons)
 
 
@@ -135,9 +138,7 @@ def test_curves_only_forecasts_with_a_law_of_whole_curves_even_when_a_law_of_fin
     """`curves_only` (the CPU presets' fit.curves_only): on the bent curves above kaplan leads the backtests
     far beyond the tie rule, yet the law of whole curves is chosen, every candidate stays on the board, and
     the reason names the law passed over. On a table of final losses alone the ranking stands, said so."""
-    t = _constant_lr_curves(0)
-    rel = t["D"] / t.groupby("run")["D"].transform("max")
-    t["loss"] = t["loss"] * (1 + 0.04 * (1 - rel) ** 2 * np.log(t["N"] / 1e5))
+    t = _bent_curves(0)
     s = select_law(t, ["kaplan", "kaplan-schedule"], bootstrap=0, n_starts=2, curves_only=True)
     assert list(s.board["law"]) == ["kaplan", "kaplan-schedule"]
     assert s.law == "kaplan-schedule" and s.result.law == "kaplan-schedule"
@@ -146,3 +147,20 @@ def test_curves_only_forecasts_with_a_law_of_whole_curves_even_when_a_law_of_fin
     s = select_law(_kaplan_ladder(), ["chinchilla", "kaplan"], bootstrap=0, n_starts=2, curves_only=True)
     assert s.law == "kaplan"
     assert any("no law of whole curves could be fitted" in r for r in s.reasons)
+
+
+@pytest.mark.slow
+def test_the_cpu_presets_fit_plan_forecasts_with_the_law_of_whole_curves():
+    """The shipped cpu preset's fit plan (fit.curves_only) reaches the law choice through the demo's fit path: on
+    the bent curves the law of whole curves is used though kaplan leads; the same plan without it takes kaplan."""
+    import dataclasses
+
+    from testbed.demo import fit_ladder
+    from testbed.preset import load_preset
+
+    preset = load_preset("cpu")
+    assert preset.fit.curves_only
+    plan = dataclasses.replace(preset.fit, candidates=("kaplan", "kaplan-schedule"), min_tokens=0, bootstrap=0)
+    assert fit_ladder(_bent_curves(0), dataclasses.replace(preset, fit=plan)).law == "kaplan-schedule"
+    plan = dataclasses.replace(plan, curves_only=False)
+    assert fit_ladder(_bent_curves(0), dataclasses.replace(preset, fit=plan)).law == "kaplan"
