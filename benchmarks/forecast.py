@@ -198,7 +198,10 @@ def parse_targets(text: str) -> list[dict]:
         m = TARGET.match(item)
         if not m or float(m.group(1)) <= 1:
             raise ValueError(f"--targets: {item!r} is not RATIO:wWIDTHdDEPTH with RATIO > 1 (e.g. 10:w96d2)")
-        out.append({"compute_ratio": float(m.group(1)), "width": int(m.group(2)), "depth": int(m.group(3))})
+        t = {"compute_ratio": float(m.group(1)), "width": int(m.group(2)), "depth": int(m.group(3))}
+        if t in out:
+            raise ValueError(f"--targets: {item!r} is given twice")
+        out.append(t)
     if not out:
         raise ValueError("--targets: give at least one target")
     return out

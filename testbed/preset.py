@@ -18,6 +18,7 @@ rate, batch) applied at its N and its tokens chosen so that its compute is
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import json
 import math
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ def targets_spec(preset: DemoPreset, targets: list[dict], name: str | None = Non
     `targets`: {"width", "depth", "compute_ratio"} each. Tokens are whole batches, at least
     `compute_ratio` x the largest ladder run's compute by the runs' own FLOP convention, so a
     forecast's `compute_ratio` is what the target really costs. Each target is named
-    `target-w{width}-d{depth}`; `name` (default `demo-{preset}`) is the spec's.
+    `target-w{width}-d{depth}`, with `-{ratio}x` added when the same shape comes at several ratios
+    (`benchmarks/forecast.py --targets 10:w96d2,30:w96d2`); `name` (default `demo-{preset}`) is the spec's.
     """
     from sweeps.expand import expand
 
@@ -182,12 +184,17 @@ def targets_spec(preset: DemoPreset, targets: list[dict], name: str | None = Non
     head = {**{k: preset.ladder[k] for k in keep if k in preset.ladder}, "name": name or f"demo-{preset.name}",
             "family": "grid"}
 
+    shapes = [{**preset.target, **t} for t in targets]
+    repeated = Counter((t["width"], t["depth"]) for t in shapes)
+
+    def run_name(t: dict) -> str:
+        stem = f"target-w{t['width']}-d{t['depth']}"
+        return f"{stem}-{t['compute_ratio']:g}x" if repeated[t["width"], t["depth"]] > 1 else stem
+
     def spec(shapes: list[dict], tokens: list[int]) -> dict:
         return {**head, "zip": [{"model.width": [t["width"] for t in shapes], "model.depth": [t["depth"] for t in shapes],
-                                 "run.name": [f"target-w{t['width']}-d{t['depth']}" for t in shapes],
-                                 "train.tokens": tokens}]}
+                                 "run.name": [run_name(t) for t in shapes], "train.tokens": tokens}]}
 
-    shapes = [{**preset.target, **t} for t in targets]
     probes = expand(_spec(spec(shapes, [1 << 20] * len(shapes))))   # FLOPs per token and batch of each shape
     tokens = [max(1, math.ceil(t["compute_ratio"] * c_max / r.flops_per_token / r.config.train.batch_tokens))
               * r.config.train.batch_tokens for t, r in zip(shapes, probes, strict=True)]

@@ -12,7 +12,8 @@ import yaml
 
 from models.counting import flops_per_token, param_counts
 from testbed import demo
-from testbed.preset import PRESETS, ladder_runs, load_preset, preset_from_dict, target_config
+from sweeps.expand import expand
+from testbed.preset import PRESETS, _spec, ladder_runs, load_preset, preset_from_dict, target_config, targets_spec
 
 
 def train_ladder_in_process(out, preset):
@@ -203,6 +204,20 @@ def test_the_target_follows_the_presets_rules_and_compute_ratio():
     batch = flops_per_token(target.model, target.run.flop_convention) * target.train.batch_tokens
     assert 10 * c_max <= c_target < 10 * c_max + batch   # whole batches, at least the ratio
     assert (target.model.width, target.model.depth) == (64, 2)
+
+
+def test_one_shape_at_two_compute_ratios_gives_two_targets():
+    # the forecast matrix asks for the same shape 10x and 30x out: two runs, named apart, each its own budget
+    preset = preset_from_dict(yaml.safe_load((PRESETS / "mini.yaml").read_text()))
+    runs = expand(_spec(targets_spec(preset, [{"compute_ratio": 10}, {"compute_ratio": 30}, {"width": 48}])))
+    names = [r.config.run.name for r in runs]
+    assert names == ["target-w64-d2-10x", "target-w64-d2-30x", "target-w48-d2"]
+    c_max = max(r.flops for r in ladder_runs(preset))
+    for r, ratio in zip(runs[:2], (10, 30)):
+        c, batch = (r.flops_per_token * t for t in (r.config.train.tokens, r.config.train.batch_tokens))
+        assert ratio * c_max <= c < ratio * c_max + batch   # whole batches, at least each one's ratio
+    # a lone shape keeps its name, as the demo's target always had
+    assert target_config(preset).run.name == "target-w64-d2"
 
 
 def test_a_preset_with_a_repeated_ladder_run_is_refused(tmp_path):

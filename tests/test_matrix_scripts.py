@@ -71,3 +71,12 @@ def test_pool_reads_forecast_cases_in_percent_beside_demo_fit_look_rows(tmp_path
     assert pool.row(label, rows) == "| mixed | 2 | 2.00% | 3.00% | 1/2 (50%) | ±3.50% (1.8x) |"
     with pytest.raises(SystemExit, match="no rows of method 'chinchilla'"):
         pool.cases(f"x={look}", "chinchilla")
+
+
+def test_a_target_given_twice_is_refused_before_anything_trains(tmp_path):
+    fm = _script(Path("benchmarks/forecast.py"))
+    with pytest.raises(SystemExit):
+        fm.main(["--out", str(tmp_path), "--targets", "10:w64d2,30:w64d2,10:w64d2"])
+    assert not any(tmp_path.iterdir())
+    assert fm.parse_targets("10:w64d2,30:w64d2") == [{"compute_ratio": 10.0, "width": 64, "depth": 2},
+                                                     {"compute_ratio": 30.0, "width": 64, "depth": 2}]
