@@ -207,6 +207,12 @@ def parse_targets(text: str) -> list[dict]:
     return out
 
 
+def with_long(targets: list[dict]) -> list[dict]:
+    """`--long`: the targets plus a 100x target of each 10x shape at twice the width, unless already asked for."""
+    long = [{**t, "compute_ratio": 100.0, "width": 2 * t["width"]} for t in targets if t["compute_ratio"] == 10]
+    return targets + [t for t in long if t not in targets]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="output directory (a rerun reuses finished work)")
@@ -243,7 +249,7 @@ def main(argv=None) -> int:
     except (ValueError, DemoError) as e:
         ap.error(str(e))
     if args.long:
-        targets += [{**t, "compute_ratio": 100.0, "width": 2 * t["width"]} for t in targets if t["compute_ratio"] == 10]
+        targets = with_long(targets)
     laws = [s for s in args.laws.split(",") if s]
     data = args.data_label or ("synthetic" if not args.data else args.data)
     out = Path(args.out)

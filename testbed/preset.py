@@ -18,9 +18,9 @@ rate, batch) applied at its N and its tokens chosen so that its compute is
 from __future__ import annotations
 
 import copy
-from collections import Counter
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,8 @@ def targets_spec(preset: DemoPreset, targets: list[dict], name: str | None = Non
     `compute_ratio` x the largest ladder run's compute by the runs' own FLOP convention, so a
     forecast's `compute_ratio` is what the target really costs. Each target is named
     `target-w{width}-d{depth}`, with `-{ratio}x` added when the same shape comes at several ratios
-    (`benchmarks/forecast.py --targets 10:w96d2,30:w96d2`); `name` (default `demo-{preset}`) is the spec's.
+    (`benchmarks/forecast.py --targets 10:w96d2,30:w96d2`); a target given twice is a DemoError. `name`
+    (default `demo-{preset}`) is the spec's.
     """
     from sweeps.expand import expand
 
@@ -185,6 +186,9 @@ def targets_spec(preset: DemoPreset, targets: list[dict], name: str | None = Non
             "family": "grid"}
 
     shapes = [{**preset.target, **t} for t in targets]
+    twice = [k for k, n in Counter((t["width"], t["depth"], t["compute_ratio"]) for t in shapes).items() if n > 1]
+    if twice:
+        raise DemoError("targets: " + ", ".join(f"w{w} d{d} at {r:g}x" for w, d, r in twice) + " is given twice")
     repeated = Counter((t["width"], t["depth"]) for t in shapes)
 
     def run_name(t: dict) -> str:

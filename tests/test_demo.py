@@ -218,6 +218,9 @@ def test_one_shape_at_two_compute_ratios_gives_two_targets():
         assert ratio * c_max <= c < ratio * c_max + batch   # whole batches, at least each one's ratio
     # a lone shape keeps its name, as the demo's target always had
     assert target_config(preset).run.name == "target-w64-d2"
+    # the same shape at the same ratio twice is one run asked for twice: refused, naming it
+    with pytest.raises(demo.DemoError, match="w64 d2 at 30x is given twice"):
+        targets_spec(preset, [{"compute_ratio": 30}, {"compute_ratio": 10}, {"compute_ratio": 30}])
 
 
 def test_a_preset_with_a_repeated_ladder_run_is_refused(tmp_path):

@@ -73,10 +73,19 @@ def test_pool_reads_forecast_cases_in_percent_beside_demo_fit_look_rows(tmp_path
         pool.cases(f"x={look}", "chinchilla")
 
 
-def test_a_target_given_twice_is_refused_before_anything_trains(tmp_path):
+def test_a_target_given_twice_is_refused_before_anything_trains(tmp_path, capsys):
     fm = _script(Path("benchmarks/forecast.py"))
     with pytest.raises(SystemExit):
         fm.main(["--out", str(tmp_path), "--targets", "10:w64d2,30:w64d2,10:w64d2"])
+    assert "--targets: '10:w64d2' is given twice" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
     assert fm.parse_targets("10:w64d2,30:w64d2") == [{"compute_ratio": 10.0, "width": 64, "depth": 2},
                                                      {"compute_ratio": 30.0, "width": 64, "depth": 2}]
+
+
+def test_long_adds_a_100x_target_per_10x_shape_once():
+    fm = _script(Path("benchmarks/forecast.py"))
+    asked = fm.parse_targets("10:w64d2,30:w96d2,100:w128d2")
+    assert [(t["compute_ratio"], t["width"]) for t in fm.with_long(asked)] == [(10, 64), (30, 96), (100, 128)]
+    asked = fm.parse_targets("10:w64d2,10:w96d2")
+    assert [(t["compute_ratio"], t["width"]) for t in fm.with_long(asked)] == [(10, 64), (10, 96), (100, 128), (100, 192)]
