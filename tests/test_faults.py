@@ -139,6 +139,50 @@ def test_orphan_temporary_checkpoints_are_removed_on_the_next_start(tmp_path, st
     assert curve(run) == curve(straight)
 
 
+# A trainer that SIGKILLs itself at one write of its start-up: what a kill at that instant leaves.
+KILL_AT = """
+import os, signal, sys
+from pathlib import Path
+where = sys.argv.pop(1)
+real_replace, real_unlink = os.replace, os.unlink
+def replace(src, dst, *a, **k):
+    if where == "config" and Path(dst).name == "config.json":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *a, **k)
+def unlink(path, *a, **k):
+    if where == "probe" and Path(path).name.startswith(".write-test-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_unlink(path, *a, **k)
+os.replace, os.unlink = replace, unlink
+from train.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["config", "probe"])
+def test_a_kill_during_the_first_writes_of_a_new_run_is_resumed_not_refused(tmp_path, straight, where):
+    # a sweep worker killed while writing config.json (or probing the directory) leaves a
+    # temporary file and no config; the relaunch must train the run, not refuse a "foreign"
+    # directory (a refusal is exit 2, which a sweep does not retry)
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, where, "--out", str(run), *TWENTY],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert not (run / "config.json").exists() and any(p.name.endswith(".tmp") for p in run.iterdir())
+    assert main(["--out", str(run), *TWENTY]) == 0
+    assert read_run(run)[2]["status"] == "completed"
+    assert curve(run) == curve(straight)
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_directory_with_other_hidden_files_and_no_config_is_still_refused(tmp_path):
+    (tmp_path / ".notes.txt").write_text("mine")
+    (tmp_path / "data.tmp").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        train_run(load_config(None, TWENTY), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt", "data.tmp"]
+
+
 # ---- a full disk ----------------------------------------------------------------
 
 def _can_mount_tmpfs() -> bool:

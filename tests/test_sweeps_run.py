@@ -58,6 +58,11 @@ def curve(run_dir: Path) -> list[tuple]:
     return [(r["kind"], r["step"], r["tokens"], r.get("loss"), r.get("val_loss"), r["lr"]) for r in rows]
 
 
+def worker_logs(out: Path) -> str:
+    """The end of every worker log: what a failed run said, for the assertion message."""
+    return "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted((out / "logs").glob("*.log")))
+
+
 def wait_for(pred, timeout=120.0, poll=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,7 +189,7 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
     pids = wait_for(lambda: [pid for pid, ppid in workers() if ppid == driver.pid])
     driver.send_signal(signal.SIGINT)
     text, _ = driver.communicate(timeout=120)
-    assert driver.returncode == 130 and "sweep interrupted" in text, text
+    assert driver.returncode == 130 and "sweep interrupted" in text, text + worker_logs(out)
     assert not any(alive(p) for p in pids)
 
     # 3. relaunch; SIGKILL one worker mid-run: it is retried and resumes from its checkpoint
@@ -207,7 +212,7 @@ def test_sigkill_driver_and_worker_then_relaunch_completes_each_run_once(tmp_pat
     victim, pid = wait_for(running_worker_with_progress)
     os.kill(pid, signal.SIGKILL)
     text, _ = driver.communicate(timeout=300)
-    assert driver.returncode == 0, text
+    assert driver.returncode == 0, text + worker_logs(out)
     assert f"{victim}: failed (killed by signal 9" in text and "retrying" in text
 
     # 4. another launch finds everything done and starts nothing

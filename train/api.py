@@ -25,7 +25,7 @@ from train.config import ConfigError, RunConfig, flatten
 from train.contract import FAILED, FINISHED
 from train.optim import plan_batches
 from train.rundir import (CKPT_DIR, CONFIG, LOCK, METRICS, SUMMARY, NoSpaceLeft, RunLock, atomic_write_json,
-                          is_no_space, no_space, read_json)
+                          is_no_space, is_write_leftover, no_space, read_json, remove_write_leftovers)
 
 # Keys that may change between launches of the same run without changing its curve:
 # where it runs and how it is bookkept.
@@ -47,11 +47,18 @@ def config_difference(stored: dict[str, Any], cfg: RunConfig) -> str | None:
     return None
 
 
+def _foreign_files(out: Path) -> list[str]:
+    """Files of a directory without a config that the trainer did not leave: its lock and the
+    temporary files of writes a kill interrupted (the first config write included) are its own."""
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK and not is_write_leftover(p.name))
+
+
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-", suffix=".tmp")  # a kill leaves a leftover
+        os.close(fd)
+        Path(probe).unlink(missing_ok=True)
     except OSError as e:
         raise ConfigError(f"run directory {str(out)!r} is not writable: {e.strerror or e}") from None
 
@@ -95,8 +102,8 @@ def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo
         summary = _stored_summary(out, repair=repair and info.is_main)
         if summary is not None and summary.get("status") in FINISHED:
             return summary
-    elif info.is_main and out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
-        stray = sorted(p.name for p in out.iterdir() if p.name != LOCK)[:3]
+    elif info.is_main and out.is_dir() and _foreign_files(out):
+        stray = _foreign_files(out)[:3]
         raise ConfigError(f"run directory {str(out)!r} is not empty and has no {CONFIG} ({', '.join(stray)} ...); "
                           f"refusing to write a run into it")
     return None
@@ -115,10 +122,9 @@ def prepare_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo) -> dict[str, 
             atomic_write_json(cfg_path, cfg.to_dict())
         # a stale summary of an earlier failed attempt must not outlive this one
         (out / SUMMARY).unlink(missing_ok=True)
-        from train.checkpoint import remove_orphans
-        for orphan in remove_orphans(out / CKPT_DIR):
+        for leftover in remove_write_leftovers(out) + remove_write_leftovers(out / CKPT_DIR):
             from train.book import warn
-            warn(f"removed {orphan}, a checkpoint write that an earlier process did not finish")
+            warn(f"removed {leftover}, a write that an earlier process did not finish")
     return None
 
 

@@ -146,17 +146,3 @@ def quarantine(path: Path) -> Path:
     except FileNotFoundError:   # another rank of the same run moved it first
         pass
     return bad
-
-
-def remove_orphans(ckpt_dir: str | Path) -> list[Path]:
-    """Delete temporary files of checkpoint writes that a killed process left behind.
-
-    Only the run directory's lock holder calls this, so no live writer owns them.
-    """
-    d = Path(ckpt_dir)
-    if not d.is_dir():
-        return []
-    orphans = [d / n for n in os.listdir(d) if n.startswith(".") and n.endswith(".tmp")]
-    for p in orphans:
-        p.unlink(missing_ok=True)
-    return orphans

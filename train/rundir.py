@@ -63,6 +63,26 @@ def is_no_space(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_write_leftover(name: str) -> bool:
+    """Whether a file name is a temporary file of the trainer's own writes (`atomic_write`, the
+    writability probe): what a process killed mid-write leaves. The lock holder may delete them."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_write_leftovers(directory: str | Path) -> list[Path]:
+    """Delete the temporary files (`is_write_leftover`) that killed writes left in `directory`.
+
+    Only a run directory's lock holder calls this, so no live writer owns them.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    leftovers = [d / n for n in os.listdir(d) if is_write_leftover(n)]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], size: int | None = None) -> None:
     """Call `write(f)` on a temporary binary file in the same directory, fsync, then rename over `path`.
 
