@@ -56,6 +56,7 @@ of a later forecast (`analysis.predict.forecast`).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -205,19 +206,20 @@ def growth_rate(x: np.ndarray, e: np.ndarray, s0: float) -> float:
     return float(np.exp(best.x)) if best.fun < nll(0.0) - 1e-9 else 0.0
 
 
-def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, level: float = 0.9,
-                        **covariates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(point, lower, upper, sigma) of the loss at `covariates`, `extrapolation` = C / C_ladder_max.
+PARTS = ("bootstrap", "scatter", "extrapolation", "between_laws")
 
-    sigma is the total std of the log forecast: bootstrap parameter spread (zero
-    when the fit has no samples), run scatter and extrapolation error combined, and
-    for an ensemble the spread of its laws' forecasts about their mean
-    (`analysis.laws.member_spread`, the between-law part of a mixture's variance).
+
+def interval_parts(result, error: ExtrapolationError, *, extrapolation, **covariates) -> dict[str, np.ndarray]:
+    """The calibrated interval's sigma in its parts, each a std of the log forecast (`PARTS`):
+
+    bootstrap     the spread over the bootstrap parameter sets (half their central 68% range; 0 without samples)
+    scatter       s0, the run scatter about the full-ladder fit
+    extrapolation k * ln(C / C_fit), the error growth the ladder's backtests measured
+    between_laws  an ensemble's laws apart (`analysis.laws.member_spread`; 0 for one law)
+
+    sigma is their root sum of squares. What dominates says why an interval is wide: parameters the
+    runs pin down loosely, noisy runs, a law that drifts with distance, or laws that disagree.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    if error.law != result.law:
-        raise ValueError(f"the extrapolation error was measured for law {error.law!r}, the fit is {result.law!r}")
     point = np.atleast_1d(np.asarray(result.predict(**covariates), float))
     if result.samples is not None and len(result.samples):
         logs = np.log(np.maximum(np.asarray(result.predict_samples(**covariates), float), 1e-300))
@@ -226,10 +228,44 @@ def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, lev
         boot = (q84 - q16) / 2
     else:
         boot = np.zeros_like(point)
-    between = member_spread(result.law_obj, result.params, **covariates)   # an ensemble's laws apart; 0 for one law
-    sigma = np.sqrt(boot ** 2 + error.sigma(extrapolation) ** 2 + between ** 2)
+    x = np.log(np.maximum(np.asarray(extrapolation, dtype=float), 1.0))
+    shape = np.broadcast(point, x).shape
+    return {"bootstrap": np.broadcast_to(boot, shape), "scatter": np.full(shape, float(error.s0)),
+            "extrapolation": np.broadcast_to(error.k * x, shape),
+            "between_laws": np.broadcast_to(member_spread(result.law_obj, result.params, **covariates), shape)}
+
+
+def calibrated_interval(result, error: ExtrapolationError, *, extrapolation, level: float = 0.9,
+                        **covariates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(point, lower, upper, sigma) of the loss at `covariates`, `extrapolation` = C / C_ladder_max.
+
+    sigma is the total std of the log forecast: bootstrap parameter spread (zero
+    when the fit has no samples), run scatter and extrapolation error combined, and
+    for an ensemble the spread of its laws' forecasts about their mean
+    (`interval_parts` gives each).
+    """
+    return _calibrated(result, error, extrapolation, level, covariates)[:4]
+
+
+def _calibrated(result, error, extrapolation, level, covariates):
+    """(point, lower, upper, sigma, parts): `calibrated_interval` with sigma's parts."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if error.law != result.law:
+        raise ValueError(f"the extrapolation error was measured for law {error.law!r}, the fit is {result.law!r}")
+    point = np.atleast_1d(np.asarray(result.predict(**covariates), float))
+    parts = interval_parts(result, error, extrapolation=extrapolation, **covariates)
+    sigma = np.sqrt(sum(v ** 2 for v in parts.values()))
     q = error.quantile(level)      # Student-t with `error.dof` degrees of freedom (`interval_dof`)
-    return point, point * np.exp(-q * sigma), point * np.exp(q * sigma), sigma
+    return point, point * np.exp(-q * sigma), point * np.exp(q * sigma), sigma, parts
+
+
+class StoredInterval(NamedTuple):
+    lower: np.ndarray
+    upper: np.ndarray
+    sigma: np.ndarray
+    extrapolation: np.ndarray           # C / C_fit of each point
+    parts: dict[str, np.ndarray]        # sigma's parts (`interval_parts`)
 
 
 def stored_interval(result, *, level: float = 0.9, model=None, tokens=None, **covariates):
@@ -238,7 +274,7 @@ def stored_interval(result, *, level: float = 0.9, model=None, tokens=None, **co
     The distance of each point is C / C_fit: for a planned run (`model`, a ModelConfig, and the
     `tokens` seen at each point) C counts FLOPs as the fitted runs did; else C from the
     covariates for a law of C (a law of C asked at N and D gets C = 6ND), or C = 6ND.
-    Returns (lower, upper, sigma, extrapolation).
+    Returns a StoredInterval (lower, upper, sigma, extrapolation, parts).
     """
     from models.counting import CONVENTIONS, flops_per_token   # torch-free
 
@@ -256,8 +292,8 @@ def stored_interval(result, *, level: float = 0.9, model=None, tokens=None, **co
     else:
         return None
     ext = np.maximum(np.atleast_1d(c) / c_fit, 1.0)
-    _, lo, hi, sigma = calibrated_interval(result, error, extrapolation=ext, level=level, **cov)
-    return lo, hi, sigma, ext
+    _, lo, hi, sigma, parts = _calibrated(result, error, ext, level, cov)
+    return StoredInterval(lo, hi, sigma, ext, parts)
 
 
 def calibrated_backtest(table: pd.DataFrame, law: str, *, cutoff: float | None = None, level: float = 0.9,

@@ -97,7 +97,9 @@ def forecast_record(result, table: pd.DataFrame, target, *, level: float = 0.9,
 
     fc = forecast(result, target, level=level).run()
     if fc["interval"] == "calibrated":
-        interval = {"kind": "calibrated", "sigma": fc["sigma"], "extrapolation_error": result.extrapolation.to_dict(),
+        interval = {"kind": "calibrated", "sigma": fc["sigma"], "sigma_parts": fc["sigma_parts"],
+                    "quantile": result.extrapolation.quantile(level),
+                    "extrapolation_error": result.extrapolation.to_dict(),
                     "note": "bootstrap spread, run scatter s0 and extrapolation error k*ln(C/C_ladder) "
                             "measured by backtests inside the ladder (analysis.calibrate)"}
     else:

@@ -80,4 +80,19 @@ def print_run_forecast(law: str, run_id: str, out: dict, level: float) -> None:
             t.add_row(str(s), f"{tok:.4g}", f"{p:.4f}", f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-")
     Console().print(t)
     print(f"{law}: final loss {out['loss']:.4f}  [{out['lower']:.4f}, {out['upper']:.4f}] ({level:.0%}, {out['interval']})")
+    if out.get("sigma_parts"):
+        print(f"  {sigma_line(out['sigma'], out['sigma_parts'])}")
     print(f"note: {out['note']}")
+
+
+PART_NAMES = {"bootstrap": "parameters (bootstrap)", "scatter": "run scatter s0",
+              "extrapolation": "extrapolation k*ln(C/C_fit)", "between_laws": "laws apart"}
+
+
+def sigma_line(sigma: float, parts: dict[str, float]) -> str:
+    """What a calibrated interval is made of, largest part first: its sigma (the std of the log
+    forecast) and each part's share of sigma^2 (`analysis.calibrate.interval_parts`)."""
+    total = sum(v ** 2 for v in parts.values()) or 1.0
+    shown = ", ".join(f"{PART_NAMES.get(k, k)} {v:.2%} ({v ** 2 / total:.0%})"
+                      for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v > 0)
+    return f"interval sigma {sigma:.2%} of the loss: {shown or 'none'}"

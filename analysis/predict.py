@@ -168,6 +168,7 @@ class Forecast:
     derived: dict[str, np.ndarray]                 # N and D of the allocation at C, or of a planned run
     extrapolation: np.ndarray | None = None        # C / C_fit (calibrated only)
     sigma: np.ndarray | None = None                # total std of the log forecast (calibrated only)
+    parts: dict[str, np.ndarray] | None = None     # sigma's parts (calibrated only; analysis.calibrate.interval_parts)
     note: str = ""
     steps: np.ndarray | None = None                # a planned run's eval steps
     tokens: np.ndarray | None = None
@@ -178,7 +179,8 @@ class Forecast:
         out = {"loss": float(self.loss[i]), "lower": float(self.lower[i]), "upper": float(self.upper[i]),
                "interval": self.interval, **{k: float(v[i]) for k, v in self.derived.items()}}
         if self.extrapolation is not None:
-            out.update(extrapolation=float(self.extrapolation[i]), sigma=float(self.sigma[i]))
+            out.update(extrapolation=float(self.extrapolation[i]), sigma=float(self.sigma[i]),
+                       **{f"sigma_{k}": float(v[i]) for k, v in self.parts.items()})
         return out
 
     def run(self) -> dict[str, Any]:
@@ -189,7 +191,8 @@ class Forecast:
             return [float(v) if k and np.isfinite(v) else None for v, k in zip(a, keep)]
 
         extra = {} if self.extrapolation is None else {"extrapolation": float(self.extrapolation[-1]),
-                                                      "sigma": float(self.sigma[-1])}
+                                                      "sigma": float(self.sigma[-1]),
+                                                      "sigma_parts": {k: float(v[-1]) for k, v in self.parts.items()}}
         return {"loss": float(self.loss[-1]), "lower": listed(self.lower)[-1], "upper": listed(self.upper)[-1],
                 "interval": self.interval, "bootstrap_lower": listed(self.bootstrap_lower)[-1],
                 "bootstrap_upper": listed(self.bootstrap_upper)[-1], "N": float(self.derived["N"][0]),
@@ -257,15 +260,15 @@ def _interval(result, point, b_lo, b_hi, level, cov, model=None, tokens=None, ch
     b_lo, b_hi = np.asarray(b_lo, float), np.asarray(b_hi, float)
     calibrated = stored_interval(result, level=level, model=model, tokens=tokens, **cov)
     if calibrated is not None:
-        lo, hi, sigma, ext = calibrated
-        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        lo, hi = np.asarray(calibrated.lower, float), np.asarray(calibrated.upper, float)
         if _zero_width(lo, hi, point, check):
             err = result.extrapolation
             raise ValueError(f"no interval: the {result.law} fit's measured extrapolation error is zero "
                              f"(run scatter s0 = {err.s0:.2g}, growth k = {err.k:.2g}) and its bootstrap band has "
                              "no width: the law passes through every run, so the data cannot say how uncertain "
                              "the forecast is")
-        return lo, hi, "calibrated", {"extrapolation": ext, "sigma": sigma}
+        return lo, hi, "calibrated", {"extrapolation": calibrated.extrapolation, "sigma": calibrated.sigma,
+                                      "parts": calibrated.parts}
     if not np.all(np.isfinite(b_lo[check]) & np.isfinite(b_hi[check])):
         raise ValueError(f"no interval: the {result.law} fit has no bootstrap samples and no measured extrapolation "
                          "error; refit with --bootstrap B (B >= 200; in Python, fit(..., bootstrap=B)) or --calibrate")
@@ -338,4 +341,4 @@ def _forecast_run(result: FitResult, config, level: float) -> Forecast:
         note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"
     return Forecast(result.law, level, point, lo, hi, kind, b_lo, b_hi, {"run": cfg.run_id()},
                     {"N": cov["N"][:1]}, note=note, steps=steps, tokens=tokens, shown=shown,
-                    **{k: np.asarray(v, float) for k, v in extra.items()})
+                    **{k: v if k == "parts" else np.asarray(v, float) for k, v in extra.items()})

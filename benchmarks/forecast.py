@@ -138,7 +138,8 @@ def score(saved: dict, targets_dir: Path, seed: int, data: str) -> list[dict]:
                          "inside_bootstrap": bool(got["bootstrap_lower"] <= a <= got["bootstrap_upper"]),
                          "bootstrap_half_width": (got["bootstrap_upper"] - got["bootstrap_lower"]) / 2 / a,
                          "half_width": (got["upper"] - got["lower"]) / 2 / a, "compute_ratio": got["compute_ratio"],
-                         "curve_are": got["curve"]["are"], "outside_ladder": got.get("outside_ladder", []),
+                         "sigma": got["interval"].get("sigma"), "sigma_parts": got["interval"].get("sigma_parts"),
+                         "quantile": got["interval"].get("quantile"), "curve_are": got["curve"]["are"], "outside_ladder": got.get("outside_ladder", []),
                          "at_bound": rec.get("at_bound", []), "target_tokens": got["target"]["D"],
                          "target_N": got["target"]["N"], "target_wall_s": got["target"].get("wall_time_s"),
                          "ladder_s": saved.get("ladder_s")})

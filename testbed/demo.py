@@ -107,6 +107,7 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
     from rich.console import Console
 
     from analysis.checked import check, forecast_record, write_report
+    from analysis.console import sigma_line
     from analysis.load import load_runs
     from train.api import train_run
 
@@ -145,6 +146,8 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
                   f"({record['compute_ratio']:.1f}x the largest ladder compute): predicted final loss "
                   f"{record['predicted']:.4f} [{record['lower']:.4f}, {record['upper']:.4f}] "
                   f"({record['level']:.0%}, {record['interval']['kind']})")
+    if record["interval"].get("sigma_parts"):
+        console.print(f"  {sigma_line(record['interval']['sigma'], record['interval']['sigma_parts'])}")
     for what in record.get("outside_ladder", []):
         console.print(f"  note: the target differs from every ladder run in {what}")
 

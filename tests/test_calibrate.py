@@ -145,7 +145,7 @@ def test_the_calibrated_interval_covers_published_forecasts_32x_beyond_the_fit(l
     r = with_extrapolation_error(fit(train, law, bootstrap=100, n_starts=4), train)
     far = table[table["C"] >= 32 * (6 * train["N"] * train["D"]).max()]
     assert len(far) >= 30
-    lo, hi, _, ext = stored_interval(r, N=far["N"].to_numpy(), D=far["D"].to_numpy())
+    lo, hi, _, ext, _ = stored_interval(r, N=far["N"].to_numpy(), D=far["D"].to_numpy())
     actual = far["loss"].to_numpy()
     assert ext.min() >= 32
     assert np.mean((lo <= actual) & (actual <= hi)) >= 0.9

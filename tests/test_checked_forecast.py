@@ -125,3 +125,35 @@ def test_a_target_that_repeats_a_small_corpus_more_than_the_ladder_did_is_named(
     other.write_text(src.read_text())
     elsewhere = outside_ladder(table, cfg(f"data.source={other}", f"train.tokens={3 * corpus}").resolved())
     assert len(elsewhere) == 1 and elsewhere[0].startswith(f"data {str(other)!r}"), elsewhere
+
+
+def test_a_calibrated_forecast_records_what_its_interval_is_made_of(checked):
+    """The record's sigma_parts (analysis.calibrate.interval_parts): they compose sigma, the interval is
+    point * exp(+-quantile * sigma), and each part is what it says: s0, k * ln(distance), no laws apart for
+    one law, and the bootstrap spread of the forecast."""
+    from analysis.calibrate import with_extrapolation_error
+    from analysis.console import sigma_line
+    from analysis.predict import forecast
+
+    _, table, result, _, _, _, _ = checked
+    cal = with_extrapolation_error(result, table, n_starts=1)
+    target = RunConfig().with_overrides({"model.width": 512, "model.depth": 4, "model.context": 64,   # ~14x beyond
+                                         "train.batch_tokens": 4096, "train.tokens": 4096 * 200_000,
+                                         "eval.points": 10, "run.name": "far"}).resolved()
+    rec = forecast_record(cal, table, target, level=0.9)
+    it, err = rec["interval"], cal.extrapolation
+    parts = it["sigma_parts"]
+    assert sorted(parts) == ["between_laws", "bootstrap", "extrapolation", "scatter"]
+    assert np.sqrt(sum(v ** 2 for v in parts.values())) == pytest.approx(it["sigma"], rel=1e-12)
+    assert it["quantile"] == pytest.approx(err.quantile(0.9), rel=1e-12) and it["quantile"] > 1.6448
+    assert np.log(rec["upper"] / rec["predicted"]) == pytest.approx(it["quantile"] * it["sigma"], rel=1e-9)
+    assert parts["scatter"] == pytest.approx(err.s0, rel=1e-12)
+    distance = forecast(cal, target).run()["extrapolation"]
+    assert distance > 1 and parts["extrapolation"] == pytest.approx(err.k * np.log(distance), rel=1e-12)
+    assert parts["between_laws"] == 0.0
+    assert 0 < parts["bootstrap"] < it["sigma"]
+    line = sigma_line(it["sigma"], parts)
+    assert line.startswith(f"interval sigma {it['sigma']:.2%}") and "laws apart" not in line
+    assert "parameters (bootstrap)" in line
+    # chinchilla on this ladder drifts with distance (k > 0): that part leads the line, with its share of sigma^2
+    assert err.k > 0 and line.split(": ", 1)[1].startswith(f"extrapolation k*ln(C/C_fit) {parts['extrapolation']:.2%} (")

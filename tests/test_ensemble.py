@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.calibrate import calibrated_interval, with_extrapolation_error
+from analysis.calibrate import interval_parts, calibrated_interval, with_extrapolation_error
 from analysis.fitresult import FitResult
 from analysis.fitting import fit
 from analysis.laws import get_law, kaplan_schedule_params, member_spread, mixture_name, parse_mixture
@@ -128,6 +128,12 @@ def test_the_calibrated_interval_of_an_ensemble_adds_the_spread_of_its_laws(curv
     want = np.sqrt(((q84 - q16) / 2) ** 2 + r.extrapolation.sigma(ext) ** 2 + spread ** 2)
     np.testing.assert_allclose(sigma, want, rtol=1e-9)
     np.testing.assert_allclose(point, mean, rtol=1e-10)
+    # each part, as a forecast reports it (what makes the interval wide), by hand
+    parts = interval_parts(r, r.extrapolation, extrapolation=ext, **cov)
+    np.testing.assert_allclose(parts["bootstrap"], (q84 - q16) / 2, rtol=1e-9)
+    np.testing.assert_allclose(parts["scatter"], [r.extrapolation.s0] * 2, rtol=1e-12)
+    np.testing.assert_allclose(parts["extrapolation"], r.extrapolation.k * np.log(ext), rtol=1e-12)
+    np.testing.assert_allclose(parts["between_laws"], spread, rtol=1e-9)
     # a single law has no spread term
     assert member_spread(get_law("schedule"), b.params, **cov).tolist() == [0.0, 0.0]
 

@@ -34,7 +34,10 @@ def test_a_format1_fit_file_is_read_with_its_extrapolation_error_and_forecasts_t
     for at, want in (({"N": 1e7, "D": 2e8}, FORMAT1_PREDICTED[("N", "D")]), ({"C": 1e18}, FORMAT1_PREDICTED[("C",)])):
         got = forecast(result, at).point(0)
         assert got.pop("interval") == want["interval"]
+        parts = {k: got.pop(k) for k in list(got) if k.startswith("sigma_")}   # reported since the file was written
         assert got == pytest.approx({k: v for k, v in want.items() if k != "interval"}, rel=1e-12)
+        assert sorted(parts) == ["sigma_between_laws", "sigma_bootstrap", "sigma_extrapolation", "sigma_scatter"]
+        assert np.sqrt(sum(v ** 2 for v in parts.values())) == pytest.approx(got["sigma"], rel=1e-12)
     # written again, it is format 2 with a typed field, and reads back equal
     again = FitResult.from_json(result.to_json(tmp_path / "fit.json"))
     stored = json.loads((tmp_path / "fit.json").read_text())
