@@ -71,6 +71,19 @@ def test_pool_reads_forecast_cases_in_percent_beside_demo_fit_look_rows(tmp_path
     assert pool.row(label, rows) == "| mixed | 2 | 2.00% | 3.00% | 1/2 (50%) | ±3.50% (1.8x) |"
     with pytest.raises(SystemExit, match="no rows of method 'chinchilla'"):
         pool.cases(f"x={look}", "chinchilla")
+    assert pool.parts_row(label, rows) is None          # rows written before the parts were recorded
+
+
+def test_pool_says_what_the_intervals_were_made_of(tmp_path):
+    pool = _script(Path("benchmarks/recipe/pool.py"))
+    base = {"law": "auto", "rel_error": 0.01, "half_width": 0.03, "inside": True}
+    rows = [{**base, "sigma_parts": {"bootstrap": 0.03, "scatter": 0.0, "extrapolation": 0.0, "between_laws": 0.04}},
+            {**base, "sigma_parts": {"bootstrap": 0.0, "scatter": 0.0, "extrapolation": 0.01, "between_laws": 0.0}},
+            base]                                        # an older row without parts is counted, not averaged
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    label, got = pool.cases(f"s={tmp_path / 'c.json'}", "auto")
+    # sigmas 0.05 and 0.01 (mean 3%); shares: bootstrap (0.36 + 0) / 2, extrapolation (0 + 1) / 2, laws (0.64 + 0) / 2
+    assert pool.parts_row(label, got) == "| s | 2/3 | 3.00% | 18% | 0% | 50% | 32% |"
 
 
 def test_a_target_given_twice_is_refused_before_anything_trains(tmp_path, capsys):

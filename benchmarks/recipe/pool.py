@@ -10,6 +10,10 @@ finish are left out), given as LABEL=FILE[,FILE...]:
 Prints one Markdown row per set, then the sets pooled (the --apart sets are shown but not pooled).
 The half-width is the interval's (upper - lower) / 2 over the forecast, in percent; "x median" is the
 mean half-width over the median |error|, the interval goal's ratio (at most about 3x).
+
+With --parts, a second table says what the intervals were made of, per set: the mean sigma (the std
+of the log forecast) and each part's mean share of sigma^2 (`analysis.calibrate.interval_parts`),
+over the cases whose rows carry `sigma_parts` (forecast.py writes them from e26c74a on).
 """
 from __future__ import annotations
 
@@ -35,7 +39,22 @@ def as_row(r: dict) -> dict:
     """A demo_fit_look.py row as is; a forecast.py case in its units (errors and half-widths in percent)."""
     if "method" in r:
         return r
-    return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"]}
+    return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"],
+            "parts": r.get("sigma_parts")}
+
+
+PARTS = ("bootstrap", "scatter", "extrapolation", "between_laws")
+
+
+def parts_row(label: str, rows: list[dict]) -> str | None:
+    """Mean sigma and each part's mean share of sigma^2 over the rows that carry their parts (None: none do)."""
+    have = [r["parts"] for r in rows if r.get("parts")]
+    if not have:
+        return None
+    sig2 = [sum(p[k] ** 2 for k in PARTS) for p in have]
+    shares = [float(np.mean([p[k] ** 2 / s2 if s2 > 0 else 0.0 for p, s2 in zip(have, sig2)])) for k in PARTS]
+    return (f"| {label} | {len(have)}/{len(rows)} | {100 * float(np.mean(np.sqrt(sig2))):.2f}% | "
+            + " | ".join(f"{100 * x:.0f}%" for x in shares) + " |")
 
 
 def row(label: str, rows: list[dict]) -> str:
@@ -51,6 +70,7 @@ def main() -> None:
     ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...]: demo_fit_look.py outputs or forecast.py cases.json")
     ap.add_argument("--apart", action="append", default=[], help="a set shown but left out of the pooled rows")
     ap.add_argument("--method", default="auto")
+    ap.add_argument("--parts", action="store_true", help="also the table of what the intervals were made of")
     a = ap.parse_args()
     pooled = [cases(s, a.method) for s in a.sets]
     apart = [cases(s, a.method) for s in a.apart]
@@ -62,6 +82,11 @@ def main() -> None:
         print(row("**pooled**", [r for _, rows in pooled for r in rows]))
     for label, rows in apart:
         print(row(label, rows))
+    if a.parts:
+        print("\n| cases | with parts | mean sigma | parameters (bootstrap) | run scatter | extrapolation | laws apart |")
+        print("|---|---|---|---|---|---|---|")
+        for label, rows in pooled + apart:
+            print(parts_row(label, rows) or f"| {label} | 0/{len(rows)} | | | | | |")
 
 
 if __name__ == "__main__":
