@@ -194,9 +194,12 @@ def test_predict_a_planned_run_from_its_config(sweep, tmp_path, capsys):
     for t, p, lo, hi in zip(curve["tokens"], curve["loss"], curve["lower"], curve["upper"]):
         assert (p is None) == (t < d_min)               # no forecast before the fewest tokens fitted
         assert p is None or lo <= p <= hi
-    # the table form prints the final loss; a run forecast with --N is refused
+    # the JSON keeps what the interval is made of; they compose its sigma
+    assert np.sqrt(sum(v ** 2 for v in out["sigma_parts"].values())) == pytest.approx(out["sigma"], rel=1e-12)
+    # the table form prints the final loss and those parts; a run forecast with --N is refused
     assert run_testbed(argv[:-1]) == 0
-    assert "final loss" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "final loss" in printed and f"interval sigma {out['sigma']:.2%} of the loss: " in printed
     assert run_testbed(["predict", str(fit_path), "--run", str(cfg_path), "--N", "1e9"]) == 2
     assert "without --N/--D/--C" in capsys.readouterr().err
     assert run_testbed(["predict", str(fit_path), "model.width=512"]) == 2
