@@ -220,7 +220,12 @@ def interval_parts(result, error: ExtrapolationError, *, extrapolation, **covari
     sigma is their root sum of squares. What dominates says why an interval is wide: parameters the
     runs pin down loosely, noisy runs, a law that drifts with distance, or laws that disagree.
     """
-    point = np.atleast_1d(np.asarray(result.predict(**covariates), float))
+    return _parts(result, error, extrapolation, covariates,
+                  np.atleast_1d(np.asarray(result.predict(**covariates), float)))
+
+
+def _parts(result, error, extrapolation, covariates, point):
+    """`interval_parts` at covariates whose point forecast is `point` (computed by the caller)."""
     if result.samples is not None and len(result.samples):
         logs = np.log(np.maximum(np.asarray(result.predict_samples(**covariates), float), 1e-300))
         # half the central 68% range: the std for a normal spread, not inflated by a few refits that went wild
@@ -254,7 +259,7 @@ def _calibrated(result, error, extrapolation, level, covariates):
     if error.law != result.law:
         raise ValueError(f"the extrapolation error was measured for law {error.law!r}, the fit is {result.law!r}")
     point = np.atleast_1d(np.asarray(result.predict(**covariates), float))
-    parts = interval_parts(result, error, extrapolation=extrapolation, **covariates)
+    parts = _parts(result, error, extrapolation, covariates, point)
     sigma = np.sqrt(sum(v ** 2 for v in parts.values()))
     q = error.quantile(level)      # Student-t with `error.dof` degrees of freedom (`interval_dof`)
     return point, point * np.exp(-q * sigma), point * np.exp(q * sigma), sigma, parts

@@ -341,4 +341,4 @@ def _forecast_run(result: FitResult, config, level: float) -> Forecast:
         note += f"; points before {d_min:,.0f} tokens (the fewest the law was fitted on) are not forecast"
     return Forecast(result.law, level, point, lo, hi, kind, b_lo, b_hi, {"run": cfg.run_id()},
                     {"N": cov["N"][:1]}, note=note, steps=steps, tokens=tokens, shown=shown,
-                    **{k: v if k == "parts" else np.asarray(v, float) for k, v in extra.items()})
+                    **extra)

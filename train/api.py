@@ -102,8 +102,7 @@ def inspect_run_dir(cfg: RunConfig, out: Path, info: ddp.DistInfo = ddp.DistInfo
         summary = _stored_summary(out, repair=repair and info.is_main)
         if summary is not None and summary.get("status") in FINISHED:
             return summary
-    elif info.is_main and out.is_dir() and _foreign_files(out):
-        stray = _foreign_files(out)[:3]
+    elif info.is_main and out.is_dir() and (stray := _foreign_files(out)[:3]):
         raise ConfigError(f"run directory {str(out)!r} is not empty and has no {CONFIG} ({', '.join(stray)} ...); "
                           f"refusing to write a run into it")
     return None

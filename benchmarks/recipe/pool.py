@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.calibrate import PARTS
+
 
 def cases(spec: str, method: str) -> tuple[str, list[dict]]:
     label, _, files = spec.partition("=")
@@ -41,9 +43,6 @@ def as_row(r: dict) -> dict:
         return r
     return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"],
             "parts": r.get("sigma_parts")}
-
-
-PARTS = ("bootstrap", "scatter", "extrapolation", "between_laws")
 
 
 def parts_row(label: str, rows: list[dict]) -> str | None:
