@@ -139,7 +139,8 @@ def score(saved: dict, targets_dir: Path, seed: int, data: str) -> list[dict]:
                          "bootstrap_half_width": (got["bootstrap_upper"] - got["bootstrap_lower"]) / 2 / a,
                          "half_width": (got["upper"] - got["lower"]) / 2 / a, "compute_ratio": got["compute_ratio"],
                          "sigma": got["interval"].get("sigma"), "sigma_parts": got["interval"].get("sigma_parts"),
-                         "quantile": got["interval"].get("quantile"), "curve_are": got["curve"]["are"], "outside_ladder": got.get("outside_ladder", []),
+                         "quantile": got["interval"].get("quantile"), "curve_are": got["curve"]["are"],
+                         "outside_ladder": got.get("outside_ladder", []),
                          "at_bound": rec.get("at_bound", []), "target_tokens": got["target"]["D"],
                          "target_N": got["target"]["N"], "target_wall_s": got["target"].get("wall_time_s"),
                          "ladder_s": saved.get("ladder_s")})
@@ -199,10 +200,7 @@ def parse_targets(text: str) -> list[dict]:
         m = TARGET.match(item)
         if not m or float(m.group(1)) <= 1:
             raise ValueError(f"--targets: {item!r} is not RATIO:wWIDTHdDEPTH with RATIO > 1 (e.g. 10:w96d2)")
-        t = {"compute_ratio": float(m.group(1)), "width": int(m.group(2)), "depth": int(m.group(3))}
-        if t in out:
-            raise ValueError(f"--targets: {item!r} is given twice")
-        out.append(t)
+        out.append({"compute_ratio": float(m.group(1)), "width": int(m.group(2)), "depth": int(m.group(3))})
     if not out:
         raise ValueError("--targets: give at least one target")
     return out
@@ -240,17 +238,18 @@ def main(argv=None) -> int:
         return 0
     if not args.out:
         ap.error("--out is required (or --summarize OUT ...)")
-    from testbed.preset import DemoError, load_preset
+    from testbed.preset import DemoError, load_preset, targets_spec
     try:
         targets = parse_targets(args.targets)
+        if args.long:
+            targets = with_long(targets)
         seeds = [int(s) for s in args.seeds.split(",")]
         preset = load_preset(args.preset)
         if args.data:
             preset = preset.with_data(args.data)
+        targets_spec(preset, targets)   # the targets' own checks (a target given twice), before anything trains
     except (ValueError, DemoError) as e:
-        ap.error(str(e))
-    if args.long:
-        targets = with_long(targets)
+        ap.error(str(e).replace("targets:", "--targets:", 1) if str(e).startswith("targets:") else str(e))
     laws = [s for s in args.laws.split(",") if s]
     data = args.data_label or ("synthetic" if not args.data else args.data)
     out = Path(args.out)
