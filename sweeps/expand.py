@@ -14,7 +14,9 @@ wsd_branches  per size, one WSD run of the longest token count whose stable phas
               length, so its run id and curve are those of an honest run.
 
 `axes`/`zip` multiply every family (e.g. seeds, model.kind, lr); per-size `rules`
-are applied after the shape is set and before tokens are derived.
+are applied after the shape is set and before tokens are derived. `replicates: K`
+trains every run K times, run.seed = the base's seed + 0 … K-1 (tagged `run.seed`),
+so a ladder's fit averages over initializations without fixing the seeds themselves.
 """
 from __future__ import annotations
 
@@ -244,7 +246,10 @@ def expand(spec: SweepSpec, warnings: list[str] | None = None) -> list[PlannedRu
     base = _apply(base, {"run.sweep": spec.name}, "base")
     runs: list[PlannedRun] = []
     seen: dict[str, dict] = {}
-    for point in grid_points(spec) or [{}]:
+    points = grid_points(spec) or [{}]
+    if spec.replicates > 1:   # init replicates: the same runs again, each with its own run.seed
+        points = [{**p, "run.seed": base.run.seed + i} for p in points for i in range(spec.replicates)]
+    for point in points:
         cfg = _apply(base, point, f"axes {point}")
         tags = {k: v for k, v in point.items()}
         for c, t in FAMILY_FNS[spec.family](cfg, spec, tags, warnings):

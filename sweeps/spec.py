@@ -8,6 +8,7 @@ per-size rules and executor defaults:
     overrides: {optim.lr: 3e-3}                                 # dotted keys applied to the base
     family: ladder                                              # grid | isoflop | ladder | wsd_branches
     axes: {run.seed: [0, 1]}                                    # cartesian product, every family
+    replicates: 2                                               # every run twice, run.seed = base seed + 0, 1
     zip: [{model.width: [64, 128], model.depth: [2, 4]}]        # keys that vary together
     sizes: {ladder: {min_params: 1e4, max_params: 1e5, n: 4}}   # or {widths: [...]} or [{width:, depth:}, ...]
     tokens_per_param: [5, 10, 20]                               # ladder
@@ -38,7 +39,7 @@ FAMILIES = ("grid", "isoflop", "ladder", "wsd_branches")
 TOP_KEYS = (
     "name", "description", "base", "base_config", "overrides", "family", "axes", "zip", "sizes",
     "budgets", "tokens_per_param", "tokens", "rules", "n_params", "tokens_per_param_range",
-    "budget_tolerance", "executor",
+    "budget_tolerance", "executor", "replicates",
 )
 
 
@@ -81,6 +82,7 @@ class SweepSpec:
     tokens_per_param_range: tuple = (1.0, 1000.0)     # isoflop: combos outside are dropped with a warning
     budget_tolerance: float = 0.01  # isoflop: |C_run / C_budget - 1| allowed after rounding to whole batches
     executor: ExecutorDefaults = field(default_factory=ExecutorDefaults)
+    replicates: int = 1             # every run trained this many times, run.seed = its seed + 0, 1, ...
     description: str = ""
     source: dict = field(default_factory=dict)          # the spec as written (recorded in sweep.json)
 
@@ -271,6 +273,13 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
     rng = _as_list(raw.get("tokens_per_param_range", [1.0, 1000.0]), "tokens_per_param_range", number=True)
     if len(rng) != 2 or rng[0] >= rng[1]:
         raise SweepError(f"tokens_per_param_range must be [low, high] with low < high, got {list(rng)}")
+    replicates = raw.get("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise SweepError(f"replicates must be a whole number >= 1 (how many times each run trains, each with "
+                         f"its own run.seed), got {replicates!r}")
+    if replicates > 1 and any("run.seed" in group for group in [axes, *zips]):
+        raise SweepError("replicates: run.seed is also varied in axes or zip; give the seeds one way, not both "
+                         "(replicates adds 0, 1, ... to each run's seed)")
     tol = float(raw.get("budget_tolerance", 0.01))
     if not 0 < tol < 1:
         raise SweepError(f"budget_tolerance must lie in (0, 1), got {tol}")
@@ -278,7 +287,7 @@ def spec_from_dict(raw: dict, base_dir: str | Path = ".") -> SweepSpec:
         name=name, family=family, base=base_d, axes=axes, zips=tuple(zips), sizes=sizes, budgets=budgets,
         tokens_per_param=tpp, tokens=tuple(int(t) for t in tokens), rules=dict(rules),
         n_params=n_params, tokens_per_param_range=rng, budget_tolerance=tol,
-        executor=_load_executor(raw.get("executor")), description=str(raw.get("description", "")),
+        executor=_load_executor(raw.get("executor")), replicates=replicates, description=str(raw.get("description", "")),
         source=json.loads(json.dumps(raw, default=str)),
     )
 

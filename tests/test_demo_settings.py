@@ -22,8 +22,10 @@ from testbed.preset import ladder_runs, load_preset, target_config
 from train.contract import ckpt_name, eval_steps
 
 # Sc sets where the S1 term matters: at 3e6 it moves the loss over the ladder's 150k-820k tokens, so this
-# ladder can tell the law's terms apart (at 3e4 the S1 term is flat here and alpha_S sits at a bound)
-TRUTH = kaplan_schedule_params(Nc=2e9, Sc=3e6, alpha_N=0.12, alpha_S=0.25, C=2e-8)
+# ladder can tell the law's terms apart (at 3e4 the S1 term is flat here and alpha_S sits at a bound).
+# C is the size of the cooldown gain the recipe's real ladders fit (7.5e-7 on the synthetic seed 30): at
+# 2e-8 the gain is under the points' noise and a fit can put C at its bound, which auto then passes over
+TRUTH = kaplan_schedule_params(Nc=2e9, Sc=3e6, alpha_N=0.12, alpha_S=0.25, C=5e-7)
 PLATEAU = 1.15        # eval points before fit.min_tokens sit this far above the law (the early plateau)
 
 
@@ -90,7 +92,7 @@ def test_the_cpu_target_follows_the_ladders_lr_rule():
     assert target.optim.lr > 1.2 * 0.0094         # N is ~9x the rule's reference size
     # every ladder run, cooldown branches included, follows the same rule
     runs = ladder_runs(preset)
-    assert len(runs) == 12 and sum(bool(r.parent) for r in runs) == 8
+    assert len(runs) == 24 and sum(bool(r.parent) for r in runs) == 16      # 2 inits x 4 sizes x 3 budgets
     for r in runs:
         assert r.config.optim.lr == pytest.approx(0.0094 * (r.n_params / 24736) ** 0.12, rel=1e-12)
 

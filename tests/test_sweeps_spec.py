@@ -70,6 +70,12 @@ def test_run_ids_are_stable_and_match_the_resolved_config():
     ({"family": "ladder", "sizes": [{"widht": 16}], "tokens_per_param": [10]}, "model.widht"),
     ({"family": "grid", "axes": {"run.seed": [0]}, "rules": {"optim.lr": "__import__('os')"}}, "rules.optim.lr"),
     ({"family": "grid", "axes": {"run.seed": [0]}, "rules": {"optim.lr": "-N"}}, "positive"),
+    ({"family": "grid", "axes": {"optim.lr": [1e-3]}, "replicates": 0}, "replicates must be a whole number"),
+    ({"family": "grid", "axes": {"optim.lr": [1e-3]}, "replicates": "two"}, "replicates must be a whole number"),
+    ({"family": "grid", "axes": {"optim.lr": [1e-3]}, "replicates": 1.5}, "replicates must be a whole number"),
+    ({"family": "grid", "axes": {"run.seed": [0, 1]}, "replicates": 2}, "replicates: run.seed is also varied"),
+    ({"family": "grid", "zip": [{"run.seed": [0, 1], "optim.lr": [1e-3, 2e-3]}], "replicates": 2},
+     "replicates: run.seed is also varied"),
 ])
 def test_bad_specs_name_the_problem(bad, message):
     with pytest.raises(SweepError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -197,6 +203,26 @@ def test_wsd_branches_equal_from_scratch_runs_and_start_in_the_parents_stable_ph
         assert np.array_equal(lr_b[:k], lr_p[:k])
         assert lr_b[k] < lr_b[k - 1] and lr_p[k] == lr_p[k - 1]
         assert branch_step(b.config.steps, b.config.schedule) == k
+
+
+def test_replicates_train_every_wsd_run_again_from_the_next_seeds():
+    base = {**BASE, "run": {"seed": 7}, "schedule": {"kind": "wsd", "warmup_steps": 4, "decay_frac": 0.25}}
+    kw = dict(family="wsd_branches", base=base, sizes=SIZES[:2], tokens=[4096, 8192, 16384])
+    once, thrice = expand(spec(**kw)), expand(spec(**kw, replicates=3))
+    assert len(thrice) == 3 * len(once) == 18
+    assert len({r.run_id for r in thrice}) == 18
+    by_id = {r.run_id: r for r in thrice}
+    for seed in (7, 8, 9):
+        rep = [r for r in thrice if r.config.run.seed == seed]
+        # each replicate is the single run's design with only the init seed changed
+        assert sorted((r.config.model.width, r.tokens, r.branch_step) for r in rep) == \
+            sorted((r.config.model.width, r.tokens, r.branch_step) for r in once)
+        assert all(by_id[r.parent].config.run.seed == seed for r in rep if r.parent)   # a branch keeps its init
+    first = {(r.config.model.width, r.tokens): r.config for r in once}
+    for r in thrice:
+        other = first[(r.config.model.width, r.tokens)]
+        assert r.config.to_dict() | {"run": {**r.config.to_dict()["run"], "seed": 7}} == other.to_dict()
+    assert expand(spec(**kw, replicates=1)) == once
 
 
 # ---------------------------------------------------------------------------
