@@ -25,8 +25,11 @@ w192 d2 at 100x, 7.31M tokens, took 83 min on a core shared with three other tra
 
 Per-case rows go to `<out>/cases.json` and the table is printed: per data, ratio and law,
 each target shape and all shapes pooled, with the seeds the recipe was chosen on
-(< --fresh-from) and the fresh ones reported apart. Reruns reuse finished ladders,
-forecasts (when the method and targets are unchanged) and targets. `--score-only` trains nothing and
+(< --fresh-from) and the fresh ones reported apart. Reruns reuse finished ladder runs,
+forecasts (when the method, the targets and the ladder's runs are unchanged) and targets: a rerun
+with a preset whose ladder has grown (`replicates`, more sizes) trains only the new ladder runs and
+forecasts again (benchmarks/recipe/README.md, section (27), scored the second init this way on
+copies of finished seeds, whose targets had already trained). `--score-only` trains nothing and
 scores each seed's saved forecasts against the targets that finished (for a matrix stopped early).
 """
 from __future__ import annotations
@@ -80,7 +83,9 @@ def forecast_seed(preset, targets: list[dict], laws: list[str], seed_dir: Path, 
     ids = {shape_key(t): r.run_id for t, r in zip(targets, runs, strict=True)}
     fc_path = seed_dir / "forecasts.json"
     saved = read_json(fc_path) if fc_path.exists() else {}
-    if saved.get("method") != METHOD or saved.get("targets") != ids or sorted(saved.get("forecasts", {})) != sorted(laws):
+    fitted_on = sorted(table["run"].unique().tolist())   # a ladder grown since (more inits or sizes) is refitted
+    if (saved.get("method") != METHOD or saved.get("targets") != ids or saved.get("ladder_runs") != fitted_on
+            or sorted(saved.get("forecasts", {})) != sorted(laws)):
         forecasts = {}
         for law in laws:
             p = replace(preset, fit=replace(preset.fit, law=law, select=None, bootstrap=bootstrap, level=LEVEL))
@@ -100,7 +105,8 @@ def forecast_seed(preset, targets: list[dict], laws: list[str], seed_dir: Path, 
                 rec["fit_seconds"], rec["at_bound"] = fit_s, params_at_bound(result)
                 per[shape_key(t)] = rec
             forecasts[law] = per
-        atomic_write_json(fc_path, {"method": METHOD, "targets": ids, "ladder_s": ladder_s, "forecasts": forecasts})
+        atomic_write_json(fc_path, {"method": METHOD, "targets": ids, "ladder_runs": fitted_on, "ladder_s": ladder_s,
+                                    "forecasts": forecasts})
     return read_json(fc_path)
 
 

@@ -1,5 +1,6 @@
-"""The forecast matrix's scripts: `benchmarks/forecast.py --score-only` scores a matrix stopped early, and
-`benchmarks/recipe/pool.py` pools its cases with `demo_fit_look.py`'s rows."""
+"""The forecast matrix's scripts: `benchmarks/forecast.py --score-only` scores a matrix stopped early, saved
+forecasts are redone when the ladder has grown, and `benchmarks/recipe/pool.py` pools its cases with
+`demo_fit_look.py`'s rows."""
 import importlib.util
 import json
 from pathlib import Path
@@ -55,6 +56,37 @@ def test_score_only_scores_the_finished_targets_and_lists_the_rest_as_failed(tmp
     with pytest.raises(SystemExit, match=r"seed4/forecasts.json does not exist"):
         fm.main(["--out", str(tmp_path), "--seeds", "4", "--score-only"])
     assert not (tmp_path / "seed4").exists()
+
+
+def test_saved_forecasts_are_reused_for_the_same_ladder_and_redone_when_it_has_grown(tmp_path, monkeypatch):
+    import dataclasses
+
+    import testbed.demo
+    from testbed.preset import load_preset
+
+    fm = _script(Path("benchmarks/forecast.py"))
+    write_ladder = _script(Path("tests/test_demo_settings.py")).write_ladder
+    two = fm.seed_preset(load_preset("cpu"), 0, 1)                      # the preset: every run from two inits
+    one = dataclasses.replace(two, ladder={**two.ladder, "replicates": 1})
+    ladders = {"one": write_ladder(tmp_path / "one", one), "two": write_ladder(tmp_path / "two", two)}
+    current = ["one"]
+    monkeypatch.setattr(testbed.demo, "run_ladder", lambda out, preset, quiet: ladders[current[0]])
+    targets, seed_dir = [{"compute_ratio": 10.0, "width": 64, "depth": 2}], tmp_path / "seed0"
+
+    def forecasts():
+        saved = fm.forecast_seed(two, targets, ["kaplan-schedule"], seed_dir, bootstrap=8)
+        return saved, saved["forecasts"]["kaplan-schedule"]["10x w64 d2"]
+
+    first, rec1 = forecasts()
+    assert len(first["ladder_runs"]) == 12 and rec1["target"]["N"] > 0
+    current[0] = "two"      # the second inits have trained since: the forecast is fitted again on all 24 runs
+    second, rec2 = forecasts()
+    assert len(second["ladder_runs"]) == 24 and set(first["ladder_runs"]) != set(second["ladder_runs"])
+    assert rec2["predicted"] != rec1["predicted"]
+    # the same ladder again: the saved forecasts stand, nothing is fitted
+    monkeypatch.setattr(testbed.demo, "fit_ladder", lambda *a, **k: pytest.fail("refitted an unchanged ladder"))
+    third, rec3 = forecasts()
+    assert third == second
 
 
 def test_pool_reads_forecast_cases_in_percent_beside_demo_fit_look_rows(tmp_path):
