@@ -118,6 +118,20 @@ def test_pool_says_what_the_intervals_were_made_of(tmp_path):
     assert pool.parts_row(label, got) == "| s | 2/3 | 3.00% | 18% | 0% | 50% | 32% |"
 
 
+def test_pool_keeps_one_compute_ratio_after_an_at_sign(tmp_path):
+    pool = _script(Path("benchmarks/recipe/pool.py"))
+    rows = [{"law": "auto", "ratio": r, "rel_error": e, "half_width": 0.05, "inside": True}
+            for r, e in ((10.0, 0.01), (30.0, -0.04), (10.0, 0.02))]
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    assert [r["err"] for r in pool.cases(f"t={tmp_path / 'c.json'}@10", "auto")[1]] == pytest.approx([1.0, 2.0])
+    assert [r["err"] for r in pool.cases(f"t={tmp_path / 'c.json'}@30", "auto")[1]] == pytest.approx([-4.0])
+    assert len(pool.cases(f"t={tmp_path / 'c.json'}", "auto")[1]) == 3
+    with pytest.raises(SystemExit, match="no rows of method 'auto' at 100x"):
+        pool.cases(f"t={tmp_path / 'c.json'}@100", "auto")
+    with pytest.raises(SystemExit, match="@ten is not a compute ratio"):
+        pool.cases(f"t={tmp_path / 'c.json'}@ten", "auto")
+
+
 def test_a_target_given_twice_is_refused_before_anything_trains(tmp_path, capsys):
     fm = _script(Path("benchmarks/forecast.py"))
     with pytest.raises(SystemExit):

@@ -2,7 +2,8 @@
 
 Each set is the JSON rows `demo_fit_look.py` writes (one row per seed, method and target, with the
 calibrated 90% interval) or a `benchmarks/forecast.py` cases.json (its rows of targets that did not
-finish are left out), given as LABEL=FILE[,FILE...]:
+finish are left out), given as LABEL=FILE[,FILE...], with @RATIO after the files to keep the cases of
+one compute ratio (`"synthetic 30x=a.json,b.json@30"`):
 
     python benchmarks/recipe/pool.py "synthetic 10x, seeds 9-16=a.json,b.json" "Wikipedia 10x=w.json" \
         --apart "LSTM 10x=lstm.json" --method auto
@@ -28,12 +29,18 @@ from analysis.calibrate import PARTS
 
 def cases(spec: str, method: str) -> tuple[str, list[dict]]:
     label, _, files = spec.partition("=")
+    files, at, ratio = files.rpartition("@") if "@" in files else (files, "", "")
     if not files:
-        raise SystemExit(f"expected LABEL=FILE[,FILE...], got {spec!r}")
+        raise SystemExit(f"expected LABEL=FILE[,FILE...][@RATIO], got {spec!r}")
+    try:
+        ratio = float(ratio) if at else None
+    except ValueError:
+        raise SystemExit(f"{label}: @{ratio} is not a compute ratio (a number, e.g. @10)") from None
     rows = [as_row(r) for f in files.split(",") for r in json.loads(Path(f).read_text())
-            if r.get("method", r.get("law")) == method and "error" not in r]
+            if r.get("method", r.get("law")) == method and "error" not in r
+            and (ratio is None or float(r.get("ratio", r.get("compute_ratio", 0))) == ratio)]
     if not rows:
-        raise SystemExit(f"{label}: no rows of method {method!r} in {files}")
+        raise SystemExit(f"{label}: no rows of method {method!r}{f' at {ratio:g}x' if at else ''} in {files}")
     return label, rows
 
 
