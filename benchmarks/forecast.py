@@ -66,12 +66,8 @@ def shape_key(t: dict) -> str:
 
 def forecast_seed(preset, targets: list[dict], laws: list[str], seed_dir: Path, bootstrap: int) -> dict:
     """Train (or reuse) the ladder, fit every method, forecast every target; forecasts.json before training."""
-    from analysis.checked import forecast_record
     from analysis.load import load_runs
-    from analysis.select import params_at_bound
-    from sweeps.expand import expand
-    from testbed.demo import fit_ladder, fitted_rows, run_ladder
-    from testbed.preset import _spec, targets_spec
+    from testbed.demo import run_ladder
     from train.rundir import atomic_write_json, read_json
 
     seed_dir.mkdir(parents=True, exist_ok=True)
@@ -79,35 +75,53 @@ def forecast_seed(preset, targets: list[dict], laws: list[str], seed_dir: Path, 
     ladder_dir = run_ladder(seed_dir, preset, quiet=True)
     ladder_s = time.perf_counter() - t0
     table = load_runs(ladder_dir)
-    runs = expand(_spec(targets_spec(preset, targets, name=f"{preset.name}-targets")))
+    runs = target_runs(preset, targets)
     ids = {shape_key(t): r.run_id for t, r in zip(targets, runs, strict=True)}
     fc_path = seed_dir / "forecasts.json"
     saved = read_json(fc_path) if fc_path.exists() else {}
     fitted_on = sorted(table["run"].unique().tolist())   # a ladder grown since (more inits or sizes) is refitted
     if (saved.get("method") != METHOD or saved.get("targets") != ids or saved.get("ladder_runs") != fitted_on
             or sorted(saved.get("forecasts", {})) != sorted(laws)):
-        forecasts = {}
-        for law in laws:
-            p = replace(preset, fit=replace(preset.fit, law=law, select=None, bootstrap=bootstrap, level=LEVEL))
-            t1 = time.perf_counter()
-            try:
-                result = fit_ladder(table, p)
-            except (ValueError, RuntimeError) as e:
-                forecasts[law] = {"error": str(e).splitlines()[0]}
-                continue
-            fit_s = time.perf_counter() - t1
-            per = {}
-            for t, r in zip(targets, runs, strict=True):
-                try:
-                    rec = forecast_record(result, table, r.config, level=LEVEL, fitted=fitted_rows(table, p))
-                except ValueError as e:
-                    rec = {"error": str(e).splitlines()[0]}
-                rec["fit_seconds"], rec["at_bound"] = fit_s, params_at_bound(result)
-                per[shape_key(t)] = rec
-            forecasts[law] = per
+        forecasts = forecast_targets(preset, table, targets, runs, laws, bootstrap)
         atomic_write_json(fc_path, {"method": METHOD, "targets": ids, "ladder_runs": fitted_on, "ladder_s": ladder_s,
                                     "forecasts": forecasts})
     return read_json(fc_path)
+
+
+def target_runs(preset, targets: list[dict]) -> list:
+    """The planned target runs (`sweeps.expand.PlannedRun`), in `targets` order."""
+    from sweeps.expand import expand
+    from testbed.preset import _spec, targets_spec
+    return expand(_spec(targets_spec(preset, targets, name=f"{preset.name}-targets")))
+
+
+def forecast_targets(preset, table, targets: list[dict], runs: list, laws: list[str], bootstrap: int) -> dict:
+    """{law: {shape: forecast record}}: each method fitted on the ladder's `table` with the demo's own code,
+    every target forecast from its planned config (a law that cannot be fitted gets {"error": ...})."""
+    from analysis.checked import forecast_record
+    from analysis.select import params_at_bound
+    from testbed.demo import fit_ladder, fitted_rows
+
+    forecasts = {}
+    for law in laws:
+        p = replace(preset, fit=replace(preset.fit, law=law, select=None, bootstrap=bootstrap, level=LEVEL))
+        t1 = time.perf_counter()
+        try:
+            result = fit_ladder(table, p)
+        except (ValueError, RuntimeError) as e:
+            forecasts[law] = {"error": str(e).splitlines()[0]}
+            continue
+        fit_s = time.perf_counter() - t1
+        per = {}
+        for t, r in zip(targets, runs, strict=True):
+            try:
+                rec = forecast_record(result, table, r.config, level=LEVEL, fitted=fitted_rows(table, p))
+            except ValueError as e:
+                rec = {"error": str(e).splitlines()[0]}
+            rec["fit_seconds"], rec["at_bound"] = fit_s, params_at_bound(result)
+            per[shape_key(t)] = rec
+        forecasts[law] = per
+    return forecasts
 
 
 def train_targets(preset, targets: list[dict], seed_dir: Path) -> Path:

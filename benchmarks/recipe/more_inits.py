@@ -3,8 +3,8 @@
 For each seed of a `benchmarks/forecast.py` output (its `seed<k>/ladder` trained with one init per
 run, its targets trained and scored), this trains the same ladder again with run.seed = k + OFFSET
 (same data seed, so the same batches) into `seed<k>/ladder-rep`, fits the preset's method on both
-ladders together with the demo's own code (`testbed.demo.fit_ladder`), forecasts the seed's targets
-and scores them against the targets that trained (`benchmarks/forecast.py`'s `score`). The rows have
+ladders together as the matrix does (`benchmarks/forecast.py`'s `forecast_targets`, with the preset's
+bootstrap), forecasts the seed's targets and scores them against the targets that trained (`benchmarks/forecast.py`'s `score`). The rows have
 the matrix's format (`benchmarks/recipe/pool.py` tables them). The targets were trained and scored
 before, so these are dev measurements for choosing a recipe, not fresh tests of one.
 
@@ -50,11 +50,9 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from analysis.checked import forecast_record
     from analysis.load import load_runs
-    from sweeps.expand import expand
-    from testbed.demo import fit_ladder, fitted_rows, run_ladder
-    from testbed.preset import _spec, load_preset, targets_spec
+    from testbed.demo import run_ladder
+    from testbed.preset import load_preset
 
     fm = _forecast_script()
     targets = fm.parse_targets(args.targets)
@@ -75,14 +73,10 @@ def main(argv=None) -> int:
         rep["name"] = f"{rep['name']}-rep"
         rep_dir = run_ladder(seed_dir / "ladder-rep", replace(one, ladder=rep), quiet=True)
         table = pd.concat([load_runs(seed_dir / "ladder"), load_runs(rep_dir)], ignore_index=True)
-        result = fit_ladder(table, one)
-        runs = expand(_spec(targets_spec(one, targets, name=f"{one.name}-targets")))
-        ids, per = {}, {}
-        for t, r in zip(targets, runs, strict=True):
-            key = fm.shape_key(t)
-            ids[key] = r.run_id
-            per[key] = forecast_record(result, table, r.config, level=fm.LEVEL, fitted=fitted_rows(table, one))
-        found = fm.score({"targets": ids, "forecasts": {"auto": per}}, seed_dir / "targets", seed, data)
+        runs = fm.target_runs(one, targets)
+        ids = {fm.shape_key(t): r.run_id for t, r in zip(targets, runs, strict=True)}
+        forecasts = fm.forecast_targets(one, table, targets, runs, ["auto"], one.fit.bootstrap)
+        found = fm.score({"targets": ids, "forecasts": forecasts}, seed_dir / "targets", seed, data)
         rows += [{**r, "ladder_runs": int(table["run"].nunique())} for r in found]
         print(f"seed {seed}: " + ", ".join(f"{r['shape']} {r.get('rel_error', float('nan')):+.2%}" for r in found),
               flush=True)
