@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +149,21 @@ def test_long_adds_a_100x_target_per_10x_shape_once():
     assert [(t["compute_ratio"], t["width"]) for t in fm.with_long(asked)] == [(10, 64), (30, 96), (100, 128)]
     asked = fm.parse_targets("10:w64d2,10:w96d2")
     assert [(t["compute_ratio"], t["width"]) for t in fm.with_long(asked)] == [(10, 64), (10, 96), (100, 128), (100, 192)]
+
+
+def test_interval_rules_rescore_cases_from_their_parts(tmp_path):
+    rules = _script(Path("benchmarks/recipe/interval_rules.py"))
+    pool = _script(Path("benchmarks/recipe/pool.py"))
+    parts = {"bootstrap": 0.006, "scatter": 0.0, "extrapolation": 0.008, "between_laws": 0.0}   # stat part 0.01
+    base = {"law": "auto", "half_width": 0.0, "inside": True, "quantile": 2.0}
+    rows = [{**base, "rel_error": np.expm1(0.015), "sigma_parts": parts},                    # |log err| 0.015
+            {**base, "rel_error": np.expm1(-0.025), "sigma_parts": {**parts, "between_laws": 0.01}},   # 0.025
+            {**base, "rel_error": 0.5}]                                                     # no parts: left out
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    got = rules.score(pool.cases(f"s={tmp_path / 'c.json'}", "auto")[1])
+    z = 1.6448536269514722
+    # half-widths by hand: shipped 0.02 and 0.0283, normal 0.0164 and 0.0233 (covers the first only); median 0.02
+    assert got["shipped"] == (2, pytest.approx((0.02 + 0.02 * np.sqrt(2)) / 2 / 0.02))
+    assert got["normal quantile"] == (1, pytest.approx(z * (0.01 + 0.01 * np.sqrt(2)) / 2 / 0.02))
+    assert got["no laws' spread"] == (1, pytest.approx(0.02 / 0.02))
+    assert got["laws' spread apart"] == (2, pytest.approx((0.02 + 0.02 + z * 0.01) / 2 / 0.02))

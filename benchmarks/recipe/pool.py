@@ -49,7 +49,7 @@ def as_row(r: dict) -> dict:
     if "method" in r:
         return r
     return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"],
-            "parts": r.get("sigma_parts")}
+            "parts": r.get("sigma_parts"), "quantile": r.get("quantile")}
 
 
 def parts_row(label: str, rows: list[dict]) -> str | None:

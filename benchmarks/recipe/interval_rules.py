@@ -1,0 +1,78 @@
+"""Other interval rules scored on kept forecast cases, from each case's parts of sigma.
+
+Every `benchmarks/forecast.py` case row from e26c74a on carries the calibrated interval's parts
+(`sigma_parts`: bootstrap, scatter, extrapolation, between_laws; `analysis.calibrate.interval_parts`)
+and its quantile (Student-t with the ladder's sizes less one degrees of freedom). This rescores those
+cases under other rules, all in log space (covered when |ln(actual / predicted)| <= the half-width):
+
+    shipped            q_t * sqrt(sum of every part^2)           (what the forecasts printed)
+    normal quantile    z_0.95 * sqrt(sum of every part^2)
+    no laws' spread    q_t * sqrt(bootstrap^2 + scatter^2 + extrapolation^2)
+    laws' spread apart q_t * sqrt(bootstrap^2 + scatter^2 + extrapolation^2) + z_0.95 * between_laws
+
+Sets are given as for `pool.py` (LABEL=FILE[,FILE...][@RATIO]); rows without parts are left out:
+
+    C=benchmarks/recipe/cases
+    python benchmarks/recipe/interval_rules.py "fresh, seeds 34-36 and 13-14=$C/synth_s34.json,$C/synth_s35.json,$C/synth_s36.json,$C/wiki_s13_10x.json,$C/wiki_s14_10x.json"
+
+These are scored after the targets' losses were read: a rule chosen from them needs fresh cases.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+Z = float(stats.norm.ppf(0.95))
+
+
+def _pool():
+    spec = importlib.util.spec_from_file_location("pool", Path(__file__).with_name("pool.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _stat(p):
+    return np.sqrt(p["bootstrap"] ** 2 + p["scatter"] ** 2 + p["extrapolation"] ** 2)
+
+
+RULES = {
+    "shipped": lambda p, q: q * np.sqrt(_stat(p) ** 2 + p["between_laws"] ** 2),
+    "normal quantile": lambda p, q: Z * np.sqrt(_stat(p) ** 2 + p["between_laws"] ** 2),
+    "no laws' spread": lambda p, q: q * _stat(p),
+    "laws' spread apart": lambda p, q: q * _stat(p) + Z * p["between_laws"],
+}
+
+
+def score(rows: list[dict]) -> dict[str, tuple[int, float]]:
+    """{rule: (cases covered, mean half-width over the median |log error|)} over rows carrying parts."""
+    rows = [r for r in rows if r.get("parts") and r.get("quantile")]
+    err = np.abs(np.log1p(np.array([r["err"] for r in rows]) / 100))
+    out = {}
+    for name, rule in RULES.items():
+        hw = np.array([rule(r["parts"], r["quantile"]) for r in rows])
+        out[name] = (int((err <= hw).sum()), float(hw.mean() / np.median(err)))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...][@RATIO], as for pool.py")
+    ap.add_argument("--method", default="auto")
+    a = ap.parse_args()
+    pool = _pool()
+    print("| cases | n | " + " | ".join(RULES) + " |")
+    print("|---|---|" + "---|" * len(RULES))
+    for spec in a.sets:
+        label, rows = pool.cases(spec, a.method)
+        got = score(rows)
+        n = sum(1 for r in rows if r.get("parts") and r.get("quantile"))
+        print(f"| {label} | {n} | " + " | ".join(f"{c}/{n}, {x:.1f}x" for c, x in got.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
