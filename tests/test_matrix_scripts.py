@@ -167,3 +167,19 @@ def test_interval_rules_rescore_cases_from_their_parts(tmp_path):
     assert got["normal quantile"] == (1, pytest.approx(z * (0.01 + 0.01 * np.sqrt(2)) / 2 / 0.02))
     assert got["no laws' spread"] == (1, pytest.approx(0.02 / 0.02))
     assert got["laws' spread apart"] == (2, pytest.approx((0.02 + 0.02 + z * 0.01) / 2 / 0.02))
+
+
+def test_pool_weights_autos_ensembles_equally_from_the_member_laws_rows(tmp_path):
+    pool = _script(Path("benchmarks/recipe/pool.py"))
+    row = {"seed": 1, "data": "synthetic", "ratio": 10.0, "half_width": 0.03, "inside": True}
+    rows = [{**row, "shape": "a", "law": "auto", "chosen_law": "mix:kaplan-schedule=0.8,schedule=0.2",
+             "rel_error": -0.012},
+            {**row, "shape": "a", "law": "kaplan-schedule", "rel_error": -0.02},
+            {**row, "shape": "a", "law": "schedule", "rel_error": 0.01},
+            {**row, "shape": "b", "law": "auto", "chosen_law": "schedule", "rel_error": 0.03},   # one law: as is
+            {**row, "shape": "c", "law": "auto", "chosen_law": "mix:kaplan-schedule=0.5,schedule=0.5",
+             "rel_error": 0.0}]                                  # its members' rows are missing: left out
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    label, got = pool.cases(f"eq={tmp_path / 'c.json'}", "equal-weights")
+    assert sorted(r["err"] for r in got) == pytest.approx([-0.5, 3.0])        # (-2 + 1) / 2, and 3
+    assert pool.row(label, got) == "| eq | 2 | 1.75% | 3.00% | - | - |"

@@ -36,12 +36,38 @@ def cases(spec: str, method: str) -> tuple[str, list[dict]]:
         ratio = float(ratio) if at else None
     except ValueError:
         raise SystemExit(f"{label}: @{ratio} is not a compute ratio (a number, e.g. @10)") from None
-    rows = [as_row(r) for f in files.split(",") for r in json.loads(Path(f).read_text())
-            if r.get("method", r.get("law")) == method and "error" not in r
-            and (ratio is None or float(r.get("ratio", r.get("compute_ratio", 0))) == ratio)]
+    found = [r for f in files.split(",") for r in json.loads(Path(f).read_text())
+             if "error" not in r and (ratio is None or float(r.get("ratio", r.get("compute_ratio", 0))) == ratio)]
+    if method == EQUAL:
+        found = equal_weights(found)
+    rows = [as_row(r) for r in found if r.get("method", r.get("law")) == method]
     if not rows:
         raise SystemExit(f"{label}: no rows of method {method!r}{f' at {ratio:g}x' if at else ''} in {files}")
     return label, rows
+
+
+EQUAL = "equal-weights"
+
+
+def equal_weights(found: list[dict]) -> list[dict]:
+    """forecast.py cases of auto's ensembles re-weighted equally: where auto chose `mix:A=w,B=w` and the
+    rows hold A's and B's own forecasts of the same target, the mean of their relative errors; where auto
+    forecast with one law, auto's error. No interval: a row of errors only (coverage and width print "-")."""
+    by = {}
+    for r in found:
+        by.setdefault((r.get("seed"), r.get("data"), r.get("shape")), {})[r.get("law")] = r
+    out = []
+    for laws in by.values():
+        auto = laws.get("auto")
+        if auto is None:
+            continue
+        chosen = auto.get("chosen_law", "")
+        members = [m.split("=")[0] for m in chosen[4:].split(",")] if chosen.startswith("mix:") else []
+        if members and not all(m in laws for m in members):
+            continue              # a member's own forecast was not run: no equal-weight error to score
+        err = float(np.mean([laws[m]["rel_error"] for m in members])) if members else auto["rel_error"]
+        out.append({"method": EQUAL, "err": 100 * err, "halfw": float("nan"), "inside": None})
+    return out
 
 
 def as_row(r: dict) -> dict:
@@ -65,6 +91,8 @@ def parts_row(label: str, rows: list[dict]) -> str | None:
 
 def row(label: str, rows: list[dict]) -> str:
     err = np.abs([r["err"] for r in rows])
+    if any(r["inside"] is None for r in rows):      # errors without intervals (--method equal-weights)
+        return f"| {label} | {len(rows)} | {float(np.median(err)):.2f}% | {err.max():.2f}% | - | - |"
     med, hw = float(np.median(err)), float(np.mean([r["halfw"] for r in rows]))
     cov = sum(bool(r["inside"]) for r in rows)
     return (f"| {label} | {len(rows)} | {med:.2f}% | {err.max():.2f}% | {cov}/{len(rows)} ({100 * cov / len(rows):.0f}%) "
@@ -75,7 +103,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...]: demo_fit_look.py outputs or forecast.py cases.json")
     ap.add_argument("--apart", action="append", default=[], help="a set shown but left out of the pooled rows")
-    ap.add_argument("--method", default="auto")
+    ap.add_argument("--method", default="auto",
+                    help=f"a method of the rows, or {EQUAL}: auto's ensembles with their laws weighted equally "
+                         "(forecast.py cases that also ran each member law; errors only, no interval)")
     ap.add_argument("--parts", action="store_true", help="also the table of what the intervals were made of")
     a = ap.parse_args()
     pooled = [cases(s, a.method) for s in a.sets]
