@@ -35,8 +35,8 @@ class ExtrapolationError:
 
     The log error of a forecast at compute factor f = C / C_fit beyond the fitted runs is
     modelled as s t with s^2 = s0^2 + (k ln f)^2 (`analysis.calibrate`) and t Student-t with `dof`
-    degrees of freedom, the fitted runs' model sizes less one (None, in fits calibrated before
-    2026-11-30: normal). `C_fit` is the compute
+    degrees of freedom, the fitted runs' model sizes less one (None: normal, for a ladder whose every fitted
+    run had two or more inits, `inits`, and in fits calibrated before 2026-11-30). `C_fit` is the compute
     scale of the fitted rows, in `C_convention`: "C" (the table's own FLOPs, for a law of C)
     or "6ND"; `C_fit_runs` is the same in the FLOP convention the runs recorded
     (`runs_flop_convention`), which a planned run's config can be counted in.
@@ -51,6 +51,7 @@ class ExtrapolationError:
     C_fit_runs: float | None = None
     runs_flop_convention: str | None = None
     dof: float | None = None    # degrees of freedom of the interval's quantile (None: normal)
+    inits: int = 1              # the fewest inits (seeds) any fitted run was trained from (`fewest_inits`)
     per_run: Any = field(default=None, repr=False, compare=False)   # the backtest errors (not stored)
 
     def sigma(self, extrapolation) -> np.ndarray:
@@ -65,7 +66,9 @@ class ExtrapolationError:
 
     def quantile_name(self) -> str:
         """How the interval's quantile is taken, for messages."""
-        return "normal" if self.dof is None else f"Student-t, {self.dof:g} degrees of freedom (model sizes less one)"
+        if self.dof is not None:
+            return f"Student-t, {self.dof:g} degrees of freedom (model sizes less one)"
+        return f"normal (every fitted run has {self.inits} or more inits)" if self.inits >= 2 else "normal"
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_run"}
@@ -80,7 +83,7 @@ class ExtrapolationError:
                        C_fit=float(d.get("C_fit", float("nan"))), C_convention=str(d.get("C_convention", "6ND")),
                        C_fit_runs=None if d.get("C_fit_runs") is None else float(d["C_fit_runs"]),
                        runs_flop_convention=d.get("runs_flop_convention"),
-                       dof=None if d.get("dof") is None else float(d["dof"]))
+                       dof=None if d.get("dof") is None else float(d["dof"]), inits=int(d.get("inits", 1)))
         except (KeyError, TypeError) as e:
             raise ValueError(f"its extrapolation error lacks {e}") from None
 

@@ -167,3 +167,42 @@ def test_the_interval_takes_student_t_with_the_ladders_sizes_less_one_degrees_of
     del raw["extrapolation"]["dof"]
     path.write_text(json.dumps(raw))
     assert FitResult.from_json(path).extrapolation.quantile(0.9) == pytest.approx(1.6448536269514722)
+
+
+def test_a_ladder_of_two_inits_per_size_takes_the_normal_quantile(tmp_path):
+    """Every run trained from two seeds (sweep key `replicates: 2`): dof None, the normal quantile 1.6449 at 90%,
+    and the message says why; one run with a single init keeps t(3), as do runs of one size at other budgets
+    and other seeds, and a table without a seed column;
+    `inits` travels in the fit JSON and an older file reads back as one init."""
+    from analysis.calibrate import calibrated_interval, fewest_inits, interval_dof
+    from analysis.fitresult import FitResult
+
+    two = pd.concat([ladder(seed=s).assign(seed=s, run=lambda d, s=s: d["run"] + f"s{s}") for s in (0, 1)],
+                    ignore_index=True)
+    assert fewest_inits(two) == 2 and interval_dof(two) is None
+    r = fit(two, "kaplan", bootstrap=50, n_starts=1, seed=0)
+    err = extrapolation_error(two, r, n_starts=1)
+    assert (err.dof, err.inits) == (None, 2)
+    assert err.quantile_name() == "normal (every fitted run has 2 or more inits)"
+    at = {"N": np.array([2.2e5]), "D": np.array([5.1e6])}
+    point, lo, hi, sigma = calibrated_interval(r, err, extrapolation=12.0, level=0.9, **at)
+    assert math.log(hi[0] / point[0]) == pytest.approx(1.6448536269514722 * sigma[0], rel=1e-9)
+
+    # the largest size's second init is missing at one budget: that run rests on one init, so the ladder keeps t(3)
+    short = two[~((two["N"] == SIZES[-1]) & (two["D"] == BUDGETS[-1]) & (two["seed"] == 1))]
+    assert fewest_inits(short) == 1 and interval_dof(short) == 3.0
+    # one init, but each budget of a size run from its own seed: those are not inits of one run
+    own = ladder().assign(seed=lambda d: np.arange(len(d)))
+    assert fewest_inits(own) == 1 and interval_dof(own) == 3.0
+    assert extrapolation_error(short, fit(short, "kaplan", bootstrap=0, n_starts=1), n_starts=1).quantile(0.9) == \
+        pytest.approx(2.353363434801823)
+    assert interval_dof(two.drop(columns="seed")) == 3.0     # a published table has no seeds: t(sizes - 1)
+
+    path = tmp_path / "fit.json"
+    dataclasses.replace(r, extrapolation=err).to_json(path)
+    back = FitResult.from_json(path).extrapolation
+    assert (back.dof, back.inits, back.quantile(0.9)) == (None, 2, pytest.approx(1.6448536269514722))
+    raw = json.loads(path.read_text())
+    del raw["extrapolation"]["inits"]
+    path.write_text(json.dumps(raw))
+    assert FitResult.from_json(path).extrapolation.inits == 1
