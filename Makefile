@@ -2,7 +2,8 @@
 #   make demo   # a small sweep, a fit and a checked forecast on the built-in offline data
 #   make test   # the test suite (make test-fast: without the tests marked slow)
 # Both create ./.venv on first use. Override the torch requirement for a GPU
-# machine, e.g. `make demo TORCH_SPEC=torch` (the default is the CPU build).
+# machine, e.g. `make demo TORCH_SPEC=torch` (the default is the CPU build). constraints.txt
+# pins numpy and scipy so the demo prints the README's digits.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -14,11 +15,11 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast lint setup clean-venv
 
-$(BIN)/testbed: pyproject.toml
+$(BIN)/testbed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(BIN)/testbed
 
 setup: $(BIN)/testbed
