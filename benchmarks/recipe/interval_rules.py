@@ -2,11 +2,13 @@
 
 Every `benchmarks/forecast.py` case row from e26c74a on carries the calibrated interval's parts
 (`sigma_parts`: bootstrap, scatter, extrapolation, between_laws; `analysis.calibrate.interval_parts`)
-and its quantile (Student-t with the ladder's sizes less one degrees of freedom). This rescores those
+and its quantile (Student-t with the ladder's sizes less one degrees of freedom, for every row written
+before 5f86f2c; the normal's for a two-init ladder after it). This rescores those
 cases under other rules, all in log space (covered when |ln(actual / predicted)| <= the half-width):
 
-    shipped            q_t * sqrt(sum of every part^2)           (what the forecasts printed)
-    normal quantile    z_0.95 * sqrt(sum of every part^2)
+    as printed         q * sqrt(sum of every part^2)             (q the row's own quantile: what the forecast printed)
+    normal quantile    z_0.95 * sqrt(sum of every part^2)        (the product's rule since 5f86f2c for a ladder
+                                                                   whose every run has two or more inits)
     no laws' spread    q_t * sqrt(bootstrap^2 + scatter^2 + extrapolation^2)
     laws' spread apart q_t * sqrt(bootstrap^2 + scatter^2 + extrapolation^2) + z_0.95 * between_laws
 
@@ -41,7 +43,7 @@ def _stat(p):
 
 
 RULES = {
-    "shipped": lambda p, q: q * np.sqrt(_stat(p) ** 2 + p["between_laws"] ** 2),
+    "as printed": lambda p, q: q * np.sqrt(_stat(p) ** 2 + p["between_laws"] ** 2),
     "normal quantile": lambda p, q: Z * np.sqrt(_stat(p) ** 2 + p["between_laws"] ** 2),
     "no laws' spread": lambda p, q: q * _stat(p),
     "laws' spread apart": lambda p, q: q * _stat(p) + Z * p["between_laws"],
