@@ -163,10 +163,10 @@ def test_interval_rules_rescore_cases_from_their_parts(tmp_path):
     got = rules.score(pool.cases(f"s={tmp_path / 'c.json'}", "auto")[1])
     z = 1.6448536269514722
     # half-widths by hand: as printed (quantile 2) 0.02 and 0.0283, normal 0.0164 and 0.0233 (covers the first only); median 0.02
-    assert got["as printed"] == (2, pytest.approx((0.02 + 0.02 * np.sqrt(2)) / 2 / 0.02))
-    assert got["normal quantile"] == (1, pytest.approx(z * (0.01 + 0.01 * np.sqrt(2)) / 2 / 0.02))
-    assert got["no laws' spread"] == (1, pytest.approx(0.02 / 0.02))
-    assert got["laws' spread apart"] == (2, pytest.approx((0.02 + 0.02 + z * 0.01) / 2 / 0.02))
+    for rule, covered, mean_hw in [("as printed", 2, (0.02 + 0.02 * np.sqrt(2)) / 2),
+                                   ("normal quantile", 1, z * (0.01 + 0.01 * np.sqrt(2)) / 2),
+                                   ("no laws' spread", 1, 0.02), ("laws' spread apart", 2, (0.02 + 0.02 + z * 0.01) / 2)]:
+        assert got[rule] == (covered, pytest.approx(mean_hw / 0.02), pytest.approx(mean_hw)), rule
 
 
 def test_pool_weights_autos_ensembles_equally_from_the_member_laws_rows(tmp_path):

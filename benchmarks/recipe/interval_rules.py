@@ -50,14 +50,15 @@ RULES = {
 }
 
 
-def score(rows: list[dict]) -> dict[str, tuple[int, float]]:
-    """{rule: (cases covered, mean half-width over the median |log error|)} over rows carrying parts."""
+def score(rows: list[dict]) -> dict[str, tuple[int, float, float]]:
+    """{rule: (cases covered, mean half-width over the median |log error|, mean half-width)} over rows
+    carrying parts; half-widths in log space (0.02: about +-2% of the loss)."""
     rows = [r for r in rows if r.get("parts") and r.get("quantile")]
     err = np.abs(np.log1p(np.array([r["err"] for r in rows]) / 100))
     out = {}
     for name, rule in RULES.items():
         hw = np.array([rule(r["parts"], r["quantile"]) for r in rows])
-        out[name] = (int((err <= hw).sum()), float(hw.mean() / np.median(err)))
+        out[name] = (int((err <= hw).sum()), float(hw.mean() / np.median(err)), float(hw.mean()))
     return out
 
 
@@ -73,7 +74,7 @@ def main() -> None:
         label, rows = pool.cases(spec, a.method)
         got = score(rows)
         n = sum(1 for r in rows if r.get("parts") and r.get("quantile"))
-        print(f"| {label} | {n} | " + " | ".join(f"{c}/{n}, {x:.1f}x" for c, x in got.values()) + " |")
+        print(f"| {label} | {n} | " + " | ".join(f"{c}/{n}, ±{w:.2%} ({x:.1f}x)" for c, x, w in got.values()) + " |")
 
 
 if __name__ == "__main__":
