@@ -150,7 +150,8 @@ def test_a_named_law_is_fitted_on_the_rows_the_preset_selects(tmp_path):
 def test_the_cpu_forecast_of_the_target_lands_on_the_truth_with_a_calibrated_interval(cpu_demo):
     """Mutations demo_ignores_fit_min_tokens, demo_ignores_fit_law: fitted on the right rows, the forecast of the
     target (10x the ladder's compute) is the true law's loss there within 1%, and the curve is forecast at every
-    one of the target's eval steps from the ladder's fewest fitted tokens on."""
+    one of the target's eval steps from the ladder's fewest fitted tokens on; its interval spans the normal
+    quantile, every ladder run having two inits."""
     _, table, _, target, record = cpu_demo
     steps = np.asarray(eval_steps(target.steps, target.eval.points))
     true = truth_loss(target, steps)
@@ -158,6 +159,11 @@ def test_the_cpu_forecast_of_the_target_lands_on_the_truth_with_a_calibrated_int
     assert record["predicted"] == pytest.approx(true[-1], rel=0.01)
     assert record["interval"]["kind"] == "calibrated"
     assert record["lower"] < true[-1] < record["upper"]
+    # every ladder run is trained from two inits (replicates: 2), so the interval spans the normal quantile
+    err = record["interval"]["extrapolation_error"]
+    assert (err["dof"], err["inits"]) == (None, 2)
+    assert np.log(record["upper"] / record["predicted"]) == pytest.approx(1.6448536269514722 * record["interval"]["sigma"],
+                                                                          rel=1e-9)
     # forecast from the fewest tokens the law was fitted on (>= min_tokens), and at every step from there
     tokens = steps * target.train.batch_tokens
     assert [p is not None for p in record["curve"]["predicted"]] == (tokens >= record["fit"]["min_tokens"]).tolist()
