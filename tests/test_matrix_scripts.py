@@ -183,3 +183,30 @@ def test_pool_weights_autos_ensembles_equally_from_the_member_laws_rows(tmp_path
     label, got = pool.cases(f"eq={tmp_path / 'c.json'}", "equal-weights")
     assert sorted(r["err"] for r in got) == pytest.approx([-0.5, 3.0])        # (-2 + 1) / 2, and 3
     assert pool.row(label, got) == "| eq | 2 | 1.75% | 3.00% | - | - |"
+
+
+def test_size_holdout_forecasts_the_largest_size_from_the_others():
+    """Runs of four sizes drawn from a known Kaplan law: the law fitted without the largest size forecasts that
+    size's runs (and only those) within the noise; with a wrong exponent in the data's largest size the errors
+    show it; three sizes are the fewest it accepts."""
+    import pandas as pd
+
+    from analysis.laws import get_law
+
+    sh = _script(Path("benchmarks/recipe/size_holdout.py"))
+    kap = {"Nc": 3e9, "Dc": 2e7, "alpha_N": 0.09, "alpha_D": 0.12}
+    sizes, budgets = np.array([6e3, 1.4e4, 2.5e4, 5.5e4]), np.array([4.1e5, 8.2e5, 1.64e6])
+    N, D = (a.ravel() for a in np.meshgrid(sizes, budgets, indexing="ij"))
+    loss = get_law("kaplan").predict(kap, N=N, D=D)
+    table = pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "N": N, "D": D, "C": 6 * N * D, "step": 1,
+                          "final": True, "loss": loss})
+    got = sh.size_holdout(table, "kaplan", "final")
+    assert sorted(got["run"]) == sorted(table.loc[table["N"] == sizes[-1], "run"])
+    assert np.abs(got["e"]).max() < 5e-3         # the right law, fitted on three sizes: within half a percent
+    np.testing.assert_allclose(got["e"], np.log(got["actual"] / got["predicted"]), rtol=1e-12)
+    # the largest size's losses 2% above the law: each of its forecasts misses by about ln(1.02)
+    off = table.assign(loss=np.where(table["N"] == sizes[-1], table["loss"] * 1.02, table["loss"]))
+    shifted = sh.size_holdout(off, "kaplan", "final")["e"].to_numpy()
+    np.testing.assert_allclose(shifted, got["e"].to_numpy() + np.log(1.02), atol=1e-9)
+    with pytest.raises(ValueError, match="at least three model sizes"):
+        sh.size_holdout(table[table["N"] < sizes[2]], "kaplan", "final")

@@ -1,0 +1,71 @@
+"""Size-holdout backtests: a ladder's law fitted without its largest model size, forecasting that size's runs.
+
+The calibrated interval's growth rate k comes from rollout backtests at compute cutoffs
+(`analysis.calibrate`). On a WSD-branch ladder every such cutoff keeps the short runs of every size
+and forecasts their long runs, so those backtests extrapolate in tokens only, while a target
+forecast extrapolates in size as well (`benchmarks/recipe/README.md` section (28)). This script
+measures the other kind: the law the preset fits (auto's choice on the whole ladder, refitted on the
+smaller sizes with the same rows selected) forecasts the final loss of each run of the largest size.
+It prints, per ladder, the rollout k and the size-holdout errors, to set beside that ladder's target
+misses:
+
+    python benchmarks/recipe/size_holdout.py OUT/wiki15/seed15/ladder text-cpu OUT/synth38/seed38/ladder cpu
+
+A measurement for choosing an interval rule, not a rule: a ladder of four sizes gives one such fit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def size_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> pd.DataFrame:
+    """Fit `law` on the rows of every model size but the largest and forecast each largest-size run's final
+    point: one row per such run with N, D, C, actual, predicted and e = ln(actual / predicted)."""
+    from analysis.backtest import covariates_for
+    from analysis.fitting import fit
+
+    n_max = rows["N"].max()
+    train, held = rows[rows["N"] < n_max], rows[rows["N"] == n_max]
+    if train["N"].nunique() < 2 or held.empty:
+        raise ValueError(f"a size-holdout backtest needs at least three model sizes, got {rows['N'].nunique()}")
+    result = fit(train, law, select=select)
+    finals = held.loc[held.groupby("run")["C"].idxmax()]
+    predicted = np.asarray(result.predict(**covariates_for(finals, law)), float)
+    actual = finals["loss"].to_numpy(float)
+    return pd.DataFrame({"run": finals["run"].to_numpy(), "N": finals["N"].to_numpy(float),
+                         "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),
+                         "actual": actual, "predicted": predicted, "e": np.log(actual / predicted)})
+
+
+def main() -> None:
+    from analysis.load import load_runs
+    from testbed.demo import fit_ladder, fitted_rows, load_preset
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("pairs", nargs="+", help="LADDER_DIR PRESET [LADDER_DIR PRESET ...]")
+    a = ap.parse_args()
+    if len(a.pairs) % 2:
+        ap.error("give ladder directories and presets in pairs")
+    print("| ladder | law | rollout k | size-holdout forecasts | mean \\|e\\| | mean e |")
+    print("|---|---|---|---|---|---|")
+    for ladder, name in zip(a.pairs[::2], a.pairs[1::2]):
+        preset = load_preset(name)
+        preset = dataclasses.replace(preset, fit=dataclasses.replace(preset.fit, bootstrap=0))
+        table = load_runs(ladder)
+        rows = fitted_rows(table, preset)
+        whole = fit_ladder(table, preset)
+        got = size_holdout(rows, whole.law, preset.fit.select)
+        k = whole.extrapolation.k if whole.extrapolation is not None else float("nan")
+        print(f"| {ladder} | {whole.law} | {k:.4f} | {len(got)} | {got['e'].abs().mean():.2%} | {got['e'].mean():+.2%} |")
+
+
+if __name__ == "__main__":
+    main()
