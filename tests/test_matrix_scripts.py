@@ -167,6 +167,9 @@ def test_interval_rules_rescore_cases_from_their_parts(tmp_path):
                                    ("normal quantile", 1, z * (0.01 + 0.01 * np.sqrt(2)) / 2),
                                    ("no laws' spread", 1, 0.02), ("laws' spread apart", 2, (0.02 + 0.02 + z * 0.01) / 2)]:
         assert got[rule] == (covered, pytest.approx(mean_hw / 0.02), pytest.approx(mean_hw)), rule
+    # sigma by hand: 0.01 and sqrt(0.01^2 + 0.01^2); |log error| / sigma 1.5 and 0.025 / 0.01414 = 1.768
+    np.testing.assert_allclose(rules.z_scores(pool.cases(f"s={tmp_path / 'c.json'}", "auto")[1]),
+                               [1.5, 0.025 / (0.01 * np.sqrt(2))], rtol=1e-9)
 
 
 def test_pool_weights_autos_ensembles_equally_from_the_member_laws_rows(tmp_path):

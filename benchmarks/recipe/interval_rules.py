@@ -9,13 +9,18 @@ cases under other rules, all in log space (covered when |ln(actual / predicted)|
     as printed         q * sqrt(sum of every part^2)             (q the row's own quantile: what the forecast printed)
     normal quantile    z_0.95 * sqrt(sum of every part^2)        (the product's rule since 5f86f2c for a ladder
                                                                    whose every run has two or more inits)
-    no laws' spread    q_t * sqrt(bootstrap^2 + scatter^2 + extrapolation^2)
-    laws' spread apart q_t * sqrt(bootstrap^2 + scatter^2 + extrapolation^2) + z_0.95 * between_laws
+    no laws' spread    q * sqrt(bootstrap^2 + scatter^2 + extrapolation^2)
+    laws' spread apart q * sqrt(bootstrap^2 + scatter^2 + extrapolation^2) + z_0.95 * between_laws
 
-Sets are given as for `pool.py` (LABEL=FILE[,FILE...][@RATIO]); rows without parts are left out:
+A second table says whether sigma itself is the size of the misses: the rms of ln(actual / predicted)
+/ sigma (1 for a calibrated std) and the 90th percentile of its size (1.645 for a normal: what a 90%
+interval of the normal quantile needs). Sets are given as for `pool.py` (LABEL=FILE[,FILE...][@RATIO]);
+rows without parts are left out; `--seeds` keeps the rows of some seeds, `--cases` prints every case:
 
     C=benchmarks/recipe/cases
     python benchmarks/recipe/interval_rules.py "fresh, seeds 34-36 and 13-14=$C/synth_s34.json,$C/synth_s35.json,$C/synth_s36.json,$C/wiki_s13_10x.json,$C/wiki_s14_10x.json"
+    python benchmarks/recipe/interval_rules.py "one init=$C/synth_s32.json,$C/synth_s33.json" \
+        "two inits=$C/dev_two_inits_synth_s27_33.json" --seeds 32,33
 
 These are scored after the targets' losses were read: a rule chosen from them needs fresh cases.
 """
@@ -62,19 +67,48 @@ def score(rows: list[dict]) -> dict[str, tuple[int, float, float]]:
     return out
 
 
+def z_scores(rows: list[dict]) -> np.ndarray:
+    """|ln(actual / predicted)| / sigma of each row carrying parts, sigma the root sum of its parts' squares."""
+    rows = [r for r in rows if r.get("parts") and r.get("quantile")]
+    err = np.abs(np.log1p(np.array([r["err"] for r in rows]) / 100))
+    return err / np.array([np.sqrt(_stat(r["parts"]) ** 2 + r["parts"]["between_laws"] ** 2) for r in rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...][@RATIO], as for pool.py")
     ap.add_argument("--method", default="auto")
+    ap.add_argument("--seeds", default=None, help="keep the rows of these seeds only (comma-separated)")
+    ap.add_argument("--cases", action="store_true", help="also every case: its error and each rule's half-width")
     a = ap.parse_args()
     pool = _pool()
-    print("| cases | n | " + " | ".join(RULES) + " |")
-    print("|---|---|" + "---|" * len(RULES))
+    keep = None if a.seeds is None else {int(s) for s in a.seeds.split(",")}
+    sets = []
     for spec in a.sets:
         label, rows = pool.cases(spec, a.method)
+        rows = [r for r in rows if r.get("parts") and r.get("quantile") and (keep is None or r.get("seed") in keep)]
+        if not rows:
+            raise SystemExit(f"{label}: no rows with sigma's parts{'' if keep is None else f' of seeds {a.seeds}'}")
+        sets.append((label, rows))
+    print("| cases | n | " + " | ".join(RULES) + " |")
+    print("|---|---|" + "---|" * len(RULES))
+    for label, rows in sets:
         got = score(rows)
-        n = sum(1 for r in rows if r.get("parts") and r.get("quantile"))
-        print(f"| {label} | {n} | " + " | ".join(f"{c}/{n}, ±{w:.2%} ({x:.1f}x)" for c, x, w in got.values()) + " |")
+        print(f"| {label} | {len(rows)} | " + " | ".join(f"{c}/{len(rows)}, ±{w:.2%} ({x:.1f}x)"
+                                                          for c, x, w in got.values()) + " |")
+    print("\n| cases | n | rms of ln(actual/predicted) / sigma | 90th percentile of its size |")
+    print("|---|---|---|---|")
+    for label, rows in sets:
+        z = z_scores(rows)
+        print(f"| {label} | {len(z)} | {np.sqrt(np.mean(z ** 2)):.2f} | {np.percentile(z, 90):.2f} |")
+    if a.cases:
+        print("\n| cases | seed | target | error | " + " | ".join(RULES) + " |")
+        print("|---|---|---|---|" + "---|" * len(RULES))
+        for label, rows in sets:
+            for r in rows:
+                hw = [np.expm1(rule(r["parts"], r["quantile"])) for rule in RULES.values()]
+                print(f"| {label} | {r.get('seed')} | {r.get('shape')} | {r['err']:+.2f}% | "
+                      + " | ".join(f"±{h:.1%}" for h in hw) + " |")
 
 
 if __name__ == "__main__":

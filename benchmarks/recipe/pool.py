@@ -75,7 +75,8 @@ def as_row(r: dict) -> dict:
     if "method" in r:
         return r
     return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"],
-            "parts": r.get("sigma_parts"), "quantile": r.get("quantile")}
+            "parts": r.get("sigma_parts"), "quantile": r.get("quantile"), "seed": r.get("seed"),
+            "shape": r.get("shape")}
 
 
 def parts_row(label: str, rows: list[dict]) -> str | None:

@@ -7,9 +7,10 @@ forecast extrapolates in size as well (`benchmarks/recipe/README.md` section (28
 measures the other kind: the law the preset fits (auto's choice on the whole ladder, refitted on the
 smaller sizes with the same rows selected) forecasts the final loss of each run of the largest size.
 It prints, per ladder, the rollout k and the size-holdout errors, to set beside that ladder's target
-misses:
+misses, and with `--cutoffs` the rollout backtests k was measured on, per cutoff (the model sizes
+its training runs have, its forecasts' distances x = ln(C / C_cutoff) and errors):
 
-    python benchmarks/recipe/size_holdout.py OUT/wiki15/seed15/ladder text-cpu OUT/synth38/seed38/ladder cpu
+    python benchmarks/recipe/size_holdout.py OUT/wiki15/seed15/ladder text-cpu OUT/synth38/seed38/ladder cpu --cutoffs
 
 A measurement for choosing an interval rule, not a rule: a ladder of four sizes gives one such fit.
 """
@@ -51,11 +52,13 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pairs", nargs="+", help="LADDER_DIR PRESET [LADDER_DIR PRESET ...]")
+    ap.add_argument("--cutoffs", action="store_true", help="also the rollout backtests behind k, per cutoff")
     a = ap.parse_args()
     if len(a.pairs) % 2:
         ap.error("give ladder directories and presets in pairs")
     print("| ladder | law | rollout k | size-holdout forecasts | mean \\|e\\| | mean e |")
     print("|---|---|---|---|---|---|")
+    backtests = []
     for ladder, name in zip(a.pairs[::2], a.pairs[1::2]):
         preset = load_preset(name)
         preset = dataclasses.replace(preset, fit=dataclasses.replace(preset.fit, bootstrap=0))
@@ -65,6 +68,16 @@ def main() -> None:
         got = size_holdout(rows, whole.law, preset.fit.select)
         k = whole.extrapolation.k if whole.extrapolation is not None else float("nan")
         print(f"| {ladder} | {whole.law} | {k:.4f} | {len(got)} | {got['e'].abs().mean():.2%} | {got['e'].mean():+.2%} |")
+        if whole.extrapolation is not None and whole.extrapolation.per_run is not None:
+            compute, sizes = rows.groupby("run")["C"].max(), rows.groupby("run")["N"].first()
+            for cut, g in whole.extrapolation.per_run.groupby("cutoff"):
+                train = compute.index[compute <= cut]
+                backtests.append(f"| {ladder} | {cut:.3g} | {len(train)} | {sizes[train].nunique()} | {len(g)} | "
+                                 f"{g['x'].min():.2f}-{g['x'].max():.2f} | {g['e'].abs().mean():.2%} |")
+    if a.cutoffs:
+        print("\n| ladder | rollout cutoff C | training runs | their sizes | forecasts | x | mean \\|e\\| |")
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(backtests))
 
 
 if __name__ == "__main__":
