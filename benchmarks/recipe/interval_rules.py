@@ -82,7 +82,10 @@ def main() -> None:
     ap.add_argument("--cases", action="store_true", help="also every case: its error and each rule's half-width")
     a = ap.parse_args()
     pool = _pool()
-    keep = None if a.seeds is None else {int(s) for s in a.seeds.split(",")}
+    try:
+        keep = None if a.seeds is None else {int(s) for s in a.seeds.split(",")}
+    except ValueError:
+        ap.error(f"--seeds: expected comma-separated integers, got {a.seeds!r}")
     sets = []
     for spec in a.sets:
         label, rows = pool.cases(spec, a.method)
