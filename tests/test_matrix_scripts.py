@@ -213,3 +213,60 @@ def test_size_holdout_forecasts_the_largest_size_from_the_others():
     np.testing.assert_allclose(shifted, got["e"].to_numpy() + np.log(1.02), atol=1e-9)
     with pytest.raises(ValueError, match="at least three model sizes"):
         sh.size_holdout(table[table["N"] < sizes[2]], "kaplan", "final")
+
+
+def test_corner_holdout_forecasts_the_largest_size_at_the_longest_budget():
+    """Runs of four sizes x three budgets drawn from a known Kaplan law: fitted on the smaller sizes at the
+    shorter budgets, the law forecasts the one corner run (largest size, longest budget) within the noise, at
+    the distance ln(its C / the largest fitted C); a corner 2% above the law shows as that miss; a ladder of
+    two budgets has no corner to hold out."""
+    import pandas as pd
+
+    from analysis.laws import get_law
+
+    sh = _script(Path("benchmarks/recipe/size_holdout.py"))
+    kap = {"Nc": 3e9, "Dc": 2e7, "alpha_N": 0.09, "alpha_D": 0.12}
+    sizes, budgets = np.array([6e3, 1.4e4, 2.5e4, 5.5e4]), np.array([4.1e5, 8.2e5, 1.64e6])
+    N, D = (a.ravel() for a in np.meshgrid(sizes, budgets, indexing="ij"))
+    table = pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "N": N, "D": D, "C": 6 * N * D, "step": 1,
+                          "final": True, "loss": get_law("kaplan").predict(kap, N=N, D=D)})
+    got = sh.corner_holdout(table, "kaplan", "final")
+    corner = table[(table["N"] == sizes[-1]) & (table["D"] == budgets[-1])]
+    assert list(got["run"]) == list(corner["run"])
+    assert abs(float(got["e"].iloc[0])) < 5e-3
+    assert float(got["x"].iloc[0]) == pytest.approx(np.log(sizes[-1] * budgets[-1] / (sizes[-2] * budgets[-2])))
+    off = table.assign(loss=np.where(table["run"].isin(corner["run"]), table["loss"] * 1.02, table["loss"]))
+    np.testing.assert_allclose(sh.corner_holdout(off, "kaplan", "final")["e"], got["e"] + np.log(1.02), atol=1e-9)
+    with pytest.raises(ValueError, match="three final token counts"):
+        sh.corner_holdout(table[table["D"] < budgets[-1]], "kaplan", "final")
+
+
+def test_ladder_ranks_rebuilds_sigma_from_another_rate_and_scores_it():
+    """A row's sigma under each rule, by hand: shipped is the root sum of its parts; a rule built on a rate
+    rebuilds only the extrapolation part (rate x ln of the compute ratio); dropping the laws' spread drops
+    that part. The scores: coverage at the normal quantile, mean half-width sinh(z sigma) over the median
+    miss, rms and 90th percentile of e / sigma."""
+    lr = _script(Path("benchmarks/recipe/ladder_ranks.py"))
+    row = {"sigma_parts": {"bootstrap": 0.003, "scatter": 0.004, "extrapolation": 0.012, "between_laws": 0.005},
+           "compute_ratio": 10.0, "target_N": 2e5}
+    # backtests no worse than the scatter: every rate measured from them is 0
+    m = {"s0": 0.004, "k": 0.0, "N_max": 1e5, "roll_x": [0.5, 1.0], "roll_e": [0.0, 0.0],
+         "size_x": [0.7], "size_e": [0.0], "size_xN": [0.8]}
+    assert lr.sigma("shipped", row, m) == pytest.approx(np.sqrt(0.003**2 + 0.004**2 + 0.012**2 + 0.005**2))
+    assert lr.sigma("k from the size holdout", row, m) == pytest.approx(np.sqrt(0.003**2 + 0.004**2 + 0.005**2))
+    assert lr.sigma("no laws' spread", row, m) == pytest.approx(np.sqrt(0.003**2 + 0.004**2 + 0.012**2))
+    # a size-holdout miss far beyond the scatter sets a positive rate; "the larger k" takes it over rollout's 0
+    m_big = {**m, "size_e": [0.05]}
+    k = lr.rates(m_big)["size"]
+    assert k > 0 and lr.rates(m_big)["larger"] == k
+    assert lr.sigma("the larger k", row, m_big) == pytest.approx(
+        np.sqrt(0.003**2 + 0.004**2 + (k * np.log(10.0))**2 + 0.005**2))
+    with pytest.raises(ValueError, match="unknown rule"):
+        lr.sigma("no such rule", row, m)
+    e, s = np.array([0.01, -0.015, 0.005, 0.04]), np.full(4, 0.01)
+    cells = lr.scored(e, s, np.expm1(e)).split(" | ")
+    assert cells[0] == "3/4"                     # |e| <= 1.645 sigma for all but the 0.04 miss
+    hw, med = np.sinh(lr.Z * 0.01), np.median(np.abs(np.expm1(e)))
+    assert cells[1] == f"±{hw:.2%} ({hw / med:.1f}x)"
+    assert cells[2] == f"{np.sqrt(np.mean((e / 0.01) ** 2)):.2f}"
+    assert cells[3] == f"{np.percentile(np.abs(e / 0.01), 90):.2f}"

@@ -13,6 +13,9 @@ its training runs have, its forecasts' distances x = ln(C / C_cutoff) and errors
     python benchmarks/recipe/size_holdout.py OUT/wiki15/seed15/ladder text-cpu OUT/synth38/seed38/ladder cpu --cutoffs
 
 A measurement for choosing an interval rule, not a rule: a ladder of four sizes gives one such fit.
+`corner_holdout` is the backtest most like a target forecast, extrapolating in size and tokens at once:
+the runs of the smaller sizes at the shorter budgets forecast the largest size's longest runs.
+`benchmarks/recipe/ladder_ranks.py` sets both beside many ladders' target misses (section (29)).
 """
 from __future__ import annotations
 
@@ -44,6 +47,32 @@ def size_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> pd.
     return pd.DataFrame({"run": finals["run"].to_numpy(), "N": finals["N"].to_numpy(float),
                          "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),
                          "actual": actual, "predicted": predicted, "e": np.log(actual / predicted)})
+
+
+def corner_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> pd.DataFrame:
+    """Fit `law` on the runs below the largest model size and below the longest final tokens, and forecast the
+    final point of each run at both the largest size and the longest tokens: one row per such run with N, D, C,
+    actual, predicted, e = ln(actual / predicted) and x = ln(C / the largest C fitted), the forecast's distance
+    in the units of the calibrated interval's (`analysis.calibrate`)."""
+    from analysis.backtest import covariates_for
+    from analysis.fitting import fit
+
+    runs = rows.groupby("run").agg(N=("N", "first"), D=("D", "max"))
+    n_max, d_max = runs["N"].max(), runs["D"].max()
+    inner = runs[(runs["N"] < n_max) & (runs["D"] < d_max)]
+    if inner["N"].nunique() < 2 or inner["D"].nunique() < 2:
+        raise ValueError("a corner backtest needs at least three model sizes and three final token counts, got "
+                         f"{runs['N'].nunique()} and {runs['D'].nunique()}")
+    train = rows[rows["run"].isin(inner.index)]
+    held = rows[rows["run"].isin(runs.index[(runs["N"] == n_max) & (runs["D"] == d_max)])]
+    result = fit(train, law, select=select)
+    finals = held.loc[held.groupby("run")["C"].idxmax()]
+    predicted = np.asarray(result.predict(**covariates_for(finals, law)), float)
+    actual = finals["loss"].to_numpy(float)
+    return pd.DataFrame({"run": finals["run"].to_numpy(), "N": finals["N"].to_numpy(float),
+                         "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),
+                         "actual": actual, "predicted": predicted, "e": np.log(actual / predicted),
+                         "x": np.log(finals["C"].to_numpy(float) / float(train["C"].max()))})
 
 
 def main() -> None:
