@@ -14,7 +14,7 @@ law chosen on the whole ladder, bootstrap off):
 
 and sets them beside the ladder's target misses (auto's rows in forecast.py cases or more_inits.py
 rows): one table per ladder, then per corpus the Spearman rank correlation of each with the ladder's
-rms 10x miss, then candidate interval rules scored on the rows (each from the row's own sigma parts,
+rms 10x miss and the same for each of sigma's parts, then candidate interval rules scored on the rows (each from the row's own sigma parts,
 the extrapolation part rebuilt from another k; all with the normal quantile, the product's rule for
 two-init ladders), beside a bound no rule can use: one constant sigma per corpus, equal to that
 corpus's rms miss in the set.
@@ -41,6 +41,8 @@ import numpy as np
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from analysis.calibrate import PARTS  # noqa: E402
 
 Z = float(stats.norm.ppf(0.95))
 
@@ -184,6 +186,17 @@ def main(argv=None) -> int:
             continue
         rho = [stats.spearmanr(v[:, j], v[:, 4])[0] for j in range(4)]
         print(f"| {data} | {len(v)} | " + " | ".join(f"{x:+.2f}" for x in rho) + " |")
+    print("\n| corpus | sigma's part at 10x | mean over ladders | coefficient of variation | Spearman with the rms miss |")
+    print("|---|---|---|---|---|")
+    for data in sorted({k[0] for k in per}):
+        keys = [k for k in per if k[0] == data]
+        if len(keys) < 3:
+            continue
+        for part in PARTS:
+            v = np.array([np.mean([r["sigma_parts"][part] for r in rows
+                                   if r["ladder"] == k and float(r["compute_ratio"]) == 10.0]) for k in keys])
+            print(f"| {data} | {part} | {v.mean():.4f} | {v.std() / v.mean():.2f} | "
+                  f"{stats.spearmanr(v, [per[k][4] for k in keys])[0]:+.2f} |")
     print(f"\n| rows | corpus | n | median \\|err\\| | rule (normal quantile, z = {Z:.3f}) | covered | mean half-width "
           "(x median) | rms e/sigma | p90 \\|e\\|/sigma |")
     print("|---|---|---|---|---|---|---|---|---|")
