@@ -49,6 +49,12 @@ and understate it, which the t quantile answers.
 This is the "extrapolation error grows with distance" model that
 benchmarks/forecast.py checks for coverage; it assumes the error keeps the
 rate measured inside the ladder, which nothing guarantees beyond it.
+Over 22 two-init CPU ladders of two corpora (benchmarks/recipe/README.md, section (29)) sigma's
+average matched the misses', so about 90% were covered, but within one corpus neither sigma nor a
+backtest that holds out the largest size (or its longest runs as well) ranked one ladder's misses
+against another's: read the interval as a bound that holds about 90% of the time, wide where the
+ladder's corpus is hard to forecast (real text against the synthetic language), not as a measure of
+one ladder's own accuracy.
 
 `attach` stores the measured error in a fit (`FitResult.extrapolation`, which travels
 in the fit JSON with the compute scale of the fitted runs; `with_extrapolation_error`
