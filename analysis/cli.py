@@ -219,6 +219,12 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the --run config")
     p.add_argument("--level", type=float, default=0.9, help="interval level")
     p.add_argument("--json", action="store_true", help='print {"loss", "lower", "upper", "interval"} (plus derived N/D) as JSON')
+    p.add_argument("--history", action="append", default=None, metavar="JSON",
+                   help="checked forecasts made before with the same recipe on the same corpus (the demo's "
+                        "forecast.json, benchmarks/forecast.py's cases.json; repeatable): also print the interval "
+                        "their misses give (split conformal, analysis.history); needs a --calibrate fit")
+    p.add_argument("--history-law", default=None, metavar="NAME",
+                   help="with --history files holding several methods' rows: the method to take (e.g. auto)")
     return p
 
 
@@ -247,14 +253,23 @@ def _predict(args: argparse.Namespace) -> int:
     if args.run is None and args.targets is None and sorted(points) not in (["D", "N"], ["C"]):
         raise ValueError("give --N and --D (loss at a model size and token count) or --C alone "
                          "(loss at the compute-optimal allocation), or --run CONFIG, or --targets CSV")
+    if args.history_law is not None and not args.history:
+        raise ValueError("--history-law chooses among the --history files' methods; give --history too")
     result = FitResult.from_json(args.fit)
+    args.hist = None
+    if args.history:
+        from analysis.history import calibrate_on_history
+        if result.extrapolation is None:
+            raise ValueError("--history scales its interval by how far the forecast extrapolates (C / C_fit), which "
+                             "only a calibrated fit stores: fit with `testbed fit --calibrate`")
+        args.hist = calibrate_on_history(args.history, level=args.level, law=args.history_law)
     if args.run is not None:
         rc = _print_run_forecast(result, args)
     elif args.targets is not None:
         rc = _predict_targets(result, args)
     else:
         fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
-        out = fc.point(0)
+        out = _with_history(fc.point(0), args.hist)
         if args.json:
             print(json.dumps(out))
         else:
@@ -262,10 +277,27 @@ def _predict(args: argparse.Namespace) -> int:
             derived = "".join(f", {k}={out[k]:.4g}" for k in ("N", "D") if k in out)
             print(f"{result.law}: loss at {asked}{derived} = {out['loss']:.4f}  "
                   f"[{out['lower']:.4f}, {out['upper']:.4f}] ({args.level:.0%}, {out['interval']})")
+            _print_history(out, args.level)
         rc = 0
     if rc == 0:   # the answer stands on the fit: its caveats go with it
         print_fit_warnings(result)
     return rc
+
+
+def _with_history(out: dict, hist) -> dict:
+    """A forecast point with the interval of `hist` (an `analysis.history.HistoryInterval`) added as `history`."""
+    if hist is None:
+        return out
+    ratio = float(out.get("extrapolation") or 1.0)
+    lo, hi = hist.bounds(out["loss"], ratio)
+    return {**out, "history": {"lower": float(lo), "upper": float(hi), "q": hist.q, "n": hist.n,
+                               "note": hist.note(ratio)}}
+
+
+def _print_history(out: dict, level: float) -> None:
+    if "history" in out:
+        h = out["history"]
+        print(f"  history-calibrated: [{h['lower']:.4f}, {h['upper']:.4f}] ({level:.0%}, {h['note']})")
 
 
 def _predict_targets(result, args) -> int:
@@ -277,8 +309,11 @@ def _predict_targets(result, args) -> int:
 
     targets, values = load_targets(args.targets)
     fc = forecast(result, values, level=args.level)
-    rows = [fc.point(i) for i in range(len(targets))]
-    out = pd.concat([targets.reset_index(drop=True), pd.DataFrame(rows).drop(columns=list(values), errors="ignore")],
+    rows = [_with_history(fc.point(i), args.hist) for i in range(len(targets))]
+    flat = [{**{k: v for k, v in r.items() if k != "history"},
+             **({"history_lower": r["history"]["lower"], "history_upper": r["history"]["upper"]} if "history" in r
+                else {})} for r in rows]
+    out = pd.concat([targets.reset_index(drop=True), pd.DataFrame(flat).drop(columns=list(values), errors="ignore")],
                     axis=1)
     if args.json:
         print(json.dumps(rows))
@@ -296,11 +331,12 @@ def _print_run_forecast(result, args) -> int:
     from train.config import load_config
 
     cfg = load_config(args.run, args.overrides).resolved()
-    out = forecast(result, cfg, level=args.level).run()
+    out = _with_history(forecast(result, cfg, level=args.level).run(), args.hist)
     if args.json:
         print(json.dumps(out))
     else:
         print_run_forecast(result.law, cfg.run_id(), out, args.level)
+        _print_history(out, args.level)
     return 0
 
 

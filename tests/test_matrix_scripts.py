@@ -270,3 +270,29 @@ def test_ladder_ranks_rebuilds_sigma_from_another_rate_and_scores_it():
     assert cells[1] == f"±{hw:.2%} ({hw / med:.1f}x)"
     assert cells[2] == f"{np.sqrt(np.mean((e / 0.01) ** 2)):.2f}"
     assert cells[3] == f"{np.percentile(np.abs(e / 0.01), 90):.2f}"
+
+
+def test_history_rule_calibrates_per_corpus_and_scores_other_rows(tmp_path, capsys):
+    """Ten synthetic and ten Wikipedia history rows at 10x whose log misses are 0.001 i ln 10 and 0.002 i ln 10:
+    q is each corpus's largest score (the 10th of 10 at 90%), 0.010 and 0.020; a scored row with a log miss of
+    0.015 at 10x is inside the synthetic interval (q ln 10 = 0.023) and one of 0.05 is outside the Wikipedia
+    one (0.046), which the row's own printed ±10% covers."""
+    hr = _script(Path("benchmarks/recipe/history_rule.py"))
+    ln10 = float(np.log(10.0))
+    hist = [{"law": "auto", "data": d, "predicted": 1.0, "actual": float(np.exp(m * i * 1e-3 * ln10)),
+             "compute_ratio": 10.0} for d, m in (("synthetic", 1), ("wikipedia", 2)) for i in range(1, 11)]
+    hist.append({"law": "schedule", "data": "synthetic", "predicted": 1.0, "actual": 2.0, "compute_ratio": 10.0})
+    (tmp_path / "h.json").write_text(json.dumps(hist))
+    q = hr.quantiles([str(tmp_path / "h.json")], 0.9)
+    assert q["synthetic"] == (pytest.approx(0.010), 10) and q["wikipedia"] == (pytest.approx(0.020), 10)
+
+    def row(data, e):
+        return {"law": "auto", "data": data, "predicted": 3.0, "actual": float(3.0 * np.exp(e)), "compute_ratio": 10.0,
+                "ratio": 10.0, "rel_error": float(np.exp(-e) - 1), "upper": 3.0 * 1.1, "lower": 3.0 / 1.1}
+    (tmp_path / "s.json").write_text(json.dumps([row("synthetic", 0.015), row("wikipedia", 0.05)]))
+    assert hr.main(["--history", str(tmp_path / "h.json"), f"x={tmp_path / 's.json'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| x | synthetic | 1 |" in out and "| 1/1 | ±" in out
+    wiki = next(line for line in out.splitlines() if line.startswith("| x | wikipedia |"))
+    assert wiki.split(" | ")[6] == "0/1"              # the history's interval misses the 5% row
+    assert wiki.split(" | ")[4] == "1/1"              # the printed ±10% covers it

@@ -1,0 +1,87 @@
+"""The interval calibrated on past forecasts (`analysis.history`), scored on matrix rows it did not see.
+
+Per corpus (the rows' `data`), the history's auto rows give the split conformal quantile q of
+|ln(actual / predicted)| / ln(compute ratio); each scored row's interval is predicted * exp(-/+ q ln(its
+compute ratio)). Printed per set of scored rows and corpus, beside the interval the row printed (the
+ladder's own, `analysis.calibrate`): covered, mean half-width ((upper - lower) / 2 over the forecast) and
+its ratio to the median |error|, the issue's width measure.
+
+    C=benchmarks/recipe/cases
+    python benchmarks/recipe/history_rule.py --history $C/dev_two_inits_synth_s27_33.json,$C/dev_two_inits_wiki_s8_12.json \
+        "fresh (27)-(28)=$C/synth_s34.json,...,$C/wiki_s16_10x.json"
+
+A set is LABEL=FILE[,FILE...][@RATIO], as for `pool.py`. Measured in benchmarks/recipe/README.md, section (29).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from analysis.history import conformal_quantile, history_scores, load_history  # noqa: E402
+
+
+def quantiles(files: list[str], level: float) -> dict[str, tuple[float, int]]:
+    """{corpus: (q, n)} from the auto rows of the history files."""
+    rows = load_history(files, law="auto")
+    out = {}
+    for data in sorted({str(r.get("data")) for r in rows}):
+        s = history_scores([r for r in rows if str(r.get("data")) == data])
+        out[data] = (conformal_quantile(s, level), len(s))
+    return out
+
+
+def scored_rows(spec: str) -> tuple[str, list[dict]]:
+    label, _, files = spec.partition("=")
+    files, at, ratio = files.rpartition("@") if "@" in files else (files, "", "")
+    if not files:
+        raise SystemExit(f"expected LABEL=FILE[,FILE...][@RATIO], got {spec!r}")
+    rows = [r for f in files.split(",") for r in json.loads(Path(f).read_text())
+            if r.get("law") == "auto" and "error" not in r and r.get("actual") is not None
+            and (not at or float(r.get("ratio", r["compute_ratio"])) == float(ratio))]
+    if not rows:
+        raise SystemExit(f"{label}: no trained auto rows in {files}")
+    return label, rows
+
+
+def cells(rows: list[dict], half: np.ndarray) -> str:
+    """covered, mean half-width (x median |error|) of log half-widths `half` over `rows`."""
+    e = np.array([np.log(r["actual"] / r["predicted"]) for r in rows])
+    med = float(np.median([abs(r["rel_error"]) for r in rows]))
+    hw = float(np.mean(np.sinh(half)))
+    return f"{int(np.sum(np.abs(e) <= half))}/{len(rows)} | ±{hw:.2%} ({hw / med:.1f}x)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...][@RATIO]: rows to score")
+    ap.add_argument("--history", required=True, help="FILE[,FILE...]: the checked forecasts to calibrate on")
+    ap.add_argument("--level", type=float, default=0.9)
+    a = ap.parse_args(argv)
+    q = quantiles(a.history.split(","), a.level)
+    print("| corpus | history forecasts | q (per unit ln ratio) |")
+    print("|---|---|---|")
+    for data, (qq, n) in q.items():
+        print(f"| {data} | {n} | {qq:.4f} |")
+    print("\n| rows | corpus | n | median \\|err\\| | as printed: covered | half-width | history: covered | half-width |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, rows in (scored_rows(s) for s in a.sets):
+        for data in [*sorted({str(r.get("data")) for r in rows}), "all"]:
+            g = [r for r in rows if data in ("all", str(r.get("data")))]
+            if any(str(r.get("data")) not in q for r in g):
+                missing = sorted({str(r.get("data")) for r in g} - set(q))
+                raise SystemExit(f"{label}: the history has no rows of corpus {', '.join(missing)}")
+            printed = np.array([np.log(r["upper"] / r["predicted"]) for r in g])
+            hist = np.array([q[str(r.get("data"))][0] * np.log(float(r["compute_ratio"])) for r in g])
+            med = float(np.median([abs(r["rel_error"]) for r in g]))
+            print(f"| {label} | {data} | {len(g)} | {med:.2%} | {cells(g, printed)} | {cells(g, hist)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
