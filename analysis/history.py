@@ -98,8 +98,9 @@ def load_history(paths, *, law: str | None = None) -> list[dict]:
     """The checked forecasts in `paths` (JSON: one record or a list) whose targets trained.
 
     Each has `predicted`, `actual` and `compute_ratio`; rows that record an error, have no actual
-    yet, or sit at a ratio of 1 or less are left out. A file of several methods' rows (a
-    `benchmarks/forecast.py` cases.json holds one row per target and law) needs `law` to choose one;
+    yet, or sit at a ratio of 1 or less are left out. A record's method is its `method` (the demo
+    writes the preset's law setting there, e.g. auto) or else its `law`. Records of several methods (a
+    `benchmarks/forecast.py` cases.json holds one row per target and law) need `law` to choose one;
     without it a ValueError names them.
     """
     rows = []
@@ -109,9 +110,9 @@ def load_history(paths, *, law: str | None = None) -> list[dict]:
             if missing:
                 raise ValueError(f"history file {p}: a record without {', '.join(missing)} is not a forecast record")
             rows.append({**r, "_source": str(p)})
-    laws = sorted({str(r.get("law")) for r in rows if r.get("law") is not None})
+    laws = sorted({str(_method(r)) for r in rows if _method(r) is not None})
     if law is not None:
-        rows = [r for r in rows if r.get("law") == law]
+        rows = [r for r in rows if _method(r) == law]
         if not rows:
             raise ValueError(f"no history record has law {law!r} (found: {', '.join(laws) or 'none'})")
     elif len(laws) > 1:
@@ -119,6 +120,12 @@ def load_history(paths, *, law: str | None = None) -> list[dict]:
                          "this forecast uses (--history-law)")
     return [r for r in rows if "error" not in r and r.get("actual") is not None and r.get("predicted")
             and float(r["compute_ratio"]) > 1.0]
+
+
+def _method(record: dict):
+    """How a record's forecast was made: the demo's `method` (the preset's law setting, e.g. auto, whatever law
+    it chose), else its `law` (benchmarks/forecast.py names the method there)."""
+    return record.get("method", record.get("law"))
 
 
 def history_scores(rows: list[dict]) -> np.ndarray:

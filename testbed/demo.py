@@ -102,9 +102,16 @@ def fit_ladder(table, preset: DemoPreset, fixed: dict | None = None):
         return result
 
 
-def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> dict:
-    """The whole demo for a preset (or a preset's name or file); returns the checked forecast (DIR/forecast.json)."""
+def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, history: list | None = None) -> dict:
+    """The whole demo for a preset (or a preset's name or file); returns the checked forecast (DIR/forecast.json).
+
+    `history`: checked forecasts made before with the same preset on the same data (earlier demos'
+    forecast.json files, benchmarks/forecast.py's cases.json): the forecast also carries the interval
+    their misses give (`analysis.history`, split conformal), scored like the ladder's own.
+    """
     from rich.console import Console
+
+    from analysis.history import calibrate_on_history
 
     from analysis.checked import check, forecast_record, write_report
     from analysis.console import sigma_line
@@ -117,6 +124,10 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
         raise DemoError(f"preset {preset.name} trains on a local text corpus: give it with --data PATH")
     out = Path(out)
     target = target_config(preset)  # validates the target before anything trains
+    try:
+        hist = calibrate_on_history(history, level=preset.fit.level, law=preset.fit.law) if history else None
+    except ValueError as e:
+        raise DemoError(f"--history: {e}") from None
     prepare_dir(out, preset)
     t0 = time.time()
 
@@ -141,6 +152,14 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
     record = read_json(fc_path) if fc_path.exists() else None
     if record is None or record.get("target", {}).get("run_id") != target.run_id():
         record = forecast_record(result, table, target, level=preset.fit.level, fitted=fitted_rows(table, preset))
+        record["method"] = preset.fit.law        # what a later --history matches: the preset's law setting
+        atomic_write_json(fc_path, record)
+    if hist is not None:
+        lo, hi = hist.bounds(record["predicted"], record["compute_ratio"])
+        record["history"] = {"lower": float(lo), "upper": float(hi), "q": hist.q, "n": hist.n,
+                             "note": hist.note(record["compute_ratio"])}
+        atomic_write_json(fc_path, record)
+    elif record.pop("history", None) is not None:      # an earlier run's --history, not this one's
         atomic_write_json(fc_path, record)
     console.print(f"target N={record['target']['N']:,.0f} D={record['target']['D']:,.0f} "
                   f"({record['compute_ratio']:.1f}x the largest ladder compute): predicted final loss "
@@ -148,6 +167,9 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
                   f"({record['level']:.0%}, {record['interval']['kind']})")
     if record["interval"].get("sigma_parts"):
         console.print(f"  {sigma_line(record['interval']['sigma'], record['interval']['sigma_parts'])}")
+    if record.get("history"):
+        h = record["history"]
+        console.print(f"  history-calibrated: [{h['lower']:.4f}, {h['upper']:.4f}] ({h['note']})")
     for what in record.get("outside_ladder", []):
         console.print(f"  note: the target differs from every ladder run in {what}")
 
@@ -155,6 +177,9 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
     target_dir = out / "target"
     train_run(target, target_dir)
     record = check(record, target_dir)
+    if record.get("history"):
+        h = record["history"]
+        record["history"] = {**h, "inside": bool(h["lower"] <= record["actual"] <= h["upper"])}
     record["wall_time_s"] = time.time() - t0
     atomic_write_json(fc_path, record)
     report = write_report(out, table, result, record, fitted=fitted_rows(table, preset))
@@ -165,6 +190,10 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False) -> 
                   f"inside: {'yes' if record['inside_interval'] else 'no'}")
     console.print(f"({record['interval']['kind']} {record['level']:.0%} interval; the bootstrap band alone: "
                   f"[{record['bootstrap_lower']:.4f}, {record['bootstrap_upper']:.4f}])")
+    if record.get("history"):
+        h = record["history"]
+        console.print(f"history-calibrated interval [{h['lower']:.4f}, {h['upper']:.4f}] from {h['n']} checked "
+                      f"forecasts: inside: {'yes' if h['inside'] else 'no'}")
     if record["curve"].get("are") is not None:
         console.print(f"whole-curve ARE {100 * record['curve']['are']:.2f}%  ({record['curve']['note']})")
     floor = f"loss floor {record['loss_floor']:.4f}; " if record.get("loss_floor") else ""
@@ -192,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, metavar="PATH",
                    help="run the preset's recipe on a local text corpus (file or glob; .txt/.jsonl/.parquet, zstd too)")
     p.add_argument("--jobs", type=int, default=None, help="ladder runs trained at once")
+    p.add_argument("--history", action="append", default=None, metavar="JSON",
+                   help="checked forecasts made before with the same preset on the same data (earlier demos' "
+                        "forecast.json, benchmarks/forecast.py's cases.json; repeatable): also give the interval "
+                        "their misses give (split conformal; at 90%% it needs 9 or more)")
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
     try:
@@ -200,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             preset = preset.with_data(ns.data)
         if ns.jobs is not None:
             preset = preset.with_jobs(ns.jobs)
-        run_demo(ns.out, preset, quiet=ns.quiet)
+        run_demo(ns.out, preset, quiet=ns.quiet, history=ns.history)
     except (DemoError, ConfigError) as e:
         print(f"demo error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -294,3 +294,30 @@ def test_cli_exit_code_names_the_problem(tmp_path, capsys):
     (busy / "f").write_text("x")
     assert demo.main(["--out", str(busy), "--scale", "mini", "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_history_adds_its_interval_to_the_checked_forecast(finished_demo, tmp_path):
+    """`run_demo(history=...)`: nine earlier checked forecasts of the preset's method give q (their largest
+    score at 90%); the record carries predicted * ratio^(-/+q), scored against the actual; a rerun without
+    history drops it; a history too small is refused before anything trains."""
+    out, _, _, result = finished_demo
+    method = load_preset("mini").fit.law
+    past = [{"method": method, "law": "any", "predicted": 1.0, "actual": math.exp(0.002 * i * math.log(10.0)),
+             "compute_ratio": 10.0} for i in range(1, 10)]
+    (tmp_path / "h.json").write_text(json.dumps(past))
+    got = demo.run_demo(out, "mini", quiet=True, history=[tmp_path / "h.json"])
+    h, q = got["history"], 0.018
+    assert h["n"] == 9 and h["q"] == pytest.approx(q)
+    assert h["lower"] == pytest.approx(got["predicted"] * got["compute_ratio"] ** -q)
+    assert h["upper"] == pytest.approx(got["predicted"] * got["compute_ratio"] ** q)
+    assert h["inside"] == (h["lower"] <= got["actual"] <= h["upper"])
+    assert json.loads((out / demo.FORECAST_FILE).read_text())["history"] == h
+    assert got["predicted"] == result["predicted"] and got["lower"] == result["lower"]   # the ladder's own is kept
+    assert "history" not in demo.run_demo(out, "mini", quiet=True)
+    assert "history" not in json.loads((out / demo.FORECAST_FILE).read_text())
+    (tmp_path / "few.json").write_text(json.dumps(past[:5]))
+    fresh = tmp_path / "fresh"
+    with pytest.raises(demo.DemoError, match="--history: a 90% conformal interval needs at least 9"):
+        demo.run_demo(fresh, "mini", quiet=True, history=[tmp_path / "few.json"])
+    assert not fresh.exists()
