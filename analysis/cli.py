@@ -219,9 +219,9 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the --run config")
     p.add_argument("--level", type=float, default=0.9, help="interval level")
     p.add_argument("--json", action="store_true", help='print {"loss", "lower", "upper", "interval"} (plus derived N/D) as JSON')
-    p.add_argument("--history", action="append", default=None, metavar="JSON",
+    p.add_argument("--history", action="extend", nargs="+", default=None, metavar="JSON",
                    help="checked forecasts made before with the same recipe on the same corpus (the demo's "
-                        "forecast.json, benchmarks/forecast.py's cases.json; repeatable): also print the interval "
+                        "forecast.json, benchmarks/forecast.py's cases.json; one or more): also print the interval "
                         "their misses give (split conformal, analysis.history); needs a --calibrate fit")
     p.add_argument("--history-law", default=None, metavar="NAME",
                    help="with --history files holding several methods' rows: the method to take (e.g. auto)")

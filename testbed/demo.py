@@ -124,6 +124,8 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
         raise DemoError(f"preset {preset.name} trains on a local text corpus: give it with --data PATH")
     out = Path(out)
     target = target_config(preset)  # validates the target before anything trains
+    # this demo's own forecast (a rerun, or a glob over earlier demos' directories) is not its own history
+    history = [h for h in history or [] if Path(h).resolve() != (out / FORECAST_FILE).resolve()]
     try:
         hist = calibrate_on_history(history, level=preset.fit.level, law=preset.fit.law) if history else None
     except ValueError as e:
@@ -221,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, metavar="PATH",
                    help="run the preset's recipe on a local text corpus (file or glob; .txt/.jsonl/.parquet, zstd too)")
     p.add_argument("--jobs", type=int, default=None, help="ladder runs trained at once")
-    p.add_argument("--history", action="append", default=None, metavar="JSON",
+    p.add_argument("--history", action="extend", nargs="+", default=None, metavar="JSON",
                    help="checked forecasts made before with the same preset on the same data (earlier demos' "
-                        "forecast.json, benchmarks/forecast.py's cases.json; repeatable): also give the interval "
+                        "forecast.json, benchmarks/forecast.py's cases.json; one or more): also give the interval "
                         "their misses give (split conformal; at 90%% it needs 9 or more)")
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
