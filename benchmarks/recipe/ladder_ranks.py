@@ -69,11 +69,11 @@ def measure(dirs: list[str], preset_name: str) -> dict:
     whole = fit_ladder(table, preset)
     ex = whole.extrapolation
     smaller = rows[rows["N"] < rows["N"].max()]
-    size = sh.size_holdout(rows, whole.law, preset.fit.select)
+    size = sh.size_holdout(rows, whole.law, preset.fit.select)     # its x: ln(C / the smaller sizes' largest C)
     corner = sh.corner_holdout(rows, whole.law, preset.fit.select)
     return {"law": whole.law, "s0": ex.s0, "k": ex.k, "N_max": float(rows["N"].max()),
             "roll_x": ex.per_run["x"].tolist(), "roll_e": ex.per_run["e"].tolist(),
-            "size_e": size["e"].tolist(), "size_x": np.log(size["C"] / smaller["C"].max()).tolist(),
+            "size_e": size["e"].tolist(), "size_x": size["x"].tolist(),
             "size_xN": np.log(size["N"] / smaller["N"].max()).tolist(),
             "corner_e": corner["e"].tolist(), "corner_x": corner["x"].tolist()}
 

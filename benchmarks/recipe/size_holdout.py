@@ -32,39 +32,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 def size_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> pd.DataFrame:
     """Fit `law` on the rows of every model size but the largest and forecast each largest-size run's final
-    point: one row per such run with N, D, C, actual, predicted and e = ln(actual / predicted)."""
-    from analysis.backtest import covariates_for
-    from analysis.fitting import fit
-
+    point: one row per such run with N, D, C, actual, predicted, e = ln(actual / predicted) and x = ln(C / the
+    largest C fitted)."""
     n_max = rows["N"].max()
     train, held = rows[rows["N"] < n_max], rows[rows["N"] == n_max]
     if train["N"].nunique() < 2 or held.empty:
         raise ValueError(f"a size-holdout backtest needs at least three model sizes, got {rows['N'].nunique()}")
-    result = fit(train, law, select=select)
-    finals = held.loc[held.groupby("run")["C"].idxmax()]
-    predicted = np.asarray(result.predict(**covariates_for(finals, law)), float)
-    actual = finals["loss"].to_numpy(float)
-    return pd.DataFrame({"run": finals["run"].to_numpy(), "N": finals["N"].to_numpy(float),
-                         "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),
-                         "actual": actual, "predicted": predicted, "e": np.log(actual / predicted)})
+    return _forecast_finals(train, held, law, select)
 
 
-def corner_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> pd.DataFrame:
-    """Fit `law` on the runs below the largest model size and below the longest final tokens, and forecast the
-    final point of each run at both the largest size and the longest tokens: one row per such run with N, D, C,
-    actual, predicted, e = ln(actual / predicted) and x = ln(C / the largest C fitted), the forecast's distance
-    in the units of the calibrated interval's (`analysis.calibrate`)."""
+def _forecast_finals(train: pd.DataFrame, held: pd.DataFrame, law: str, select: str | None) -> pd.DataFrame:
+    """`law` fitted on `train`, forecasting the final point of each run in `held`: run, N, D, C, actual,
+    predicted, e = ln(actual / predicted) and x = ln(C / the largest C fitted)."""
     from analysis.backtest import covariates_for
     from analysis.fitting import fit
 
-    runs = rows.groupby("run").agg(N=("N", "first"), D=("D", "max"))
-    n_max, d_max = runs["N"].max(), runs["D"].max()
-    inner = runs[(runs["N"] < n_max) & (runs["D"] < d_max)]
-    if inner["N"].nunique() < 2 or inner["D"].nunique() < 2:
-        raise ValueError("a corner backtest needs at least three model sizes and three final token counts, got "
-                         f"{runs['N'].nunique()} and {runs['D'].nunique()}")
-    train = rows[rows["run"].isin(inner.index)]
-    held = rows[rows["run"].isin(runs.index[(runs["N"] == n_max) & (runs["D"] == d_max)])]
     result = fit(train, law, select=select)
     finals = held.loc[held.groupby("run")["C"].idxmax()]
     predicted = np.asarray(result.predict(**covariates_for(finals, law)), float)
@@ -73,6 +55,22 @@ def corner_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> p
                          "D": finals["D"].to_numpy(float), "C": finals["C"].to_numpy(float),
                          "actual": actual, "predicted": predicted, "e": np.log(actual / predicted),
                          "x": np.log(finals["C"].to_numpy(float) / float(train["C"].max()))})
+
+
+def corner_holdout(rows: pd.DataFrame, law: str, select: str | None = None) -> pd.DataFrame:
+    """Fit `law` on the runs below the largest model size and below the longest final tokens, and forecast the
+    final point of each run at both the largest size and the longest tokens: one row per such run with N, D, C,
+    actual, predicted, e = ln(actual / predicted) and x = ln(C / the largest C fitted), the forecast's distance
+    in the units of the calibrated interval's (`analysis.calibrate`)."""
+    runs = rows.groupby("run").agg(N=("N", "first"), D=("D", "max"))
+    n_max, d_max = runs["N"].max(), runs["D"].max()
+    inner = runs[(runs["N"] < n_max) & (runs["D"] < d_max)]
+    if inner["N"].nunique() < 2 or inner["D"].nunique() < 2:
+        raise ValueError("a corner backtest needs at least three model sizes and three final token counts, got "
+                         f"{runs['N'].nunique()} and {runs['D'].nunique()}")
+    train = rows[rows["run"].isin(inner.index)]
+    held = rows[rows["run"].isin(runs.index[(runs["N"] == n_max) & (runs["D"] == d_max)])]
+    return _forecast_finals(train, held, law, select)
 
 
 def main() -> None:
