@@ -111,10 +111,9 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
     """
     from rich.console import Console
 
-    from analysis.history import calibrate_on_history
-
     from analysis.checked import check, forecast_record, write_report
     from analysis.console import sigma_line
+    from analysis.history import calibrate_on_history
     from analysis.load import load_runs
     from train.api import train_run
 
