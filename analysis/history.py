@@ -23,7 +23,10 @@ probability at least L, and at most L + 1 / (n + 1) for continuous scores. No la
 misses' distribution. The guarantee is only as good as the exchangeability: the history must come
 from the same recipe (presets, law choice) on the same corpus, at compute ratios like the new one's
 (the score assumes a miss proportional to ln R; nothing checks that far outside the ratios the
-history spans, which `HistoryInterval.note` names).
+history spans, which `HistoryInterval.note` names). The forecasts of one ladder err together (they
+share its fit), so a history of many targets from few ladders gives a noisier q than its count
+suggests: the guarantee holds over ladders drawn like the history's, and more ladders beat more
+targets per ladder.
 
 Records are what the product writes: the demo's checked `forecast.json` (one record, or a list of
 them) and `benchmarks/forecast.py`'s `cases.json` rows (one per target and method). A record counts
