@@ -13,7 +13,6 @@ Measured in benchmarks/recipe/README.md, section (29).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,14 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-
-def _forecast_script():
-    spec = importlib.util.spec_from_file_location("forecast_matrix", ROOT / "benchmarks" / "forecast.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]   # the repository, and benchmarks/forecast.py as `forecast`
 
 
 def main(argv=None) -> int:
@@ -44,7 +36,7 @@ def main(argv=None) -> int:
     from testbed.preset import load_preset
     from train.api import train_run
 
-    fm = _forecast_script()
+    import forecast as fm
     preset = load_preset(a.preset)
     if a.data:
         preset = preset.with_data(a.data)
