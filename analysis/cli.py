@@ -256,20 +256,20 @@ def _predict(args: argparse.Namespace) -> int:
     if args.history_law is not None and not args.history:
         raise ValueError("--history-law chooses among the --history files' methods; give --history too")
     result = FitResult.from_json(args.fit)
-    args.hist = None
+    hist = None
     if args.history:
         from analysis.history import calibrate_on_history
         if result.extrapolation is None:
             raise ValueError("--history scales its interval by how far the forecast extrapolates (C / C_fit), which "
                              "only a calibrated fit stores: fit with `testbed fit --calibrate`")
-        args.hist = calibrate_on_history(args.history, level=args.level, law=args.history_law)
+        hist = calibrate_on_history(args.history, level=args.level, law=args.history_law)
     if args.run is not None:
-        rc = _print_run_forecast(result, args)
+        rc = _print_run_forecast(result, args, hist)
     elif args.targets is not None:
-        rc = _predict_targets(result, args)
+        rc = _predict_targets(result, args, hist)
     else:
         fc = forecast(result, {k: getattr(args, k) for k in points}, level=args.level)
-        out = _with_history(fc.point(0), args.hist)
+        out = _with_history(fc.point(0), hist)
         if args.json:
             print(json.dumps(out))
         else:
@@ -300,7 +300,7 @@ def _print_history(out: dict, level: float) -> None:
         print(f"  history-calibrated: [{h['lower']:.4f}, {h['upper']:.4f}] ({level:.0%}, {h['note']})")
 
 
-def _predict_targets(result, args) -> int:
+def _predict_targets(result, args, hist=None) -> int:
     """Every row of a CSV of targets in one call: the forecast is vectorized over them."""
     import pandas as pd
 
@@ -309,7 +309,7 @@ def _predict_targets(result, args) -> int:
 
     targets, values = load_targets(args.targets)
     fc = forecast(result, values, level=args.level)
-    rows = [_with_history(fc.point(i), args.hist) for i in range(len(targets))]
+    rows = [_with_history(fc.point(i), hist) for i in range(len(targets))]
     flat = [{**{k: v for k, v in r.items() if k != "history"},
              **({"history_lower": r["history"]["lower"], "history_upper": r["history"]["upper"]} if "history" in r
                 else {})} for r in rows]
@@ -325,13 +325,13 @@ def _predict_targets(result, args) -> int:
     return 0
 
 
-def _print_run_forecast(result, args) -> int:
+def _print_run_forecast(result, args, hist=None) -> int:
     from analysis.console import print_run_forecast
     from analysis.predict import forecast
     from train.config import load_config
 
     cfg = load_config(args.run, args.overrides).resolved()
-    out = _with_history(forecast(result, cfg, level=args.level).run(), args.hist)
+    out = _with_history(forecast(result, cfg, level=args.level).run(), hist)
     if args.json:
         print(json.dumps(out))
     else:

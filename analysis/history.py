@@ -49,7 +49,6 @@ class HistoryInterval:
     n: int
     level: float
     ratios: tuple[float, float]       # the smallest and largest compute ratio of the history
-    sources: tuple[str, ...]
 
     def bounds(self, point, ratio) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) of forecasts `point` at compute ratios `ratio` (C_target / C_ladder, at least 1)."""
@@ -112,7 +111,7 @@ def load_history(paths, *, law: str | None = None) -> list[dict]:
             missing = [k for k in ("predicted", "compute_ratio") if k not in r]
             if missing:
                 raise ValueError(f"history file {p}: a record without {', '.join(missing)} is not a forecast record")
-            rows.append({**r, "_source": str(p)})
+            rows.append(r)
     laws = sorted({str(_method(r)) for r in rows if _method(r) is not None})
     if law is not None:
         rows = [r for r in rows if _method(r) == law]
@@ -146,5 +145,4 @@ def calibrate_on_history(paths, *, level: float = 0.9, law: str | None = None) -
         raise ValueError("the history has no checked forecast (a record with its target's actual loss)")
     ratios = [float(r["compute_ratio"]) for r in rows]
     return HistoryInterval(q=conformal_quantile(history_scores(rows), level), n=len(rows), level=level,
-                           ratios=(min(ratios), max(ratios)),
-                           sources=tuple(sorted({r["_source"] for r in rows})))
+                           ratios=(min(ratios), max(ratios)))
