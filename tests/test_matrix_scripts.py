@@ -288,7 +288,10 @@ def test_history_rule_calibrates_per_corpus_and_scores_other_rows(tmp_path, caps
 
     def row(data, e):
         return {"law": "auto", "data": data, "predicted": 3.0, "actual": float(3.0 * np.exp(e)), "compute_ratio": 10.0,
-                "ratio": 10.0, "rel_error": float(np.exp(-e) - 1), "upper": 3.0 * 1.1, "lower": 3.0 / 1.1}
+                "ratio": 10.0, "rel_error": float(np.exp(-e) - 1), "upper": 3.0 * 1.1, "lower": 3.0 / 1.1,
+                "half_width": (1.1 - 1 / 1.1) / 2, "inside": True, "quantile": 1.0,    # as forecast.py writes a case
+                "sigma_parts": {"bootstrap": 0.0, "scatter": 0.0, "extrapolation": float(np.log(1.1)),
+                                "between_laws": 0.0}}
     (tmp_path / "s.json").write_text(json.dumps([row("synthetic", 0.015), row("wikipedia", 0.05)]))
     assert hr.main(["--history", str(tmp_path / "h.json"), f"x={tmp_path / 's.json'}"]) == 0
     out = capsys.readouterr().out

@@ -15,14 +15,14 @@ A set is LABEL=FILE[,FILE...][@RATIO], as for `pool.py`. Measured in benchmarks/
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
 
+import pool  # noqa: E402  (benchmarks/recipe/pool.py: its LABEL=FILE@RATIO sets and rows)
 from analysis.history import conformal_quantile, history_scores, load_history  # noqa: E402
 
 
@@ -36,25 +36,19 @@ def quantiles(files: list[str], level: float) -> dict[str, tuple[float, int]]:
     return out
 
 
-def scored_rows(spec: str) -> tuple[str, list[dict]]:
-    label, _, files = spec.partition("=")
-    files, at, ratio = files.rpartition("@") if "@" in files else (files, "", "")
-    if not files:
-        raise SystemExit(f"expected LABEL=FILE[,FILE...][@RATIO], got {spec!r}")
-    rows = [r for f in files.split(",") for r in json.loads(Path(f).read_text())
-            if r.get("law") == "auto" and "error" not in r and r.get("actual") is not None
-            and (not at or float(r.get("ratio", r["compute_ratio"])) == float(ratio))]
-    if not rows:
-        raise SystemExit(f"{label}: no trained auto rows in {files}")
-    return label, rows
+def log_half_width(row: dict) -> float:
+    """The half-width in log space of the interval a pool.py row printed: its quantile times its sigma."""
+    if not row.get("parts") or not row.get("quantile"):
+        raise SystemExit(f"a row without sigma's parts ({row.get('shape')}, seed {row.get('seed')}): its printed "
+                         "interval cannot be rebuilt")
+    return float(row["quantile"] * np.sqrt(sum(v ** 2 for v in row["parts"].values())))
 
 
-def cells(rows: list[dict], half: np.ndarray) -> str:
-    """covered, mean half-width (x median |error|) of log half-widths `half` over `rows`."""
-    e = np.array([np.log(r["actual"] / r["predicted"]) for r in rows])
-    med = float(np.median([abs(r["rel_error"]) for r in rows]))
+def cells(err: np.ndarray, half: np.ndarray) -> str:
+    """covered, mean half-width (x median |error|) of log half-widths `half` around log errors `err`."""
+    med = float(np.median(np.abs(np.expm1(err))))
     hw = float(np.mean(np.sinh(half)))
-    return f"{int(np.sum(np.abs(e) <= half))}/{len(rows)} | ±{hw:.2%} ({hw / med:.1f}x)"
+    return f"{int(np.sum(np.abs(err) <= half))}/{len(err)} | ±{hw:.2%} ({hw / med:.1f}x)"
 
 
 def main(argv=None) -> int:
@@ -70,16 +64,18 @@ def main(argv=None) -> int:
         print(f"| {data} | {n} | {qq:.4f} |")
     print("\n| rows | corpus | n | median \\|err\\| | as printed: covered | half-width | history: covered | half-width |")
     print("|---|---|---|---|---|---|---|---|")
-    for label, rows in (scored_rows(s) for s in a.sets):
-        for data in [*sorted({str(r.get("data")) for r in rows}), "all"]:
-            g = [r for r in rows if data in ("all", str(r.get("data")))]
-            if any(str(r.get("data")) not in q for r in g):
-                missing = sorted({str(r.get("data")) for r in g} - set(q))
-                raise SystemExit(f"{label}: the history has no rows of corpus {', '.join(missing)}")
-            printed = np.array([np.log(r["upper"] / r["predicted"]) for r in g])
-            hist = np.array([q[str(r.get("data"))][0] * np.log(float(r["compute_ratio"])) for r in g])
-            med = float(np.median([abs(r["rel_error"]) for r in g]))
-            print(f"| {label} | {data} | {len(g)} | {med:.2%} | {cells(g, printed)} | {cells(g, hist)} |")
+    for label, rows in (pool.cases(s, "auto") for s in a.sets):
+        missing = sorted({str(r["data"]) for r in rows} - set(q))
+        if missing:
+            raise SystemExit(f"{label}: the history has no rows of corpus {', '.join(missing)}")
+        for data in [*sorted({str(r["data"]) for r in rows}), "all"]:
+            g = [r for r in rows if data in ("all", str(r["data"]))]
+            # pool's rows: err = 100 (predicted - actual) / actual; the printed interval is predicted * exp(-/+ q sigma)
+            err = -np.log1p(np.array([r["err"] for r in g]) / 100)              # ln(actual / predicted)
+            printed = np.array([log_half_width(r) for r in g])
+            hist = np.array([q[str(r["data"])][0] * np.log(float(r["compute_ratio"])) for r in g])
+            med = float(np.median(np.abs([r["err"] for r in g]))) / 100
+            print(f"| {label} | {data} | {len(g)} | {med:.2%} | {cells(err, printed)} | {cells(err, hist)} |")
     return 0
 
 

@@ -122,12 +122,6 @@ def scored(errors: np.ndarray, sigmas: np.ndarray, rel: np.ndarray) -> str:
             f"{float(np.sqrt(np.mean(z * z))):.2f} | {float(np.percentile(np.abs(z), 90)):.2f}")
 
 
-def nominal(row: dict) -> float:
-    """The target's compute ratio as the matrix named it (10, 30): its `ratio`, not the `compute_ratio` its shape
-    reached (10.002 for a width whose token count rounds up to whole batches)."""
-    return float(row.get("ratio", row["compute_ratio"]))
-
-
 def load_rows(spec: str, ladders: dict) -> tuple[str, list[dict]]:
     name, _, files = spec.partition("=")
     if not files:
@@ -167,6 +161,7 @@ def main(argv=None) -> int:
                 Path(a.save).write_text(json.dumps(saved, indent=1))
         measured[key] = saved[tag]
     sets = [load_rows(s, ladders) for s in a.rows]
+    nominal = _sibling("pool").nominal            # a target's compute ratio as the matrix named it
     rows = {id(r): r for _, rs in sets for r in rs}.values()
 
     def rms(v):

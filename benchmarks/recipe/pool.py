@@ -37,13 +37,19 @@ def cases(spec: str, method: str) -> tuple[str, list[dict]]:
     except ValueError:
         raise SystemExit(f"{label}: @{ratio} is not a compute ratio (a number, e.g. @10)") from None
     found = [r for f in files.split(",") for r in json.loads(Path(f).read_text())
-             if "error" not in r and (ratio is None or float(r.get("ratio", r.get("compute_ratio", 0))) == ratio)]
+             if "error" not in r and (ratio is None or nominal(r) == ratio)]
     if method == EQUAL:
         found = equal_weights(found)
     rows = [as_row(r) for r in found if r.get("method", r.get("law")) == method]
     if not rows:
         raise SystemExit(f"{label}: no rows of method {method!r}{f' at {ratio:g}x' if at else ''} in {files}")
     return label, rows
+
+
+def nominal(row: dict) -> float:
+    """A case's compute ratio as the matrix named it (10, 30): its `ratio`, not the `compute_ratio` its shape
+    reached (10.002 for a width whose token count rounds up to whole batches)."""
+    return float(row.get("ratio", row.get("compute_ratio", 0)))
 
 
 EQUAL = "equal-weights"
@@ -76,7 +82,7 @@ def as_row(r: dict) -> dict:
         return r
     return {"err": 100 * r["rel_error"], "halfw": 100 * r["half_width"], "inside": r["inside"],
             "parts": r.get("sigma_parts"), "quantile": r.get("quantile"), "seed": r.get("seed"),
-            "shape": r.get("shape")}
+            "shape": r.get("shape"), "data": r.get("data"), "compute_ratio": r.get("compute_ratio")}
 
 
 def parts_row(label: str, rows: list[dict]) -> str | None:
