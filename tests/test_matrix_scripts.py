@@ -299,3 +299,26 @@ def test_history_rule_calibrates_per_corpus_and_scores_other_rows(tmp_path, caps
     wiki = next(line for line in out.splitlines() if line.startswith("| x | wikipedia |"))
     assert wiki.split(" | ")[6] == "0/1"              # the history's interval misses the 5% row
     assert wiki.split(" | ")[4] == "1/1"              # the printed ±10% covers it
+
+
+def test_target_noise_retrains_the_matrix_target_from_another_init(tmp_path, capsys):
+    """The mini preset's 10x w64 d2 target of seed 3, trained again with run.seed 3 + 7 and the same data seed:
+    the printed difference is ln(new / the row's actual), and the run directory's config says so."""
+    from train.rundir import read_run
+
+    tn = _script(Path("benchmarks/recipe/target_noise.py"))
+    (tmp_path / "c.json").write_text(json.dumps([
+        {"law": "auto", "seed": 3, "shape": "10x w64 d2", "actual": 5.0},
+        {"law": "schedule", "seed": 3, "shape": "10x w64 d2", "actual": 9.0}]))     # another method: not read
+    assert tn.main(["--cases", str(tmp_path / "c.json"), "--preset", "mini", "--targets", "10:w64d2",
+                    "--offset", "7", "--out", str(tmp_path / "out")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| 3 | 10x w64 d2 |"))
+    was, now, diff = (c.strip() for c in line.split("|")[3:6])
+    assert was == "5.0000" and diff == f"{100 * np.log(float(now) / 5.0):+.2f}%"
+    (run_dir,) = (tmp_path / "out" / "seed3").iterdir()
+    config, _, summary = read_run(run_dir)
+    assert config["run"]["seed"] == 10 and config["data"]["seed"] == 3
+    assert float(now) == pytest.approx(summary["final_val_loss"], abs=5e-5)
+    with pytest.raises(SystemExit, match="no trained row for target 10x w96 d2"):
+        tn.main(["--cases", str(tmp_path / "c.json"), "--preset", "mini", "--targets", "10:w96d2",
+                 "--out", str(tmp_path / "out2")])
