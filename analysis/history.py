@@ -29,7 +29,8 @@ suggests: the guarantee holds over ladders drawn like the history's, and more la
 targets per ladder.
 
 Records are what the product writes: the demo's checked `forecast.json` (one record, or a list of
-them) and `benchmarks/forecast.py`'s `cases.json` rows (one per target and method). A record counts
+them) and `benchmarks/forecast.py`'s `cases.json` rows (one per target and method); a history shipped
+with a preset (`testbed/histories/*.json`, `testbed.preset.shipped_history`) holds them under `records`. A record counts
 once its target has trained (`actual` set) at a compute ratio above 1.
 """
 from __future__ import annotations
@@ -90,6 +91,8 @@ def _records(path: Path) -> list[dict]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"history file {path}: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("records"), list):   # a shipped history (testbed/histories)
+        data = data["records"]
     rows = data if isinstance(data, list) else [data]
     if not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"history file {path}: expected a forecast record or a list of them")
@@ -140,7 +143,11 @@ def history_scores(rows: list[dict]) -> np.ndarray:
 
 def calibrate_on_history(paths, *, level: float = 0.9, law: str | None = None) -> HistoryInterval:
     """`HistoryInterval` from the checked forecasts in `paths` (`load_history`)."""
-    rows = load_history(paths, law=law)
+    return calibrate_records(load_history(paths, law=law), level=level)
+
+
+def calibrate_records(rows: list[dict], *, level: float = 0.9) -> HistoryInterval:
+    """`HistoryInterval` from checked forecast records (each with `predicted`, `actual`, `compute_ratio`)."""
     if not rows:
         raise ValueError("the history has no checked forecast (a record with its target's actual loss)")
     ratios = [float(r["compute_ratio"]) for r in rows]

@@ -178,6 +178,14 @@ MUTATIONS: list[Mutation] = [
     Mutation("demo_history_includes_its_own_forecast", "testbed/demo.py",
              "if Path(h).resolve() != (out / FORECAST_FILE).resolve()]", "]",
              "a demo's own checked forecast calibrates its own interval", ("tests/test_demo.py",)),
+    Mutation("shipped_history_keeps_own_seed", "testbed/preset.py",
+             'return path, [r for r in d["records"] if r.get("seed") != seed]', 'return path, list(d["records"])',
+             "a preset's shipped history keeps the running seed's own forecasts", ("tests/test_demo.py",)),
+    Mutation("shipped_history_ignores_data", "testbed/preset.py",
+             'for part in ("data", "run"):\n        ladder.get("base", {}).get(part, {}).pop("seed", None)',
+             'ladder.get("base", {}).pop("data", None)\n    ladder.get("base", {}).get("run", {}).pop("seed", None)',
+             "the recipe key leaves out the data, so a history shipped for the synthetic language is used on a "
+             "user's corpus", ("tests/test_demo.py",)),
     # --- resume on the data the checkpoint saw --------------------------------------------------
     Mutation("resume_ignores_data_fingerprint", "train/book.py",
              "if saved and self.data_id and saved != self.data_id:", "if False:",

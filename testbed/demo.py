@@ -5,7 +5,9 @@
    intervals over runs, and measure the law's extrapolation error on the ladder itself;
 3. forecast the target run (>= 10x the largest ladder run's compute): its final loss with a
    90% interval widened by that measured error, and its whole curve; write it to
-   `forecast.json` *before* the target trains (`actual` is null until then);
+   `forecast.json` *before* the target trains (`actual` is null until then); beside it, where the
+   preset's recipe ships a history of checked forecasts (or `--history` names one), the interval
+   that history's misses give (`analysis.history`);
 4. train the target and fill in what it reached;
 5. write `report.md` with the plots (`analysis.checked.write_report`).
 
@@ -21,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed.preset import DemoError, DemoPreset, load_preset, preset_names, target_config
+from testbed.preset import DemoError, DemoPreset, load_preset, preset_names, shipped_history, target_config
 from train.config import ConfigError
 from train.contract import COMPLETED, EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from train.rundir import atomic_write_json, read_json
@@ -107,13 +109,14 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
 
     `history`: checked forecasts made before with the same preset on the same data (earlier demos'
     forecast.json files, benchmarks/forecast.py's cases.json): the forecast also carries the interval
-    their misses give (`analysis.history`, split conformal), scored like the ladder's own.
+    their misses give (`analysis.history`, split conformal), scored like the ladder's own. None (the
+    default): the history shipped for the preset's recipe, if there is one (`shipped_history`); [] none.
     """
     from rich.console import Console
 
     from analysis.checked import check, forecast_record, write_report
     from analysis.console import sigma_line
-    from analysis.history import calibrate_on_history
+    from analysis.history import calibrate_on_history, calibrate_records
     from analysis.load import load_runs
     from train.api import train_run
 
@@ -123,12 +126,18 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
         raise DemoError(f"preset {preset.name} trains on a local text corpus: give it with --data PATH")
     out = Path(out)
     target = target_config(preset)  # validates the target before anything trains
-    # this demo's own forecast (a rerun, or a glob over earlier demos' directories) is not its own history
-    history = [h for h in history or [] if Path(h).resolve() != (out / FORECAST_FILE).resolve()]
-    try:
-        hist = calibrate_on_history(history, level=preset.fit.level, law=preset.fit.law) if history else None
-    except ValueError as e:
-        raise DemoError(f"--history: {e}") from None
+    shipped = shipped_history(preset) if history is None else None
+    if shipped is not None:
+        hist = calibrate_records(shipped[1], level=preset.fit.level)
+        source = f"shipped with the preset's recipe: {shipped[0].parent.name}/{shipped[0].name}"
+    else:
+        # this demo's own forecast (a rerun, or a glob over earlier demos' directories) is not its own history
+        history = [h for h in history or [] if Path(h).resolve() != (out / FORECAST_FILE).resolve()]
+        try:
+            hist = calibrate_on_history(history, level=preset.fit.level, law=preset.fit.law) if history else None
+        except ValueError as e:
+            raise DemoError(f"--history: {e}") from None
+        source = "--history"
     prepare_dir(out, preset)
     t0 = time.time()
 
@@ -158,9 +167,9 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
     if hist is not None:
         lo, hi = hist.bounds(record["predicted"], record["compute_ratio"])
         record["history"] = {"lower": float(lo), "upper": float(hi), "q": hist.q, "n": hist.n,
-                             "note": hist.note(record["compute_ratio"])}
+                             "note": hist.note(record["compute_ratio"]), "source": source}
         atomic_write_json(fc_path, record)
-    elif record.pop("history", None) is not None:      # an earlier run's --history, not this one's
+    elif record.pop("history", None) is not None:      # an earlier run's history, not this one's
         atomic_write_json(fc_path, record)
     console.print(f"target N={record['target']['N']:,.0f} D={record['target']['D']:,.0f} "
                   f"({record['compute_ratio']:.1f}x the largest ladder compute): predicted final loss "
@@ -170,7 +179,7 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
         console.print(f"  {sigma_line(record['interval']['sigma'], record['interval']['sigma_parts'])}")
     if record.get("history"):
         h = record["history"]
-        console.print(f"  history-calibrated: [{h['lower']:.4f}, {h['upper']:.4f}] ({h['note']})")
+        console.print(f"  history-calibrated: [{h['lower']:.4f}, {h['upper']:.4f}] ({h['note']}; {h['source']})")
     for what in record.get("outside_ladder", []):
         console.print(f"  note: the target differs from every ladder run in {what}")
 
@@ -225,16 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", action="extend", nargs="+", default=None, metavar="JSON",
                    help="checked forecasts made before with the same preset on the same data (earlier demos' "
                         "forecast.json, benchmarks/forecast.py's cases.json; one or more): also give the interval "
-                        "their misses give (split conformal; at 90%% it needs 9 or more)")
+                        "their misses give (split conformal; at 90%% it needs 9 or more). Default: the history shipped for "
+                        "the preset's recipe (testbed/histories), where there is one")
+    p.add_argument("--no-history", action="store_true",
+                   help="no history interval, not even the one shipped for the preset's recipe")
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
+    if ns.no_history and ns.history:
+        p.error("--no-history and --history exclude each other")
     try:
         preset = load_preset(ns.scale or _default_scale(ns.data))
         if ns.data:
             preset = preset.with_data(ns.data)
         if ns.jobs is not None:
             preset = preset.with_jobs(ns.jobs)
-        run_demo(ns.out, preset, quiet=ns.quiet, history=ns.history)
+        run_demo(ns.out, preset, quiet=ns.quiet, history=[] if ns.no_history else ns.history)
     except (DemoError, ConfigError) as e:
         print(f"demo error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

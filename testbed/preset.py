@@ -9,6 +9,11 @@
     disk_mb: 50
     needs_data: false   # true: the preset trains only on a corpus given with --data
 
+A preset may ship a history of checked forecasts (`testbed/histories/*.json`: the forecast matrix's
+targets, each forecast before it trained, then checked): the demo's default `--history`, used only
+when the running preset's recipe is the one the history was made with (`recipe_key`) and without
+the history's forecasts of the running seed (`shipped_history`).
+
 The built-in presets live in `testbed/presets/` and are named without their path
 (`testbed demo --scale cpu`); a path to another YAML file works too. The target is the
 ladder's base config at the target shape, with the ladder's per-size rules (learning
@@ -18,6 +23,7 @@ rate, batch) applied at its N and its tokens chosen so that its compute is
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from collections import Counter
@@ -30,6 +36,7 @@ import yaml
 from train.config import RunConfig, did_you_mean
 
 PRESETS = Path(__file__).parent / "presets"
+HISTORIES = Path(__file__).parent / "histories"
 TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb", "needs_data")
 FIT_KEYS = ("law", "candidates", "curves_only", "select", "min_tokens", "bootstrap", "level")
 TARGET_KEYS = ("width", "depth", "compute_ratio")
@@ -148,6 +155,39 @@ def load_preset(name_or_path: str) -> DemoPreset:
     except (OSError, yaml.YAMLError) as e:
         raise DemoError(f"cannot read demo preset {str(path)!r}: {str(e).splitlines()[0]}") from None
     return preset_from_dict(d, source=str(path))
+
+
+def recipe_key(preset: DemoPreset) -> str:
+    """A digest of what a forecast's history must share with it: the ladder (sizes, budgets, data source and
+    settings, rules, optimizer, schedule) and how the law is chosen. Seeds, names, jobs, the target, and the
+    interval's bootstrap and level are left out: a history spans seeds and target shapes, and holds point
+    forecasts only."""
+    ladder = copy.deepcopy(preset.ladder)
+    for key in ("name", "description", "executor"):
+        ladder.pop(key, None)
+    for part in ("data", "run"):
+        ladder.get("base", {}).get(part, {}).pop("seed", None)
+    fit = {k: v for k, v in preset.fit.__dict__.items() if k not in ("bootstrap", "level")}
+    blob = json.dumps({"ladder": ladder, "fit": fit}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _seed(preset: DemoPreset):
+    return preset.ladder.get("base", {}).get("data", {}).get("seed")
+
+
+def shipped_history(preset: DemoPreset) -> tuple[Path, list[dict]] | None:
+    """(file, records) of the history shipped for this preset's recipe (`recipe_key`), or None.
+
+    The records of the preset's own data seed are left out: on the synthetic language that seed draws
+    the language and the batches, so those forecasts are this ladder's own and say nothing about its
+    misses."""
+    key, seed = recipe_key(preset), _seed(preset)
+    for path in sorted(HISTORIES.glob("*.json")):
+        d = json.loads(path.read_text())
+        if d.get("recipe") == key:
+            return path, [r for r in d["records"] if r.get("seed") != seed]
+    return None
 
 
 def _spec(d: dict):

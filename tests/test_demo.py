@@ -322,3 +322,53 @@ def test_history_adds_its_interval_to_the_checked_forecast(finished_demo, tmp_pa
     with pytest.raises(demo.DemoError, match="--history: a 90% conformal interval needs at least 9"):
         demo.run_demo(fresh, "mini", quiet=True, history=[tmp_path / "few.json"])
     assert not fresh.exists()
+
+
+def test_a_preset_finds_the_history_shipped_for_its_recipe_only():
+    """The cpu preset's shipped history applies to the cpu recipe whatever its jobs, not to the same recipe on
+    other data or with other budgets, and never with the running seed's own forecasts; mini has none."""
+    import copy
+
+    from analysis.history import calibrate_records, conformal_quantile, history_scores
+    from testbed.preset import HISTORIES, shipped_history
+
+    cpu = load_preset("cpu")
+    path, rows = shipped_history(cpu)
+    assert path == HISTORIES / "cpu.json"
+    assert len(rows) == len(json.loads(path.read_text())["records"]) >= 9 and 0 not in {r["seed"] for r in rows}
+    assert calibrate_records(rows).q == conformal_quantile(history_scores(rows), 0.9)
+    assert shipped_history(cpu.with_jobs(1))[1] == rows
+    assert shipped_history(cpu.with_data("corpus.txt")) is None
+    longer = copy.deepcopy(cpu.ladder)
+    longer["tokens"] = [2 * t for t in longer["tokens"]]
+    assert shipped_history(preset_from_dict({**cpu.settings(), "ladder": longer})) is None
+    seeded = copy.deepcopy(cpu.ladder)
+    seeded["base"]["data"]["seed"] = rows[0]["seed"]
+    own = shipped_history(preset_from_dict({**cpu.settings(), "ladder": seeded}))[1]
+    assert rows[0]["seed"] not in {r["seed"] for r in own} and 0 < len(own) < len(rows)
+    assert shipped_history(load_preset("mini")) is None
+
+
+@pytest.mark.slow
+def test_the_demo_uses_the_shipped_history_unless_told_not_to(finished_demo, tmp_path, monkeypatch, capsys):
+    """With a history shipped for the mini recipe, a plain rerun of the demo carries its interval and says where
+    it came from; history=[] (--no-history) drops it; --history and --no-history together are refused."""
+    import testbed.preset as preset_mod
+
+    out, _, _, result = finished_demo
+    mini = load_preset("mini")
+    records = [{"seed": 100 + i, "method": mini.fit.law, "predicted": 1.0, "compute_ratio": 10.0,
+                "actual": math.exp(0.002 * i * math.log(10.0))} for i in range(1, 10)]
+    (tmp_path / "mini.json").write_text(json.dumps({"recipe": preset_mod.recipe_key(mini), "records": records}))
+    monkeypatch.setattr(preset_mod, "HISTORIES", tmp_path)
+    got = demo.run_demo(out, "mini", quiet=True)
+    h = got["history"]
+    assert h["n"] == 9 and h["q"] == pytest.approx(0.018) and h["source"].endswith(f"{tmp_path.name}/mini.json")
+    assert h["inside"] == (h["lower"] <= got["actual"] <= h["upper"])
+    assert got["predicted"] == result["predicted"]
+    assert "history" not in demo.run_demo(out, "mini", quiet=True, history=[])
+    assert demo.main(["--out", str(out), "--scale", "mini", "--quiet", "--no-history"]) == 0
+    assert "history" not in json.loads((out / demo.FORECAST_FILE).read_text())
+    with pytest.raises(SystemExit):
+        demo.main(["--out", str(out), "--scale", "mini", "--no-history", "--history", str(tmp_path / "mini.json")])
+    assert "exclude each other" in capsys.readouterr().err

@@ -322,3 +322,48 @@ def test_target_noise_retrains_the_matrix_target_from_another_init(tmp_path, cap
     with pytest.raises(SystemExit, match="no trained row for target 10x w96 d2"):
         tn.main(["--cases", str(tmp_path / "c.json"), "--preset", "mini", "--targets", "10:w96d2",
                  "--out", str(tmp_path / "out2")])
+
+
+def test_ship_history_writes_the_preset_method_rows_of_one_corpus(tmp_path):
+    """ship_history keeps the rows of the preset's method (mini's law) on the corpus asked for, with what the
+    history needs, under the preset's recipe key; a seed and target twice is refused; --check says whether
+    the file is what the rows give."""
+    from testbed.preset import load_preset, recipe_key
+
+    sh = _script(Path("benchmarks/recipe/ship_history.py"))
+    method = load_preset("mini").fit.law
+    rows = [{"law": law, "data": data, "seed": 5, "shape": "10x w64 d2", "predicted": 3.0, "actual": 3.1,
+             "compute_ratio": 10.0, "sigma": 0.01} for law, data in ((method, "synthetic"), ("schedule", "synthetic"),
+                                                                      (method, "wikipedia"))]
+    rows.append({**rows[0], "shape": "30x w96 d2", "compute_ratio": 30.0, "actual": None})   # not trained yet
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    d = sh.build("mini", "synthetic", [str(tmp_path / "c.json")])
+    assert d["recipe"] == recipe_key(load_preset("mini")) and d["method"] == method != "schedule"
+    assert d["records"] == [{"seed": 5, "data": "synthetic", "shape": "10x w64 d2", "predicted": 3.0, "actual": 3.1,
+                             "compute_ratio": 10.0, "method": method}]
+    out = tmp_path / "mini.json"
+    assert sh.main([str(tmp_path / "c.json"), "--preset", "mini", "--data", "synthetic", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == d
+    assert sh.main([str(tmp_path / "c.json"), "--preset", "mini", "--data", "synthetic", "--out", str(out),
+                    "--check"]) == 0
+    assert sh.main([str(tmp_path / "c.json"), "--preset", "mini", "--data", "wikipedia", "--out", str(out),
+                    "--check"]) == 1
+    (tmp_path / "twice.json").write_text(json.dumps([rows[0], rows[0]]))
+    with pytest.raises(SystemExit, match="seed 5 target 10x w64 d2 appears twice"):
+        sh.build("mini", "synthetic", [str(tmp_path / "twice.json")])
+
+
+def test_shipped_histories_are_what_their_committed_cases_give():
+    """Each history a preset ships is rebuilt from the cases files it names, and its preset's recipe is still
+    the one it was made with (a preset changed without a new history would otherwise stop using it)."""
+    from testbed.preset import HISTORIES, load_preset, recipe_key
+
+    sh = _script(Path("benchmarks/recipe/ship_history.py"))
+    shipped = sorted(HISTORIES.glob("*.json"))
+    assert shipped, "no shipped history"
+    for path in shipped:
+        d = json.loads(path.read_text())
+        assert d == sh.build(d["preset"], d["data"], [str(ROOT / "benchmarks/recipe/cases" / f) for f in d["sources"]])
+        assert d["recipe"] == recipe_key(load_preset(d["preset"])), (
+            f"preset {d['preset']} changed since {path.name} was written: run its matrix again, or keep the old "
+            "recipe under another name")

@@ -10,7 +10,14 @@ its ratio to the median |error|, the issue's width measure.
     python benchmarks/recipe/history_rule.py --history $C/dev_two_inits_synth_s27_33.json,$C/dev_two_inits_wiki_s8_12.json \
         "fresh (27)-(28)=$C/synth_s34.json,...,$C/wiki_s16_10x.json"
 
-A set is LABEL=FILE[,FILE...][@RATIO], as for `pool.py`. Measured in benchmarks/recipe/README.md, section (29).
+With --leave-seed-out each scored row is calibrated on the history's rows of its corpus from other seeds
+(a row's own seed's forecasts share its ladder, so they are not exchangeable with it); scoring the history
+on itself this way is a leave-one-seed-out estimate of what the history interval does for a new seed:
+
+    python benchmarks/recipe/history_rule.py --history $ALL --leave-seed-out "every read row=$ALL"
+
+A set is LABEL=FILE[,FILE...][@RATIO], as for `pool.py`. Measured in benchmarks/recipe/README.md, sections
+(29)-(30).
 """
 from __future__ import annotations
 
@@ -26,9 +33,10 @@ import pool  # noqa: E402  (benchmarks/recipe/pool.py: its LABEL=FILE@RATIO sets
 from analysis.history import conformal_quantile, history_scores, load_history  # noqa: E402
 
 
-def quantiles(files: list[str], level: float) -> dict[str, tuple[float, int]]:
-    """{corpus: (q, n)} from the auto rows of the history files."""
-    rows = load_history(files, law="auto")
+def quantiles(files: list[str], level: float, leave_out=None) -> dict[str, tuple[float, int]]:
+    """{corpus: (q, n)} from the auto rows of the history files, without the rows of (corpus, seed) `leave_out`."""
+    rows = [r for r in load_history(files, law="auto")
+            if leave_out is None or (str(r.get("data")), r.get("seed")) != leave_out]
     out = {}
     for data in sorted({str(r.get("data")) for r in rows}):
         s = history_scores([r for r in rows if str(r.get("data")) == data])
@@ -56,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("sets", nargs="+", help="LABEL=FILE[,FILE...][@RATIO]: rows to score")
     ap.add_argument("--history", required=True, help="FILE[,FILE...]: the checked forecasts to calibrate on")
     ap.add_argument("--level", type=float, default=0.9)
+    ap.add_argument("--leave-seed-out", action="store_true",
+                    help="calibrate each scored row on the history without its own corpus and seed")
     a = ap.parse_args(argv)
     q = quantiles(a.history.split(","), a.level)
     print("| corpus | history forecasts | q (per unit ln ratio) |")
@@ -64,6 +74,16 @@ def main(argv=None) -> int:
         print(f"| {data} | {n} | {qq:.4f} |")
     print("\n| rows | corpus | n | median \\|err\\| | as printed: covered | half-width | history: covered | half-width |")
     print("|---|---|---|---|---|---|---|---|")
+    def qs(row: dict) -> float:
+        """The history's q for a scored row (without the row's own seed, with --leave-seed-out)."""
+        if not a.leave_seed_out:
+            return q[str(row["data"])][0]
+        key = (str(row["data"]), row.get("seed"))
+        if key not in left:
+            left[key] = quantiles(a.history.split(","), a.level, leave_out=key)[key[0]][0]
+        return left[key]
+
+    left: dict = {}
     for label, rows in (pool.cases(s, "auto") for s in a.sets):
         missing = sorted({str(r["data"]) for r in rows} - set(q))
         if missing:
@@ -73,7 +93,7 @@ def main(argv=None) -> int:
             # pool's rows: err = 100 (predicted - actual) / actual; the printed interval is predicted * exp(-/+ q sigma)
             err = -np.log1p(np.array([r["err"] for r in g]) / 100)              # ln(actual / predicted)
             printed = np.array([log_half_width(r) for r in g])
-            hist = np.array([q[str(r["data"])][0] * np.log(float(r["compute_ratio"])) for r in g])
+            hist = np.array([qs(r) * np.log(float(r["compute_ratio"])) for r in g])
             med = float(np.median(np.abs([r["err"] for r in g]))) / 100
             print(f"| {label} | {data} | {len(g)} | {med:.2%} | {cells(err, printed)} | {cells(err, hist)} |")
     return 0
