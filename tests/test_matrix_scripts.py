@@ -301,6 +301,29 @@ def test_history_rule_calibrates_per_corpus_and_scores_other_rows(tmp_path, caps
     assert wiki.split(" | ")[4] == "1/1"              # the printed ±10% covers it
 
 
+def test_history_rule_leave_seed_out_drops_the_scored_rows_own_seed(tmp_path, capsys):
+    """A history of ten seeds whose log misses are 0.001 s ln 10 (seed s = 1..10), and scored rows of the same
+    seeds missing by 0.999 of that: with --leave-seed-out each row's q is the largest score of the nine other
+    seeds (0.010, but 0.009 for seed 10), so seed 10's row is the one outside; without it q = 0.010 for all."""
+    hr = _script(Path("benchmarks/recipe/history_rule.py"))
+    ln10 = float(np.log(10.0))
+
+    def row(s, shrink):
+        e = shrink * s * 1e-3 * ln10
+        return {"law": "auto", "data": "synthetic", "seed": s, "predicted": 3.0, "actual": float(3.0 * np.exp(e)),
+                "compute_ratio": 10.0, "ratio": 10.0, "rel_error": float(np.exp(-e) - 1), "upper": 3.3,
+                "lower": 3.0 / 1.1, "half_width": 0.1, "inside": True, "quantile": 1.0,
+                "sigma_parts": {"extrapolation": float(np.log(1.1))}}
+    (tmp_path / "h.json").write_text(json.dumps([row(s, 1.0) for s in range(1, 11)]))
+    (tmp_path / "r.json").write_text(json.dumps([row(s, 0.999) for s in range(1, 11)]))
+    assert hr.quantiles([str(tmp_path / "h.json")], 0.9, leave_out=("synthetic", 10)) == {
+        "synthetic": (pytest.approx(0.009), 9)}
+    for flag, covered in (([], "10/10"), (["--leave-seed-out"], "9/10")):
+        assert hr.main(["--history", str(tmp_path / "h.json"), *flag, f"x={tmp_path / 'r.json'}"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| x | synthetic |"))
+        assert line.split(" | ")[6] == covered, line
+
+
 def test_target_noise_retrains_the_matrix_target_from_another_init(tmp_path, capsys):
     """The mini preset's 10x w64 d2 target of seed 3, trained again with run.seed 3 + 7 and the same data seed:
     the printed difference is ln(new / the row's actual), and the run directory's config says so."""
