@@ -125,16 +125,20 @@ print(json.dumps({"meta": meta}))
 def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
     """Build the token cache of every text corpus the runs use, once each; return data warnings."""
     from train.config import to_dict
-    from train.data.text import data_warnings
+    from train.data.text import data_warnings, val_shortfall
     by_data: dict[str, tuple[Any, int]] = {}
+    evals: dict[str, PlannedRun] = {}       # per corpus, the run whose eval reads the most validation windows
     for r in runs:
         d = r.config.data
         if d.source == "synthetic":
             continue
         key = repr(d)
         by_data[key] = (d, max(by_data.get(key, (d, 0))[1], r.tokens))
+        e = evals.get(key)
+        if e is None or _eval_need(r) > _eval_need(e):
+            evals[key] = r
     warnings = []
-    for d, most_tokens in by_data.values():
+    for key, (d, most_tokens) in by_data.items():
         r = subprocess.run([sys.executable, "-c", _PREPARE, json.dumps(to_dict(d)), "1" if quiet else "0"],
                            stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         lines = r.stdout.strip().splitlines()
@@ -142,8 +146,17 @@ def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
         if "meta" not in got:
             error = got.get("error") or f"preparing the data {d.source!r} failed (exit {r.returncode})"
             raise SweepNoSpace(error) if got.get("no_space") else SweepError(error)
+        # a held-out split too small for the eval fails every run at its first eval: say so before any trains
+        r = evals[key]
+        problem = val_shortfall(d, r.config.eval.tokens, r.config.model.context, int(got["meta"]["val_tokens"]))
+        if problem:
+            raise SweepError(f"run {r.run_id}: {problem}")
         warnings += data_warnings(d, got["meta"], most_tokens)
     return warnings
+
+
+def _eval_need(r: PlannedRun) -> int:
+    return (r.config.eval.tokens // r.config.model.context) * r.config.model.context
 
 
 class SweepNoSpace(SweepError):

@@ -364,3 +364,24 @@ def test_a_full_disk_while_tokenizing_leaves_no_half_cache(tmp_path, monkeypatch
     assert [p.name for p in (tmp_path / "cache" / "text").iterdir() if not p.name.endswith((".lock", ".json"))] == []
     monkeypatch.undo()
     assert build_data(cfg, 16).tokenized          # space freed: the same call builds it
+
+
+def test_a_sweep_whose_eval_outgrows_the_held_out_text_fails_before_any_run_trains(tmp_path):
+    """Each worker would fail at its first eval; the sweep says so once, naming the keys, before it launches any."""
+    from sweeps import run_sweep
+    from sweeps.spec import SweepError
+
+    src = write_txt(tmp_path / "small.txt", corpus(40))
+    spec = {"name": "small-val", "family": "grid", "axes": {"eval.tokens": [64, 65536]},   # the second run's eval
+            "base": {"model": {"kind": "gpt", "context": 16, "head_dim": 8, "depth": 1, "width": 16},  # is too big
+                     "data": {"source": str(src), "tokenizer": "bpe", "vocab_size": 320, "val_frac": 0.1,
+                              "cache_dir": str(tmp_path / "cache"), "num_proc": 1},
+                     "train": {"tokens": 2048, "batch_tokens": 256, "device": "cpu"},
+                     "eval": {"points": 2}}}
+    with pytest.raises(SweepError, match=r"eval.tokens=65536 needs 65537 validation tokens but .*small.txt' holds "
+                                         r"\d+ \(raise data.val_frac or lower eval.tokens\)"):
+        run_sweep(spec, tmp_path / "sweep", quiet=True, log=None)
+    assert not list((tmp_path / "sweep").glob("*/summary.json"))
+    # what the held-out split holds is enough: the same sweep trains
+    spec["axes"]["eval.tokens"] = [64, 128]
+    assert run_sweep(spec, tmp_path / "sweep2", quiet=True, log=None, jobs=1).exit_code == 0

@@ -225,6 +225,16 @@ def data_warnings(cfg: DataConfig, meta: dict[str, Any], train_tokens: int | Non
     return out
 
 
+def val_shortfall(cfg: DataConfig, eval_tokens: int, context: int, val_tokens: int) -> str:
+    """What is wrong when an eval of `eval_tokens` (whole windows of `context` + 1 tokens) needs more than the
+    corpus's `val_tokens` held-out tokens, naming the keys to change; "" when they suffice."""
+    need = (eval_tokens // context) * context + 1
+    if need <= val_tokens:
+        return ""
+    return (f"eval.tokens={eval_tokens} needs {need} validation tokens but {cfg.source!r} holds {val_tokens} "
+            f"(raise data.val_frac or lower eval.tokens)")
+
+
 class TextSource:
     """DataSource over tokenized real text (see the module docstring)."""
 
@@ -269,10 +279,9 @@ class TextSource:
         n_rows = n_tokens // self.context
         if n_rows < 1:
             raise ValueError(f"eval.tokens={n_tokens} is below one window of model.context={self.context} tokens")
-        need = n_rows * self.context + 1
-        if need > len(self._val):
-            raise DataError(f"eval.tokens={n_tokens} needs {need} validation tokens but {self.cfg.source!r} "
-                            f"holds {len(self._val)} (raise data.val_frac or lower eval.tokens)")
+        problem = val_shortfall(self.cfg, n_tokens, self.context, len(self._val))
+        if problem:
+            raise DataError(problem)
         idx = np.arange(n_rows)[:, None] * self.context + np.arange(self.context + 1)
         return self._val[idx].astype(np.int64)
 
