@@ -19,6 +19,7 @@ COMMANDS = {
     "backtest": ("analysis.cli", "backtest_main", "leave-largest-out backtest of laws"),
     "report": ("analysis.cli", "report_main", "write a Markdown report with plots"),
     "demo": ("testbed.demo", "main", "ladder -> fit -> forecast -> train the target -> check"),
+    "lr-rule": ("testbed.lrrule", "main", "measure a preset's per-size LR rule on your data (LR sweeps)"),
     "coordcheck": ("train.coordcheck", "main", "muP coordinate check: activation scale vs width"),
 }
 

@@ -235,8 +235,13 @@ def main(argv: list[str] | None = None) -> int:
             preset = preset.with_data(ns.data)
         if ns.jobs is not None:
             preset = preset.with_jobs(ns.jobs)
-        if ns.write_preset and Path(ns.write_preset).exists():
-            raise DemoError(f"--write-preset {ns.write_preset!r} exists; choose another file or delete it")
+        if ns.write_preset:
+            if Path(ns.write_preset).exists():
+                raise DemoError(f"--write-preset {ns.write_preset!r} exists; choose another file or delete it")
+            try:   # before the sweep: a file that cannot be written should not cost the runs first
+                Path(ns.write_preset).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DemoError(f"--write-preset {ns.write_preset!r}: {e.strerror or e}") from None
         record = measure(ns.out, preset, widths=widths, tokens=ns.tokens, rounds=ns.rounds, quiet=ns.quiet)
         if ns.write_preset:
             d = preset_with_rule(preset, record["rule"]["formula"], ns.data or record["data"])

@@ -8,6 +8,7 @@
     target: {width: 96, depth: 2, compute_ratio: 10.0}
     disk_mb: 50
     needs_data: false   # true: the preset trains only on a corpus given with --data
+    lr_rule_data: ...   # where the ladder's LR rule was measured; the demo names it when --data is another corpus
 
 A preset may ship a history of checked forecasts (`testbed/histories/*.json`: the forecast matrix's
 targets, each forecast before it trained, then checked): the demo's default `--history`, used only
@@ -37,7 +38,7 @@ from train.config import RunConfig, did_you_mean
 
 PRESETS = Path(__file__).parent / "presets"
 HISTORIES = Path(__file__).parent / "histories"
-TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb", "needs_data")
+TOP_KEYS = ("name", "description", "ladder", "fit", "target", "disk_mb", "needs_data", "lr_rule_data")
 FIT_KEYS = ("law", "candidates", "curves_only", "select", "min_tokens", "bootstrap", "level")
 TARGET_KEYS = ("width", "depth", "compute_ratio")
 
@@ -66,6 +67,7 @@ class DemoPreset:
     description: str = ""
     disk_mb: float = 50.0
     needs_data: bool = False       # the ladder's data.source is a placeholder until with_data
+    lr_rule_data: str = ""         # the data the ladder's LR rule was measured on ("": not said)
     source: str = field(default="", compare=False)
 
     def settings(self) -> dict:
@@ -83,10 +85,22 @@ class DemoPreset:
         return DemoPreset(**{**self.__dict__, "ladder": ladder})
 
     def with_data(self, source: str) -> "DemoPreset":
-        """The same recipe on another corpus (ladder and target alike)."""
+        """The same recipe on another corpus (ladder and target alike); `lr_rule_note` says when its LR rule
+        was measured on other data."""
         ladder = copy.deepcopy(self.ladder)
         ladder.setdefault("base", {}).setdefault("data", {})["source"] = source
         return DemoPreset(**{**self.__dict__, "ladder": ladder, "needs_data": False})
+
+
+    def lr_rule_note(self) -> str:
+        """A note for a preset whose ladder's LR rule was measured on data other than its own: the rule's
+        optimum moves from corpus to corpus (benchmarks/recipe/README.md, sections (2) and (16)). "" when
+        the preset does not say where it was measured, or says it was measured on this data."""
+        data = str(self.ladder.get("base", {}).get("data", {}).get("source", ""))
+        if not self.lr_rule_data or self.lr_rule_data == data:
+            return ""
+        return (f"the ladder's LR rule was measured on {self.lr_rule_data}; on another corpus measure it first: "
+                f"testbed lr-rule --data {data} --out DIR --write-preset FILE, then testbed demo --scale FILE")
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -115,6 +129,9 @@ def preset_from_dict(d: dict, source: str = "") -> DemoPreset:
         raise DemoError(f"{where}: target.compute_ratio must be a number > 1, got {target['compute_ratio']!r}")
     if not isinstance(d.get("needs_data", False), bool):
         raise DemoError(f"{where}: needs_data must be true or false, got {d['needs_data']!r}")
+    if not isinstance(d.get("lr_rule_data", ""), str):
+        raise DemoError(f"{where}: lr_rule_data must be a string (the data the LR rule was measured on), "
+                        f"got {d['lr_rule_data']!r}")
     if not isinstance(fit.get("candidates") or [], list):
         raise DemoError(f"{where}: fit.candidates must be a list of laws, got {fit['candidates']!r}")
     plan = FitPlan(**{**fit, "candidates": tuple(fit.get("candidates") or ())})
@@ -133,7 +150,8 @@ def preset_from_dict(d: dict, source: str = "") -> DemoPreset:
                 raise DemoError(f"{where}: fit.{key}: {e}") from None
     preset = DemoPreset(name=str(d["name"]), ladder=dict(d["ladder"]), fit=plan, target=dict(target),
                         description=str(d.get("description", "")), disk_mb=float(d.get("disk_mb", 50)),
-                        needs_data=d.get("needs_data", False), source=source)
+                        needs_data=d.get("needs_data", False), lr_rule_data=d.get("lr_rule_data", ""),
+                        source=source)
     ladder_runs(preset)   # the ladder spec is checked (and expanded) before anything trains
     return preset
 
