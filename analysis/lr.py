@@ -16,7 +16,9 @@ initialization can be, does not count as noise) says whether the sweep locates t
 
 The rule is the least-squares line of ln lr* on ln N over the sizes whose optimum is inside the
 grid: the form in which fitted optimal-LR laws are reported (Porian et al. 2024; DeepSeek LLM 2024)
-and which `sweeps.rules` evaluates.
+and which `sweeps.rules` evaluates. Its exponent's standard error comes from each optimum's spread
+over seeds (`LrOptimum.lr_se`, each seed's own parabola's minimum): with two sizes and two inits it is
+large, and a forecast target wider than the ladder takes the rule where that error counts most.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ class LrOptimum:
     edge: str                  # "" inside the grid; "low" / "high": the best LR is the smallest / largest swept
     octave_rise: float         # the parabola's loss increase 2x away from its minimum (nan without one)
     rise_noise: float          # the standard error of octave_rise over seeds (nan with one seed or no parabola)
+    lr_se: float = float("nan")  # the standard error of log2(lr) over seeds, in octaves: each seed's own
+                                 # parabola's minimum (nan with one seed, or where a seed's parabola has none)
 
     @property
     def flat(self) -> bool:
@@ -58,6 +62,7 @@ class LrRule:
     exponent: float
     ref: float
     sizes: tuple               # the LrOptimum of every size swept (those at an edge were not fitted)
+    exponent_se: float = float("nan")   # its standard error from the fitted sizes' lr_se (nan where one lacks it)
 
     def lr(self, n) -> np.ndarray:
         return self.coef * (np.asarray(n, float) / self.ref) ** self.exponent
@@ -85,19 +90,23 @@ def size_optimum(size: str, n: float, rows: pd.DataFrame) -> LrOptimum:
     if not np.isfinite(mean[i]):
         raise ValueError(f"size {size}: every LR diverged ({', '.join(f'{x:g}' for x in lrs)})")
     edge = "low" if i == 0 else ("high" if i == len(lrs) - 1 else "")
-    lr, at, rise, noise = float(lrs[i]), float(mean[i]), float("nan"), float("nan")
+    lr, at, rise, noise, lr_se = float(lrs[i]), float(mean[i]), float("nan"), float("nan"), float("nan")
     if not edge and np.isfinite(mean[i - 1:i + 2]).all():
         x = np.log2(lrs[i - 1:i + 2])
         c = np.polyfit(x, mean[i - 1:i + 2], 2)
         if c[0] > 0:   # the best point is the lowest of three, so the parabola opens upward unless they are collinear
             xs = float(np.clip(-c[1] / (2 * c[0]), x[0], x[-1]))
             lr, at, rise = 2.0 ** xs, float(np.polyval(c, xs)), float(c[0])
-            per_seed = np.polyfit(x, loss.iloc[i - 1:i + 2].to_numpy(float), 2)[0]   # each seed's curvature
-            if len(per_seed) > 1 and np.isfinite(per_seed).all():
-                noise = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)))
+            ys = loss.iloc[i - 1:i + 2].to_numpy(float)
+            if ys.shape[1] > 1 and np.isfinite(ys).all():
+                a, b, _ = np.polyfit(x, ys, 2)                      # each seed's own parabola
+                noise = float(np.std(a, ddof=1) / math.sqrt(len(a)))
+                if (a > 0).all():
+                    vertex = np.clip(-b / (2 * a), x[0], x[-1])
+                    lr_se = float(np.std(vertex, ddof=1) / math.sqrt(len(vertex)))
     return LrOptimum(size=size, N=float(n), lrs=tuple(float(v) for v in lrs), mean=tuple(float(v) for v in mean),
                      seeds=len(complete), best_lr=float(lrs[i]), lr=lr, loss=at, edge=edge, octave_rise=rise,
-                     rise_noise=noise)
+                     rise_noise=noise, lr_se=lr_se)
 
 
 def lr_optima(table: pd.DataFrame) -> list[LrOptimum]:
@@ -136,7 +145,11 @@ def fit_lr_rule(optima: list[LrOptimum], ref: float | None = None) -> LrRule:
     if not ref > 0:
         raise ValueError(f"ref must be > 0, got {ref}")
     b, a = np.polyfit(x - math.log(ref), y, 1)
-    return LrRule(coef=float(np.exp(a)), exponent=float(b), ref=ref, sizes=tuple(optima))
+    # least squares with each optimum's own variance: var(slope) = sum dx^2 var_i / (sum dx^2)^2
+    dx = x - x.mean()
+    var = (np.array([o.lr_se for o in inside]) * math.log(2)) ** 2
+    se = float(math.sqrt(np.sum(dx ** 2 * var)) / np.sum(dx ** 2))
+    return LrRule(coef=float(np.exp(a)), exponent=float(b), ref=ref, sizes=tuple(optima), exponent_se=se)
 
 
 def markdown(rule: LrRule | None, optima: list[LrOptimum], current=None) -> str:
@@ -155,6 +168,8 @@ def markdown(rule: LrRule | None, optima: list[LrOptimum], current=None) -> str:
             txt = "diverged" if not np.isfinite(m) else f"{m:.4f}"
             cells.append(f"**{txt}**" if lr == o.best_lr else txt)
         opt = f"{o.lr:.3g}" + {"low": " (below the grid)", "high": " (above the grid)"}.get(o.edge, "")
+        if np.isfinite(o.lr_se):
+            opt += f" ±{o.lr_se:.2f} octave"
         if o.flat:
             opt += " (flat within seed noise)"
         row = [o.size, f"{o.N:,.0f}", *cells, opt] + ([f"{float(current(o.N)):.3g}"] if current else [])
@@ -162,4 +177,6 @@ def markdown(rule: LrRule | None, optima: list[LrOptimum], current=None) -> str:
     if rule is not None:
         lines.append("")
         lines.append(f"rule: lr*(N) = {rule.formula()}")
+        if np.isfinite(rule.exponent_se):
+            lines.append(f"exponent {rule.exponent:+.3f} ± {rule.exponent_se:.3f} (standard error over seeds)")
     return "\n".join(lines)

@@ -9,14 +9,18 @@ preset's rule was measured on Wikipedia; a ladder on another corpus at that rule
 optimum, which a forecast cannot correct. This command makes the measurement on any preset and data:
 
 1. at the ladder's smallest and largest sizes (or `--widths`), train the ladder's base run (its
-   model, data, batch, schedule with its cooldown, eval, and inits: the ladder's `replicates`) at
+   model, data, batch, schedule with its cooldown, eval tokens, and inits: the ladder's `replicates`;
+   one eval, at the end) at
    the median token budget of the ladder's runs, at 0.5x, 1x and 2x the LR the preset's rule gives
    that size: a sweep in DIR/round-1;
 2. where a size's best LR is the smallest or the largest tried, try the next octave beyond (DIR/round-2,
    ...; at most `--rounds` rounds in all);
 3. fit the rule through the optima (`analysis.lr`: a parabola in log2 LR per size, a power law over
-   sizes), print the table and write DIR/lr_rule.json; `--write-preset FILE` writes the preset with
-   the measured rule and the corpus, for `testbed demo --scale FILE`.
+   sizes), print the table with each optimum's and the exponent's standard error over the inits and
+   the LR the rule gives the preset's target (within one standard error of the exponent: two sizes
+   pin the LR in the middle of the ladder, not its drift), and write DIR/lr_rule.json;
+   `--write-preset FILE` writes the preset with the measured rule and the corpus, for
+   `testbed demo --scale FILE`.
 
 Every round is a sweep: a rerun of the same command skips finished runs and resumes the rest, and
 decides the next round from the same losses.
@@ -26,17 +30,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
-from testbed.preset import DemoError, DemoPreset, ladder_runs, load_preset, preset_names, yaml_dump
+from testbed.preset import DemoError, DemoPreset, ladder_runs, load_preset, preset_names, target_run, yaml_dump
 from train.config import ConfigError
 from train.contract import COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from train.rundir import atomic_write_json
 
 RULE_FILE = "lr_rule.json"
-KEYS = ("model.width", "model.depth")
 
 
 def ladder_shapes(preset: DemoPreset) -> list[dict]:
@@ -175,10 +179,26 @@ def measure(out: str | Path, preset: DemoPreset, *, widths: list[int] | None = N
         rule, error = None, str(e)
     before = (lambda n: rule_value(current, n)) if current is not None else None
     console.print(markdown(rule, optima, before), soft_wrap=True, markup=False, highlight=False)
+    target = None
+    if rule is not None:
+        # the forecast target is wider than every swept size: the rule's exponent error counts most there
+        n_t = float(target_run(preset).n_params)
+        spread = math.exp(rule.exponent_se * abs(math.log(n_t / rule.ref))) if math.isfinite(rule.exponent_se) else None
+        lr_t = float(rule.lr(n_t))
+        target = {"N": n_t, "lr": lr_t, "lr_before": None if current is None else float(rule_value(current, n_t)),
+                  "lr_1se": None if spread is None else [lr_t / spread, lr_t * spread]}
+        line = f"the preset's target (N {n_t:,.0f}): LR {lr_t:.3g}"
+        if spread is not None:
+            line += f", {lr_t / spread:.3g}-{lr_t * spread:.3g} within one standard error of the exponent"
+        if target["lr_before"] is not None:
+            line += f" (the preset's rule: {target['lr_before']:.3g})"
+        console.print(line, markup=False, highlight=False)
     record = {"preset": preset.name, "data": preset.ladder.get("base", {}).get("data", {}).get("source"),
               "tokens": tokens, "rounds": k, "rule_before": current,
               "rule": None if rule is None else {"formula": rule.formula(), "coef": rule.coef,
-                                                 "exponent": rule.exponent, "ref": rule.ref},
+                                                 "exponent": rule.exponent, "exponent_se": rule.exponent_se,
+                                                 "ref": rule.ref},
+              "target": target,
               "error": error, "sizes": [o.__dict__ | {"flat": o.flat} for o in optima], "rows": rows,
               "wall_time_s": time.time() - t0}
     atomic_write_json(out / RULE_FILE, json.loads(json.dumps(record, default=float)))

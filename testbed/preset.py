@@ -263,12 +263,18 @@ def targets_spec(preset: DemoPreset, targets: list[dict], name: str | None = Non
     return spec(shapes, tokens)
 
 
-def target_config(preset: DemoPreset, target: dict | None = None) -> RunConfig:
-    """The preset's target run (or `target`'s shape and ratio instead), resolved: see `targets_spec`."""
+def target_run(preset: DemoPreset, target: dict | None = None):
+    """The preset's target run (or `target`'s shape and ratio instead) as a planned run (its N in the ladder's
+    convention): see `targets_spec`."""
     from sweeps.expand import expand
 
     (run,) = expand(_spec(targets_spec(preset, [target or {}])))
-    return run.config
+    return run
+
+
+def target_config(preset: DemoPreset, target: dict | None = None) -> RunConfig:
+    """The preset's target run (or `target`'s shape and ratio instead), resolved: see `targets_spec`."""
+    return target_run(preset, target).config
 
 
 def yaml_dump(d: dict[str, Any]) -> str:

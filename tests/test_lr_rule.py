@@ -34,6 +34,7 @@ def test_a_rule_fitted_to_a_known_bowl_recovers_its_constants():
     assert rule.exponent == pytest.approx(-0.15, abs=1e-6)
     assert rule.lr(8e4) == pytest.approx(0.012 * 4 ** -0.15, rel=1e-6)
     assert [o.edge for o in rule.sizes] == ["", "", ""]
+    assert rule.exponent_se == pytest.approx(0, abs=1e-9)    # the seeds agree exactly
     # the formula is what a sweep spec's rules hold, and it evaluates to the same LR
     from sweeps.rules import rule_value
     assert rule_value(rule.formula(), 5e3) == pytest.approx(float(rule.lr(5e3)), rel=1e-3)
@@ -46,6 +47,22 @@ def test_seed_noise_moves_the_rule_by_little_and_is_reported():
     assert rule.coef == pytest.approx(0.012, rel=0.15) and rule.exponent == pytest.approx(-0.15, abs=0.1)
     assert all(0 < o.rise_noise < 0.01 and o.seeds == 3 for o in optima)
     assert not any(o.flat for o in optima)    # the bowl rises 0.03 an octave, against noise ~0.002
+
+
+def test_the_exponents_standard_error_covers_the_true_exponent_about_as_often_as_it_should():
+    """200 sweeps of two sizes, three seeds, seed noise: |exponent - true| < 1.96 se about 95% of the time, less
+    for an se from three seeds (a t with 2 degrees of freedom puts 1.96 at 81%)."""
+    lrs = [0.0025 * 2 ** k for k in range(6)]
+    hits, ses = 0, []
+    for k in range(200):
+        rng = np.random.default_rng(k)
+        t = sweep_table([5e3, 8e4], lrs, seeds=(0, 1, 2))
+        t["loss"] += 0.004 * rng.standard_normal(len(t))
+        rule = fit_lr_rule(lr_optima(t), ref=2e4)
+        hits += abs(rule.exponent + 0.15) < 1.96 * rule.exponent_se
+        ses.append(rule.exponent_se)
+    assert 0.7 <= hits / 200 <= 1.0
+    assert 0.005 < np.median(ses) < 0.2
 
 
 def test_a_bowl_flatter_than_its_seeds_disagree_is_flagged_and_a_better_seed_is_not_noise():
