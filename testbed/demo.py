@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from testbed.preset import DemoError, DemoPreset, load_preset, preset_names, shipped_history, target_config
-from train.config import ConfigError
-from train.contract import COMPLETED, EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from testbed.preset import (DemoError, DemoPreset, load_preset, preset_names, resolve_preset, run_guarded,
+                            shipped_history, target_config)
+from train.contract import COMPLETED
 from train.rundir import atomic_write_json, read_json
 
 DEMO_FILE = "demo.json"
@@ -244,17 +243,5 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     if ns.no_history and ns.history:
         p.error("--no-history and --history exclude each other")
-    try:
-        preset = load_preset(ns.scale or _default_scale(ns.data))
-        if ns.data:
-            preset = preset.with_data(ns.data)
-        if ns.jobs is not None:
-            preset = preset.with_jobs(ns.jobs)
-        run_demo(ns.out, preset, quiet=ns.quiet, history=[] if ns.no_history else ns.history)
-    except (DemoError, ConfigError) as e:
-        print(f"demo error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("demo interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+    return run_guarded("demo", lambda: run_demo(ns.out, resolve_preset(ns.scale or _default_scale(ns.data), ns.data, ns.jobs),
+                                                quiet=ns.quiet, history=[] if ns.no_history else ns.history))

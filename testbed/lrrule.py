@@ -31,13 +31,12 @@ import argparse
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-from testbed.preset import DemoError, DemoPreset, ladder_runs, load_preset, preset_names, target_run, yaml_dump
-from train.config import ConfigError
-from train.contract import COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from testbed.preset import (DemoError, DemoPreset, ladder_runs, preset_names, resolve_preset, run_guarded,
+                            target_run, yaml_dump)
+from train.contract import COMPLETED, DIVERGED
 from train.rundir import atomic_write_json
 
 RULE_FILE = "lr_rule.json"
@@ -249,12 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--widths must be comma-separated whole numbers, got {ns.widths!r}")
     if ns.tokens is not None and ns.tokens < 1:
         p.error(f"--tokens must be >= 1, got {ns.tokens}")
-    try:
-        preset = load_preset(ns.scale or ("text-cpu" if ns.data else "cpu"))
-        if ns.data:
-            preset = preset.with_data(ns.data)
-        if ns.jobs is not None:
-            preset = preset.with_jobs(ns.jobs)
+    def work():
+        preset = resolve_preset(ns.scale or ("text-cpu" if ns.data else "cpu"), ns.data, ns.jobs)
         if ns.write_preset:
             if Path(ns.write_preset).exists():
                 raise DemoError(f"--write-preset {ns.write_preset!r} exists; choose another file or delete it")
@@ -269,10 +264,5 @@ def main(argv: list[str] | None = None) -> int:
             print(f"preset with the measured rule: {ns.write_preset} (testbed demo --scale {ns.write_preset} "
                   f"--out DIR)")
         print(f"LR rule: {record['rule']['formula']} (was {record['rule_before']}); {Path(ns.out) / RULE_FILE}")
-    except (DemoError, ConfigError) as e:
-        print(f"lr-rule error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("lr-rule interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+
+    return run_guarded("lr-rule", work)

@@ -27,6 +27,7 @@ import copy
 import hashlib
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from train.config import RunConfig, did_you_mean
+from train.config import ConfigError, RunConfig, did_you_mean
 
 PRESETS = Path(__file__).parent / "presets"
 HISTORIES = Path(__file__).parent / "histories"
@@ -101,6 +102,33 @@ class DemoPreset:
             return ""
         return (f"the ladder's LR rule was measured on {self.lr_rule_data}; on another corpus measure it first: "
                 f"testbed lr-rule --data {data} --out DIR --write-preset FILE, then testbed demo --scale FILE")
+
+
+def resolve_preset(scale: str, data: str | None = None, jobs: int | None = None) -> DemoPreset:
+    """The preset named `scale` (built in, or a YAML file), on `data` when given, training `jobs` runs at once
+    when given: what `testbed demo` and `testbed lr-rule` run."""
+    preset = load_preset(scale)
+    if data:
+        preset = preset.with_data(data)
+    if jobs is not None:
+        preset = preset.with_jobs(jobs)
+    return preset
+
+
+def run_guarded(command: str, work) -> int:
+    """Run `work()` for `testbed <command>`: a DemoError or ConfigError prints its message and returns the
+    bad-input exit code; an interrupt says a rerun resumes and returns the interrupted one; else 0."""
+    from train.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+
+    try:
+        work()
+    except (DemoError, ConfigError) as e:
+        print(f"{command} error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{command} interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
 
 
 def _unknown(keys, allowed, where: str) -> None:
