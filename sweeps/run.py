@@ -125,7 +125,7 @@ print(json.dumps({"meta": meta}))
 def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
     """Build the token cache of every text corpus the runs use, once each; return data warnings."""
     from train.config import to_dict
-    from train.data.text import data_warnings, val_shortfall
+    from train.data.text import data_warnings, val_shortfall, val_tokens_needed
     by_data: dict[str, tuple[Any, int]] = {}
     evals: dict[str, PlannedRun] = {}       # per corpus, the run whose eval reads the most validation windows
     for r in runs:
@@ -135,7 +135,8 @@ def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
         key = repr(d)
         by_data[key] = (d, max(by_data.get(key, (d, 0))[1], r.tokens))
         e = evals.get(key)
-        if e is None or _eval_need(r) > _eval_need(e):
+        need = val_tokens_needed(r.config.eval.tokens, r.config.model.context)
+        if e is None or need > val_tokens_needed(e.config.eval.tokens, e.config.model.context):
             evals[key] = r
     warnings = []
     for key, (d, most_tokens) in by_data.items():
@@ -153,10 +154,6 @@ def prepare_data(runs: list[PlannedRun], quiet: bool = False) -> list[str]:
             raise SweepError(f"run {r.run_id}: {problem}")
         warnings += data_warnings(d, got["meta"], most_tokens)
     return warnings
-
-
-def _eval_need(r: PlannedRun) -> int:
-    return (r.config.eval.tokens // r.config.model.context) * r.config.model.context
 
 
 class SweepNoSpace(SweepError):

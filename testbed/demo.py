@@ -141,8 +141,9 @@ def run_demo(out: str | Path, preset: DemoPreset | str, quiet: bool = False, his
     t0 = time.time()
 
     console.rule(f"[bold]1/4 ladder[/] (preset {preset.name}: {preset.description})")
-    if preset.lr_rule_note():
-        console.print(f"note: {preset.lr_rule_note()}", markup=False)
+    note = preset.lr_rule_note()
+    if note:
+        console.print(f"note: {note}", markup=False)
     ladder_dir = run_ladder(out, preset, quiet)
 
     console.rule("[bold]2/4 fit[/]")

@@ -78,7 +78,8 @@ def round_spec(preset: DemoPreset, points: list[tuple[dict, float]], tokens: int
     tokens cost about as much as training a 409.6k-token run of its smallest size."""
     ladder = preset.ladder
     spec = {"name": name, "description": f"LR sweep of preset {preset.name} at {tokens} tokens",
-            "family": "grid", "overrides": {**(ladder.get("overrides") or {}), "train.tokens": int(tokens), "eval.points": 1},
+            "family": "grid",
+            "overrides": {**(ladder.get("overrides") or {}), "train.tokens": int(tokens), "eval.points": 1},
             "zip": [{"model.width": [s["width"] for s, _ in points], "model.depth": [s["depth"] for s, _ in points],
                      "optim.lr": [float(f"{lr:.6g}") for _, lr in points]}],
             "rules": {k: v for k, v in (ladder.get("rules") or {}).items() if k != "optim.lr"},
@@ -94,8 +95,9 @@ def round_spec(preset: DemoPreset, points: list[tuple[dict, float]], tokens: int
 
 def _rows(outcome) -> list[dict]:
     """One row per run of a finished round: size, N, lr, seed, loss (inf for a diverged run)."""
-    from sweeps.sweepdir import read_summary
+    from sweeps.sweepdir import SweepDir, read_summary
 
+    sd = SweepDir(outcome.out)
     rows, failed = [], []
     for r in outcome.runs:
         state = outcome.state.get(r.run_id)
@@ -105,12 +107,12 @@ def _rows(outcome) -> list[dict]:
         if state == DIVERGED:
             rows.append({**row, "loss": float("inf")})
         elif state == COMPLETED:
-            summary, _ = read_summary(outcome.out / r.run_id)
+            summary, _ = read_summary(sd.run_dir(r.run_id))
             rows.append({**row, "loss": float(summary["final_val_loss"])})
         else:
             failed.append(r.run_id)
     if failed:
-        log = outcome.out / "logs" / f"{failed[0]}.log"
+        log = sd.log_file(failed[0])
         lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()] if log.exists() else []
         last = f"; the first ends: {lines[-1].strip()}" if lines else ""
         raise DemoError(f"{len(failed)} LR sweep runs did not complete ({', '.join(failed[:3])}){last}; see "

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from train.config import ConfigError, RunConfig, did_you_mean
+from train.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 PRESETS = Path(__file__).parent / "presets"
 HISTORIES = Path(__file__).parent / "histories"
@@ -92,7 +93,6 @@ class DemoPreset:
         ladder.setdefault("base", {}).setdefault("data", {})["source"] = source
         return DemoPreset(**{**self.__dict__, "ladder": ladder, "needs_data": False})
 
-
     def lr_rule_note(self) -> str:
         """A note for a preset whose ladder's LR rule was measured on data other than its own: the rule's
         optimum moves from corpus to corpus (benchmarks/recipe/README.md, sections (2) and (16)). "" when
@@ -118,8 +118,6 @@ def resolve_preset(scale: str, data: str | None = None, jobs: int | None = None)
 def run_guarded(command: str, work) -> int:
     """Run `work()` for `testbed <command>`: a DemoError or ConfigError prints its message and returns the
     bad-input exit code; an interrupt says a rerun resumes and returns the interrupted one; else 0."""
-    from train.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
-
     try:
         work()
     except (DemoError, ConfigError) as e:

@@ -165,6 +165,10 @@ def test_lr_rule_sweeps_past_the_grid_edge_then_writes_a_preset_the_demo_reads(t
     for r in ladder_runs(written):
         assert r.config.optim.lr == pytest.approx(rule_value(record["rule"]["formula"], r.n_params), rel=1e-9)
     assert target_config(written).optim.lr > 1e-3            # the target takes the measured rule too
+    t = record["target"]                                     # and the LR printed for it is the one it trains at
+    assert target_config(written).optim.lr == pytest.approx(t["lr"], rel=2e-3)
+    assert t["lr_before"] is None and record["rule_before"] is None   # the mini ladder's LR is one number, no rule
+    assert t["lr_1se"] is None                               # one init: no standard error to give a range
     assert written.lr_rule_data == "synthetic" and written.lr_rule_note() == ""
 
 

@@ -225,10 +225,15 @@ def data_warnings(cfg: DataConfig, meta: dict[str, Any], train_tokens: int | Non
     return out
 
 
+def val_tokens_needed(eval_tokens: int, context: int) -> int:
+    """The held-out tokens an eval of `eval_tokens` reads: whole windows of `context` tokens plus one target."""
+    return (eval_tokens // context) * context + 1
+
+
 def val_shortfall(cfg: DataConfig, eval_tokens: int, context: int, val_tokens: int) -> str:
-    """What is wrong when an eval of `eval_tokens` (whole windows of `context` + 1 tokens) needs more than the
-    corpus's `val_tokens` held-out tokens, naming the keys to change; "" when they suffice."""
-    need = (eval_tokens // context) * context + 1
+    """What is wrong when an eval of `eval_tokens` needs more than the corpus's `val_tokens` held-out tokens
+    (`val_tokens_needed`), naming the keys to change; "" when they suffice."""
+    need = val_tokens_needed(eval_tokens, context)
     if need <= val_tokens:
         return ""
     return (f"eval.tokens={eval_tokens} needs {need} validation tokens but {cfg.source!r} holds {val_tokens} "
