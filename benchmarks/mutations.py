@@ -232,6 +232,6 @@ MUTATIONS: list[Mutation] = [
              '"rules": dict(ladder.get("rules") or {}),',
              "the ladder's LR rule overrides the swept LRs", ("tests/test_lr_rule.py",)),
     Mutation("sweep_val_check_first_run_only", "sweeps/run.py",
-             "if e is None or _eval_need(r) > _eval_need(e):", "if e is None:",
+             "if e is None or need > val_tokens_needed(e.config.eval.tokens, e.config.model.context):", "if e is None:",
              "the held-out split is checked against one run's eval, not the largest", ("tests/test_data_text.py",)),
 ]
